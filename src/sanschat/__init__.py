@@ -1,0 +1,38 @@
+"""sanschat: asynchat's terminator framing and producer queues as a sans-I/O state machine.
+
+The public surface is re-exported here; the implementation lives in private modules.
+"""
+
+from __future__ import annotations
+
+from ._channel import DEFAULT_SEND_SIZE as DEFAULT_SEND_SIZE
+from ._channel import Channel as Channel
+from ._channel import Terminator as Terminator
+from ._channel import TerminatorLike as TerminatorLike
+from ._errors import FrameTooLarge as FrameTooLarge
+from ._errors import ProtocolError as ProtocolError
+from ._errors import SanschatError as SanschatError
+from ._events import Data as Data
+from ._events import EndOfStream as EndOfStream
+from ._events import Event as Event
+from ._events import TerminatorFound as TerminatorFound
+from ._producers import IterableProducer as IterableProducer
+from ._producers import Producer as Producer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_SEND_SIZE",
+    "Channel",
+    "Data",
+    "EndOfStream",
+    "Event",
+    "FrameTooLarge",
+    "IterableProducer",
+    "Producer",
+    "ProtocolError",
+    "SanschatError",
+    "Terminator",
+    "TerminatorFound",
+    "TerminatorLike",
+]

@@ -1,0 +1,725 @@
+"""`Channel`: terminator framing in, producer queue out, and no I/O at all.
+
+Theory of operation
+-------------------
+Receive side.  Every received byte goes into one ``bytearray`` (``_buf``) that starts at
+the first byte not yet delivered.  `Channel.receive` and `Channel.frames` append eagerly
+and return lazy iterators; each step of an iterator asks `_step` to decide the next piece
+of the stream under the terminator in force *at that moment*, so a terminator changed
+between two events applies to the very next unread byte.  `_step` keeps these rules:
+
+* a byte is delivered once, as frame data; terminator bytes are never data;
+* a suffix that could still be the start of a terminator is held back, and nothing else;
+  at end of stream it is decided (`Channel.receive_eof`), never dropped;
+* a terminator search resumes where the previous one stopped (``_scan_from``), so each
+  byte is scanned a bounded number of times however it is cut into chunks;
+* when a bytes terminator occurs more than once in the buffer, every complete frame is cut
+  at once with ``bytes.split`` (C speed) into a *batch*, a list iterator kept on the
+  channel.  Iterators drain the batch before looking at ``_buf`` again.  Because the
+  iterator lives on the channel, an abandoned ``for`` loop loses nothing; because
+  `set_terminator` drains what is left of it back into ``_buf`` (`_unbatch`), a loop that
+  changes the terminator mid-batch ends that batch and the rest is framed anew.
+* ``_owed`` holds a `TerminatorFound` whose frame data has been yielded but which has not
+  been yielded itself, so that an abandoned loop cannot lose a frame boundary either.
+
+Send side.  A FIFO (``_queue``) of bytes-like items, producers and the close marker.
+`Channel.data_to_send` takes items from the front until it has ``max_bytes``; it calls a
+producer's ``more()`` only while bytes are still wanted, joins small items into one chunk,
+and returns a large item (or the part of it that fits) as a ``memoryview`` without copying.
+
+This module must never import anything that does I/O, read a clock, start a thread or log.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Iterator
+from typing import Final, Literal, TypeAlias, final
+
+from ._errors import FrameTooLarge
+from ._events import Data, EndOfStream, Event, TerminatorFound
+from ._producers import Producer, as_producer, checked_chunk
+
+__all__ = ["Channel", "Terminator", "TerminatorLike"]
+
+#: A terminator as the channel stores it: see `Channel.set_terminator`.
+Terminator: TypeAlias = "bytes | int | tuple[bytes, ...] | None"
+#: What `Channel.set_terminator` accepts: bytes-like values are stored as `bytes`.
+TerminatorLike: TypeAlias = (
+    "bytes | bytearray | memoryview | int | tuple[bytes | bytearray | memoryview, ...] | None"
+)
+
+
+class _Default(enum.Enum):
+    CHANNEL_LIMIT = "the channel's max_frame_size"
+
+    def __repr__(self) -> str:
+        return "<the channel's max_frame_size>"
+
+
+_CHANNEL_LIMIT: Final = _Default.CHANNEL_LIMIT
+
+
+class _Marker(enum.Enum):
+    CLOSE = "close when done"
+    BATCHED = "batch ready"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+_CLOSE: Final = _Marker.CLOSE
+_BATCHED: Final = _Marker.BATCHED
+
+_QueueItem: TypeAlias = "bytes | memoryview | Producer | Literal[_Marker.CLOSE]"
+_Step: TypeAlias = "tuple[bytes, TerminatorFound | None] | Literal[_Marker.BATCHED] | None"
+
+_new = object.__new__
+_set_data = Data.__dict__["data"].__set__  # slot descriptor: builds a Data without __init__
+
+#: Default for `Channel.data_to_send`: 64 KiB is what a loopback or LAN socket takes in one
+#: ``send`` without blocking, and large enough that per-call overhead is negligible.
+DEFAULT_SEND_SIZE: Final = 65536
+
+
+def _bytes_like(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes-like, not {type(value).__name__}: {value!r:.60}")
+
+
+def _check_limit(limit: object) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(
+            f"max_frame_size must be an int >= 0 or None, not {type(limit).__name__}: {limit!r:.60}"
+        )
+    if limit < 0:
+        raise ValueError(f"max_frame_size must be >= 0 or None, not {limit}")
+    return limit
+
+
+def _held_back(buf: bytearray, term: bytes) -> int:
+    """Length of the longest suffix of *buf* that is a proper prefix of *term*."""
+    for n in range(min(len(term) - 1, len(buf)), 0, -1):
+        if buf.endswith(term[:n]):
+            return n
+    return 0
+
+
+@final
+class Channel:
+    """A sans-I/O framing channel: bytes in, frames out; pushes in, chunks out.
+
+    The receive side cuts the incoming stream into frames by a *terminator* (see
+    `set_terminator`); the send side is a FIFO of bytes and producers pulled by
+    `data_to_send`.  A channel does no I/O: a driver (or a test) feeds it with `receive`
+    and `receive_eof` and writes out what `data_to_send` returns.  Same input, same output.
+
+    Args:
+        terminator: the initial terminator (see `set_terminator`); ``None`` by default.
+        max_frame_size: the largest frame, in bytes excluding the terminator, that the
+            channel accepts; ``None`` (the default) for no limit, because the core cannot
+            know what a protocol allows.  Servers facing untrusted peers should set it (the
+            example servers use 64 KiB).  A frame that grows past it raises `FrameTooLarge`.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_batch_term",
+        "_batch_tf",
+        "_buf",
+        "_closing",
+        "_count",
+        "_default_limit",
+        "_eof",
+        "_eos_sent",
+        "_frame_len",
+        "_limit",
+        "_maxlen",
+        "_owed",
+        "_queue",
+        "_queued_bytes",
+        "_regex",
+        "_remaining",
+        "_scan_from",
+        "_term",
+        "_tf",
+        "_tfs",
+        "_wants_close",
+    )
+
+    def __init__(
+        self, terminator: TerminatorLike = None, *, max_frame_size: int | None = None
+    ) -> None:
+        self._default_limit = _check_limit(max_frame_size)
+        self._buf = bytearray()
+        self._batch: Iterator[bytes] | None = None
+        self._batch_term = b""
+        self._batch_tf = TerminatorFound(b"")
+        self._owed: TerminatorFound | None = None
+        self._frame_len = 0
+        self._eof = False
+        self._eos_sent = False
+        self._queue: deque[_QueueItem] = deque()
+        self._queued_bytes = 0
+        self._closing = False
+        self._wants_close = False
+        self._term: Terminator = None
+        self._limit = self._default_limit
+        self._tf = self._batch_tf
+        self._tfs: dict[bytes, TerminatorFound] = {}
+        self._regex: re.Pattern[bytes] | None = None
+        self._maxlen = 0
+        self._count = 0
+        self._remaining = 0
+        self._scan_from = 0
+        self.set_terminator(terminator)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Channel terminator={self._term!r} max_frame_size={self._limit!r} "
+            f"buffered_input={self.buffered_input} buffered_output={self._queued_bytes}>"
+        )
+
+    # ------------------------------------------------------------------ terminator
+
+    def set_terminator(
+        self,
+        terminator: TerminatorLike,
+        *,
+        max_frame_size: int | _Default | None = _CHANNEL_LIMIT,
+    ) -> None:
+        """Set how the next frame ends; applies to the next byte not yet examined.
+
+        Args:
+            terminator: one of
+
+                * non-empty bytes-like: the frame ends where these bytes occur; they stay
+                  in force frame after frame (lines).
+                * ``int >= 0``: the frame is that many bytes.  One-shot, as in asynchat:
+                  once the count is reached the terminator becomes ``None`` unless it is set
+                  again.  ``0`` ends one empty frame at once (``Content-Length: 0``).
+                * tuple of non-empty bytes-like: the earliest match ends the frame; where two
+                  match at the same position the longer wins, so ``(b"\\r", b"\\r\\n")``
+                  waits for the byte after ``\\r``.  `TerminatorFound` says which matched.
+                * ``None``: every byte is frame data and no frame ever ends.
+
+            max_frame_size: a limit for frames under this terminator only, until the next
+                ``set_terminator``; by default the channel's ``max_frame_size``.
+
+        Setting the terminator that is already in force, with the same limit, changes
+        nothing (a handler may do it on every frame at no cost).  A terminator set between a
+        `Data` event and the `TerminatorFound` that closes that frame applies after it: the
+        match was already made.
+
+        Raises:
+            TypeError: for a ``str`` (encode it), a ``bool``, a list, or anything else not
+                listed above, naming the value.
+            ValueError: for a negative int, empty bytes, an empty tuple or a tuple holding
+                an empty element.
+        """
+        term = self._validate(terminator)
+        limit = (
+            self._default_limit
+            if max_frame_size is _CHANNEL_LIMIT
+            else _check_limit(max_frame_size)
+        )
+        if type(term) is not int and term == self._term and limit == self._limit:
+            return
+        if self._batch is not None:
+            self._unbatch()
+        self._term = term
+        self._limit = limit
+        self._scan_from = 0
+        if isinstance(term, bytes):
+            self._tf = TerminatorFound(term)
+        elif isinstance(term, int):
+            self._count = self._remaining = term
+        elif isinstance(term, tuple):
+            self._tfs = {alt: TerminatorFound(alt) for alt in term}
+            self._maxlen = max(map(len, term))
+            by_length = sorted(term, key=len, reverse=True)  # longest wins at one position
+            self._regex = re.compile(b"|".join(map(re.escape, by_length)))
+
+    @staticmethod
+    def _validate(terminator: object) -> Terminator:
+        if terminator is None:
+            return None
+        if isinstance(terminator, bool):
+            raise TypeError(f"terminator must not be a bool: {terminator!r}")
+        if isinstance(terminator, int):
+            if terminator < 0:
+                raise ValueError(f"an int terminator must be >= 0, not {terminator}")
+            return terminator
+        if isinstance(terminator, str):
+            raise TypeError(
+                f"terminator must be bytes, not str: {terminator!r:.60} "
+                f"(use {terminator.encode('utf-8', 'backslashreplace')!r:.60})"
+            )
+        if isinstance(terminator, tuple):
+            if not terminator:
+                raise ValueError("a tuple terminator needs at least one alternative")
+            alts = []
+            for alt in terminator:
+                if isinstance(alt, str):
+                    raise TypeError(
+                        f"tuple terminator alternatives must be bytes, not str: {alt!r:.60}"
+                    )
+                value = _bytes_like(alt, "every alternative of a tuple terminator")
+                if not value:
+                    raise ValueError(f"empty bytes in tuple terminator {terminator!r:.60}")
+                if value not in alts:
+                    alts.append(value)
+            return tuple(alts)
+        if isinstance(terminator, (bytes, bytearray, memoryview)):
+            value = bytes(terminator)
+            if not value:
+                raise ValueError(
+                    "terminator must not be empty bytes (use None to collect every byte)"
+                )
+            return value
+        raise TypeError(
+            "terminator must be non-empty bytes, an int >= 0, a tuple of non-empty bytes or "
+            f"None, not {type(terminator).__name__}: {terminator!r:.60}"
+        )
+
+    def get_terminator(self) -> Terminator:
+        """Return the terminator in force; for an int terminator, the bytes still wanted.
+
+        After an int terminator's frame has ended this is ``None``, unless another was set.
+        """
+        if type(self._term) is int:
+            return self._remaining
+        return self._term
+
+    @property
+    def max_frame_size(self) -> int | None:
+        """The frame size limit in force now (per terminator, else the channel's)."""
+        return self._limit
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received but not yet delivered as `Data` or a frame (terminators included)."""
+        pending = len(self._buf)
+        if self._batch is not None:
+            rest = list(self._batch)
+            self._batch = iter(rest)
+            pending += sum(map(len, rest)) + len(rest) * len(self._batch_term)
+        return pending
+
+    def take_unframed(self) -> bytes:
+        """Remove and return every byte received but not yet delivered, in stream order.
+
+        Meant for a frame boundary: after the `TerminatorFound` (or frame) that ends a
+        ``STARTTLS`` command, the bytes that follow belong to the TLS layer, not to this
+        channel.  Called mid-frame, it returns the rest of the frame received so far, and
+        the frame goes on with the next bytes received.
+        """
+        if self._batch is not None:
+            self._unbatch()
+        taken = bytes(self._buf)
+        self._buf.clear()
+        self._scan_from = 0
+        return taken
+
+    # ------------------------------------------------------------------ receive
+
+    def receive(self, data: bytes | bytearray | memoryview) -> Iterator[Event]:
+        """Add received bytes; return a lazy iterator of the `Data` and `TerminatorFound` events.
+
+        The bytes are taken at once; the events are decided one by one as the iterator is
+        advanced, under the terminator in force at each step, so a terminator set while
+        iterating applies to the very next unread byte.  An iterator left unfinished loses
+        nothing: the next call goes on where it stopped.  ``receive(b"")`` just resumes
+        (useful after ``set_terminator(0)`` outside a loop).
+
+        Raises:
+            TypeError: if *data* is not bytes-like.
+            ValueError: if called after `receive_eof`.
+            FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
+        """
+        self._feed(data)
+        return self._events(False)
+
+    def frames(self, data: bytes | bytearray | memoryview = b"") -> Iterator[bytes]:
+        """Add received bytes; return a lazy iterator of whole frames, terminators excluded.
+
+        The fast path for whole-frame protocols: a partial frame stays in the channel
+        (bounded by ``max_frame_size``) until its terminator arrives.  May be mixed with
+        `receive` on one channel; for a frame that `receive` has already delivered part of
+        as `Data`, this yields only the rest (``b""`` if nothing is left), so nothing is
+        lost or duplicated.  Bytes still held at end of stream come out of `receive_eof`.
+
+        Raises:
+            TypeError: if *data* is not bytes-like.
+            ValueError: if called after `receive_eof`.
+            FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
+        """
+        self._feed(data)
+        return self._frames()
+
+    def receive_eof(self) -> Iterator[Event]:
+        """Tell the channel the peer will send nothing more; return the last events.
+
+        Whatever was held back is decided now: a complete shorter alternative of a tuple
+        terminator ends its frame, every other byte is delivered as `Data`; then one
+        `EndOfStream` says whether a frame was left incomplete.  Calling it again resumes an
+        unfinished iterator; once `EndOfStream` has been yielded it yields nothing.
+        """
+        self._eof = True
+        return self._events(True)
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof:
+            raise ValueError("cannot receive data after receive_eof()")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"received data must be bytes-like, not {type(data).__name__}: {data!r:.60}"
+            )
+        self._buf += data
+
+    def _events(self, final: bool) -> Iterator[Event]:
+        if self._owed is not None:
+            owed, self._owed = self._owed, None
+            yield owed
+        step = self._step
+        while True:
+            result = step(True, final)
+            if result is None:
+                break
+            if result is _BATCHED:
+                batch = self._batch
+                assert batch is not None
+                tf = self._batch_tf
+                for frame in batch:
+                    if frame:
+                        event = _new(Data)
+                        _set_data(event, frame)
+                        self._owed = tf
+                        yield event
+                        self._owed = None
+                    yield tf
+                if self._batch is batch:
+                    self._batch = None
+                continue
+            data, tf_or_none = result
+            if tf_or_none is None:
+                yield Data(data)
+                continue
+            if data:
+                self._owed = tf_or_none
+                yield Data(data)
+                self._owed = None
+            yield tf_or_none
+        if final and not self._eos_sent:
+            self._eos_sent = True
+            incomplete = self._frame_len > 0 or (type(self._term) is int and self._remaining > 0)
+            yield EndOfStream(incomplete)
+
+    def _frames(self) -> Iterator[bytes]:
+        if self._owed is not None:
+            self._owed = None
+            yield b""
+        step = self._step
+        while True:
+            result = step(False, False)
+            if result is None:
+                return
+            if result is _BATCHED:
+                batch = self._batch
+                assert batch is not None
+                yield from batch
+                if self._batch is batch:
+                    self._batch = None
+                continue
+            yield result[0]
+
+    def _unbatch(self) -> None:
+        """Put the frames of an unfinished batch back in front of the buffer."""
+        assert self._batch is not None
+        rest = list(self._batch)  # drains the iterator, which ends any loop over it
+        self._batch = None
+        if rest:
+            term = self._batch_term
+            self._buf[:0] = term.join(rest) + term
+            self._scan_from = 0
+
+    def _too_large(self, size: int) -> FrameTooLarge:
+        assert self._limit is not None
+        return FrameTooLarge(self._limit, size, self.buffered_input)
+
+    def _step(self, partial: bool, final: bool) -> _Step:
+        """Decide the next piece of the stream under the terminator in force.
+
+        Returns ``(frame, TerminatorFound)`` for the rest of a complete frame, ``(piece,
+        None)`` for decided bytes of an unfinished frame (only if *partial*), `_BATCHED`
+        when complete frames were cut into ``self._batch``, or ``None`` when more bytes are
+        needed.  With *final*, nothing is held back: no more bytes will come.
+        """
+        if self._batch is not None:
+            return _BATCHED
+        buf = self._buf
+        term = self._term
+        limit = self._limit
+        if type(term) is bytes:
+            index = buf.find(term, self._scan_from)
+            if index >= 0:
+                if limit is not None and self._frame_len + index > limit:
+                    raise self._too_large(self._frame_len + index)
+                end = index + len(term)
+                if buf.find(term, end) >= 0:
+                    if self._cut_batch(term):
+                        return _BATCHED
+                    scanned = 0
+                else:  # no terminator starts in buf[end:], so later searches skip it
+                    scanned = max(0, len(buf) - end - len(term) + 1)
+                frame = bytes(buf[:index])
+                del buf[:end]
+                self._scan_from = scanned
+                self._frame_len = 0
+                return frame, self._tf
+            held = 0 if final or len(term) == 1 else _held_back(buf, term)
+            return self._undecided(partial, len(buf) - held)
+        if term is None:
+            return self._undecided(partial, len(buf))
+        if type(term) is int:
+            wanted = self._remaining
+            if len(buf) >= wanted:
+                size = self._frame_len + wanted
+                if limit is not None and size > limit:
+                    raise self._too_large(size)
+                frame = bytes(buf[:wanted])
+                del buf[:wanted]
+                self._term = None
+                self._remaining = 0
+                self._frame_len = 0
+                return frame, TerminatorFound(self._count)
+            result = self._undecided(partial, len(buf))
+            if result is not None:
+                self._remaining -= len(result[0])
+            return result
+        assert self._regex is not None
+        match = self._regex.search(buf, self._scan_from)
+        size = len(buf)
+        held = 0
+        if not final and (match is None or match.start() > size - self._maxlen):
+            held = max(_held_back(buf, alt) for alt in self._tfs)
+        if match is not None and match.start() < size - held:
+            start = match.start()
+            if limit is not None and self._frame_len + start > limit:
+                raise self._too_large(self._frame_len + start)
+            found = self._tfs[match.group()]  # before the del: the match reads buf lazily
+            frame = bytes(buf[:start])
+            del buf[: match.end()]
+            self._scan_from = 0
+            self._frame_len = 0
+            return frame, found
+        return self._undecided(partial, size - held)
+
+    def _undecided(self, partial: bool, decided: int) -> tuple[bytes, None] | None:
+        """Handle *decided* bytes of a frame whose end is not in the buffer yet."""
+        size = self._frame_len + decided
+        limit = self._limit
+        if limit is not None and size > limit:
+            raise self._too_large(size)
+        if partial and decided:
+            buf = self._buf
+            piece = bytes(buf[:decided])
+            del buf[:decided]
+            self._frame_len = size
+            self._scan_from = 0
+            return piece, None
+        self._scan_from = decided
+        return None
+
+    def _cut_batch(self, term: bytes) -> bool:
+        """Split every complete frame in the buffer at once; False if one is too large."""
+        buf = self._buf
+        parts = bytes(buf).split(term)
+        rest = parts.pop()
+        consumed = len(buf) - len(rest)
+        limit = self._limit
+        if limit is not None and (
+            self._frame_len + len(parts[0]) > limit
+            or (consumed > limit and max(map(len, parts)) > limit)
+        ):
+            # Batch the frames before the first one too large; the frame-by-frame path
+            # then raises at exactly that frame.
+            if self._frame_len + len(parts[0]) > limit:
+                return False
+            first = next(i for i, part in enumerate(parts) if len(part) > limit)
+            del parts[first:]
+            consumed = sum(map(len, parts)) + first * len(term)
+        del buf[:consumed]
+        self._scan_from = 0
+        self._frame_len = 0
+        self._batch_term = term
+        self._batch_tf = self._tf
+        self._batch = iter(parts)
+        return True
+
+    # ------------------------------------------------------------------ send
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes to send, after everything queued before.
+
+        ``bytes`` and read-only memoryviews are queued without copying (and sent as
+        memoryview slices when large); mutable buffers are copied, so changing them after
+        the call changes nothing.  Empty data is ignored.
+
+        Raises:
+            TypeError: if *data* is not bytes-like (``str``, ``int``, ...).
+            ValueError: after `close_when_done`.
+        """
+        if type(data) is not bytes:
+            data = _checked_push(data)
+        if self._closing:
+            raise ValueError("push() after close_when_done(): the data would never be sent")
+        if data:
+            self._queue.append(data)
+            self._queued_bytes += len(data)
+
+    def push_with_producer(self, producer: Producer | bytes | object) -> None:
+        """Queue a producer, pulled by `data_to_send` only when its bytes are wanted.
+
+        Accepts an object with ``more() -> bytes`` (``b""`` = exhausted), a bytes-like value
+        (queued as by `push`), or any iterable of bytes-like chunks (a list, a generator).
+
+        Raises:
+            TypeError: for anything else, naming it; `data_to_send` raises `TypeError`
+                naming the producer if ``more()`` returns something that is not bytes.
+            ValueError: after `close_when_done`.
+        """
+        item = as_producer(producer)
+        if self._closing:
+            raise ValueError("push_with_producer() after close_when_done(): it would never be sent")
+        if isinstance(item, (bytes, memoryview)):
+            if item:
+                self._queue.append(item)
+                self._queued_bytes += len(item)
+        else:
+            self._queue.append(item)
+
+    def close_when_done(self) -> None:
+        """Ask for the connection to close once everything queued so far has been sent.
+
+        When `data_to_send` reaches this point it returns ``b""`` and `wants_close` becomes
+        true.  Nothing may be pushed after it.  Calling it twice is harmless.
+        """
+        if not self._closing:
+            self._closing = True
+            self._queue.append(_CLOSE)
+
+    def discard_buffers(self) -> None:
+        """Drop all received bytes not yet delivered and everything queued to send.
+
+        For emergencies, as in asynchat: the close request, if any, is dropped too.
+        """
+        self._buf.clear()
+        self._batch = None
+        self._owed = None
+        self._scan_from = 0
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._closing = False
+
+    def data_to_send(self, max_bytes: int = DEFAULT_SEND_SIZE) -> bytes | memoryview:
+        """Return the next chunk to write, at most *max_bytes* long; ``b""`` if none.
+
+        Queued items are taken in order and small ones are joined into one chunk.  A
+        producer's ``more()`` is called only while bytes are still wanted, and what it
+        returns beyond *max_bytes* stays queued.  A large item comes back as a
+        ``memoryview`` slice, not a copy.  If a write sends only part of the chunk, give the
+        rest back with `unsend`.  When the point of `close_when_done` is reached, returns
+        ``b""`` and `wants_close` becomes true.
+
+        Raises:
+            ValueError: if *max_bytes* is less than 1.
+            TypeError: naming the producer, if a producer's ``more()`` returns non-bytes.
+        """
+        queue = self._queue
+        if not queue:
+            return b""
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        out: list[bytes | memoryview] = []
+        size = 0
+        while queue:
+            item = queue[0]
+            if isinstance(item, (bytes, memoryview)):
+                room = max_bytes - size
+                length = len(item)
+                if length <= room:
+                    queue.popleft()
+                    out.append(item)
+                    size += length
+                    self._queued_bytes -= length
+                    if size == max_bytes:
+                        break
+                    continue
+                view = item if isinstance(item, memoryview) else memoryview(item)
+                out.append(view[:room])
+                queue[0] = view[room:]
+                self._queued_bytes -= room
+                break
+            if item is _CLOSE:
+                if not out:
+                    self._wants_close = True
+                break
+            chunk: bytes | memoryview = item.more()
+            if type(chunk) is not bytes:
+                chunk = checked_chunk(item, chunk)
+            if not chunk:
+                queue.popleft()
+                continue
+            queue.appendleft(chunk)
+            self._queued_bytes += len(chunk)
+        if not out:
+            return b""
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+    def unsend(self, data: bytes | bytearray | memoryview) -> None:
+        """Give back the unsent end of a chunk from `data_to_send` after a partial write.
+
+        It goes back to the front of the queue and is the first thing the next
+        `data_to_send` returns.  ``chunk[sent:]`` is the usual argument.
+        """
+        if type(data) is not bytes:
+            data = _checked_push(data)
+        if data:
+            self._queue.appendleft(data)
+            self._queued_bytes += len(data)
+
+    @property
+    def wants_write(self) -> bool:
+        """True while `data_to_send` may return bytes or reach the close point."""
+        return bool(self._queue) and not self._wants_close
+
+    @property
+    def wants_close(self) -> bool:
+        """True once everything queued before `close_when_done` has been handed out."""
+        return self._wants_close
+
+    @property
+    def buffered_output(self) -> int:
+        """Bytes queued to send and not yet handed out (producers' bytes not counted)."""
+        return self._queued_bytes
+
+
+def _checked_push(data: object) -> bytes | memoryview:
+    """Return *data* as a queue item: read-only views kept, mutable buffers copied."""
+    if isinstance(data, memoryview):
+        return data.cast("B") if data.readonly else bytes(data)
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        raise TypeError(f"push() takes bytes, not str: {data!r:.60} (encode it first)")
+    raise TypeError(f"push() takes bytes-like data, not {type(data).__name__}: {data!r:.60}")
