@@ -9,6 +9,8 @@ from ._channel import DEFAULT_SEND_SIZE as DEFAULT_SEND_SIZE
 from ._channel import Channel as Channel
 from ._channel import Terminator as Terminator
 from ._channel import TerminatorLike as TerminatorLike
+from ._chat import Chat as Chat
+from ._chat import Transport as Transport
 from ._errors import FrameTooLarge as FrameTooLarge
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SanschatError as SanschatError
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_SEND_SIZE",
     "Channel",
+    "Chat",
     "Data",
     "EndOfStream",
     "Event",
@@ -35,4 +38,5 @@ __all__ = [
     "Terminator",
     "TerminatorFound",
     "TerminatorLike",
+    "Transport",
 ]

@@ -1,0 +1,280 @@
+"""`Chat`: the handler class a protocol subclasses; callbacks in, verbs out, no I/O.
+
+Theory of operation: a `Chat` owns one `Channel`.  A driver attaches a `Transport` (its
+side of the connection) with `Chat.attach`, calls `Chat.feed` with every chunk it reads,
+`Chat.feed_eof` once at end of stream and `Chat.detach` when the connection is gone.  The
+chat runs the channel's iterator and turns its events into asynchat's callbacks
+(`collect_incoming_data`, `found_terminator`) or, if the subclass overrides `found_frame`,
+into whole frames.  The handler answers with
+the verbs (`push`, `set_terminator`, `close_when_done`, ...), which only touch the channel.
+After each chunk the driver pulls the channel's output itself; a verb used *outside* a
+callback (a timer, another connection's handler) tells the transport with
+`Transport.output_ready`, so output never waits for the next read.
+
+A chat never blocks, never sleeps and never touches a socket, so a test can drive it with
+plain method calls (see `sanschat.testing`).  The driver owns errors: an exception from a
+callback propagates to it, and it logs the error and closes this connection only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+from ._channel import _CHANNEL_LIMIT, Channel, TerminatorLike, _Default
+from ._events import Data, TerminatorFound
+from ._producers import Producer
+
+__all__ = ["Chat", "Transport"]
+
+
+class Transport(Protocol):
+    """What a driver gives a `Chat`: the few things a handler may ask of a connection."""
+
+    def output_ready(self) -> None:
+        """The channel has output, queued outside a callback: write it when possible."""
+
+    def close(self) -> None:
+        """Close the connection now, dropping output not yet written."""
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run *callback* on the connection's loop thread, soon; callable from any thread."""
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Call `Chat.idle` after *seconds* with no bytes read or written (None: never)."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Connection details such as ``"peername"`` and ``"sockname"``, as asyncio names them."""
+
+
+class _Detached:
+    """The transport of a chat that no driver runs (yet): verbs just queue."""
+
+    def output_ready(self) -> None:
+        pass
+
+    def close(self) -> None:
+        raise RuntimeError("this Chat is not attached to a connection")
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        raise RuntimeError("this Chat is not attached to a connection")
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+_DETACHED = _Detached()
+
+
+class Chat:
+    """Base class of a protocol handler: subclass it, set `terminator`, override the hooks.
+
+    The same subclass runs unchanged on every driver (``sanschat.drivers.select``,
+    ``.asyncio``, ``.trio``) and under `sanschat.testing` without any socket.
+
+    Input arrives in one of two styles, chosen by what the subclass overrides:
+
+    * asynchat's: `collect_incoming_data` receives the bytes of the current frame as they
+      arrive and `found_terminator` is called when the frame ends;
+    * whole frames: if the subclass overrides `found_frame`, it receives each complete
+      frame as ``bytes`` instead (the faster path; partial frames wait inside the channel,
+      bounded by `max_frame_size`).
+
+    Every hook has a default, documented with it.  Verbs (`push`, `set_terminator`, ...)
+    may be called from any hook; from another thread, use `push_threadsafe` and
+    `close_threadsafe`.
+    """
+
+    terminator: ClassVar[TerminatorLike] = None
+    """The terminator each new connection starts with (see `Channel.set_terminator`)."""
+
+    max_frame_size: ClassVar[int | None] = None
+    """The channel's frame size limit; ``None`` (no limit) by default, as the core cannot know
+    what a protocol allows.  Servers facing untrusted peers should set one."""
+
+    idle_timeout: ClassVar[float | None] = None
+    """Seconds without any byte read or written after which `idle` is called; None: never."""
+
+    def __init__(self) -> None:
+        self.channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
+        """The `Channel` that frames this connection; drivers read its output."""
+        self.transport: Transport = _DETACHED
+        """The driver's side of the connection; a placeholder until `connection_made`."""
+        self._dispatching = False
+        self._frames_mode = type(self).found_frame is not Chat.found_frame
+
+    # ------------------------------------------------------------------ hooks
+
+    def connection_made(self) -> None:
+        """Called once the transport is attached, before any data.  Default: nothing."""
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        """Called with bytes of the current frame, in order, as they arrive.
+
+        Default: raise `NotImplementedError`, as asynchat did; override it (with
+        `found_terminator`) or override `found_frame` instead.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must override collect_incoming_data() and "
+            "found_terminator(), or found_frame()"
+        )
+
+    def found_terminator(self) -> None:
+        """Called when the current frame has ended.  Default: raise `NotImplementedError`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override found_terminator() and "
+            "collect_incoming_data(), or found_frame()"
+        )
+
+    def found_frame(self, frame: bytes) -> None:
+        """Called with each whole frame, terminator excluded, if the subclass overrides it.
+
+        Overriding this selects the whole-frame style: `collect_incoming_data` and
+        `found_terminator` are then not called while the stream lasts.
+        """
+
+    def eof_received(self, unframed: bytes) -> None:
+        """Called once when the peer has ended its stream (it may still read).
+
+        *unframed* holds the bytes of a last frame that never got its terminator (always
+        ``b""`` in asynchat's style: those bytes went to `collect_incoming_data`).
+        Default: `close_when_done`, so queued output is flushed and then the connection
+        closes (the half-close rule).
+        """
+        self.close_when_done()
+
+    def idle(self) -> None:
+        """Called when `idle_timeout` seconds pass with no traffic.  Default: `close`."""
+        self.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Called once when the connection is gone; *exc* is why, or ``None`` if it closed
+        normally.  Default: nothing."""
+
+    # ------------------------------------------------------------------ verbs
+
+    def set_terminator(
+        self,
+        terminator: TerminatorLike,
+        *,
+        max_frame_size: int | _Default | None = _CHANNEL_LIMIT,
+    ) -> None:
+        """Set how the next frame ends; see `Channel.set_terminator`."""
+        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+
+    def get_terminator(self) -> object:
+        """The terminator in force; for an int, the bytes still wanted."""
+        return self.channel.get_terminator()
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes to send; see `Channel.push`."""
+        self.channel.push(data)
+        if not self._dispatching:
+            self.transport.output_ready()
+
+    def push_with_producer(self, producer: Producer | bytes | object) -> None:
+        """Queue a producer, pulled only as the connection can take its bytes."""
+        self.channel.push_with_producer(producer)
+        if not self._dispatching:
+            self.transport.output_ready()
+
+    def close_when_done(self) -> None:
+        """Close the connection once everything queued so far has been sent."""
+        self.channel.close_when_done()
+        if not self._dispatching:
+            self.transport.output_ready()
+
+    def discard_buffers(self) -> None:
+        """Drop unread input and queued output (and a pending close request)."""
+        self.channel.discard_buffers()
+
+    def close(self) -> None:
+        """Close the connection now; output not yet written is dropped."""
+        self.transport.close()
+
+    def push_threadsafe(self, data: bytes | bytearray | memoryview) -> None:
+        """`push` from any thread: the bytes are copied now and queued on the loop's thread."""
+        copy = bytes(data)
+        self.transport.call_soon_threadsafe(lambda: self.push(copy))
+
+    def close_threadsafe(self, when_done: bool = True) -> None:
+        """Close from any thread: after queued output (`close_when_done`) or at once."""
+        self.transport.call_soon_threadsafe(self.close_when_done if when_done else self.close)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Change this connection's idle timeout (see `idle_timeout`)."""
+        self.transport.set_idle_timeout(seconds)
+
+    @property
+    def peername(self) -> Any:
+        """The peer's address, or None if unknown."""
+        return self.transport.get_extra_info("peername")
+
+    # ------------------------------------------------------------------ driver side
+
+    def attach(self, transport: Transport) -> None:
+        """Driver API: attach *transport* and call `connection_made`."""
+        self.transport = transport
+        if self.idle_timeout is not None:
+            transport.set_idle_timeout(self.idle_timeout)
+        self._dispatching = True
+        try:
+            self.connection_made()
+        finally:
+            self._dispatching = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Driver API: frame received *data* and run the callbacks.
+
+        Afterwards the driver writes what ``channel.data_to_send()`` returns and closes the
+        connection once ``channel.wants_close`` is true.
+        """
+        self._dispatching = True
+        try:
+            if self._frames_mode:
+                found = self.found_frame
+                for frame in self.channel.frames(data):
+                    found(frame)
+            else:
+                collect = self.collect_incoming_data
+                terminated = self.found_terminator
+                for event in self.channel.receive(data):
+                    if type(event) is Data:
+                        collect(event.data)
+                    else:
+                        terminated()
+        finally:
+            self._dispatching = False
+
+    def feed_eof(self) -> None:
+        """Driver API: the peer ended its stream; deliver what was held, then `eof_received`."""
+        self._dispatching = True
+        try:
+            unframed = bytearray()
+            frames_mode = self._frames_mode
+            if frames_mode:
+                for frame in self.channel.frames():
+                    self.found_frame(frame)
+            for event in self.channel.receive_eof():
+                if type(event) is Data:
+                    if frames_mode:
+                        unframed += event.data
+                    else:
+                        self.collect_incoming_data(event.data)
+                elif isinstance(event, TerminatorFound):
+                    if frames_mode:
+                        self.found_frame(bytes(unframed))
+                        unframed.clear()
+                    else:
+                        self.found_terminator()
+            self.eof_received(bytes(unframed))
+        finally:
+            self._dispatching = False
+
+    def detach(self, exc: BaseException | None = None) -> None:
+        """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
+        self.transport = _DETACHED
+        self.connection_lost(exc)

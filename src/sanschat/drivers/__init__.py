@@ -1,0 +1,72 @@
+"""Drivers: move bytes between sockets and `sanschat.Chat` objects, and nothing else.
+
+Theory of operation: a driver reads into a reused buffer, hands the bytes to `Chat.feed`,
+writes what ``chat.channel.data_to_send()`` returns, and closes once
+``chat.channel.wants_close``.  Framing lives only in the core: a driver that parses bytes
+is a bug.  Each driver is one module:
+
+* `sanschat.drivers.select`: a loop on `selectors.DefaultSelector` (epoll on Linux);
+* `sanschat.drivers.asyncio`: an `asyncio.BufferedProtocol`, plus an ``async for`` style;
+* `sanschat.drivers.trio`: over any `trio.abc.Stream`, plus an ``async for`` style.
+
+All three share the same contract, checked by one conformance suite
+(``tests/drivers/test_conformance.py``): an exception in a handler is logged on the
+``sanschat`` logger and closes that connection only; end of stream from the peer flushes
+queued output and then closes (unless the handler overrides `Chat.eof_received`); output is
+pulled from the channel only while the socket can take it, and a connection whose output
+piles up past `HIGH_WATER` stops being read until it drains.
+
+Every driver module also offers ``start_server(factory, host, port)``, which runs a server
+on that driver in a background thread and returns a `BackgroundServer`: the command line,
+the demo and the tests use it to run any driver the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Protocol
+
+from .._chat import Chat
+
+__all__ = ["DRIVERS", "HIGH_WATER", "READ_SIZE", "BackgroundServer", "start_server"]
+
+#: The driver names, in the order the demo runs them.
+DRIVERS = ("select", "asyncio", "trio")
+
+#: Bytes read per receive call: large enough that a burst of small frames is framed in one
+#: batch, small enough to stay in the CPU cache.
+READ_SIZE = 256 * 1024
+
+#: Queued output (bytes) above which a driver stops reading from that connection until the
+#: peer has taken enough of it: a client that never reads cannot grow the server's memory.
+HIGH_WATER = 1024 * 1024
+
+
+class BackgroundServer(Protocol):
+    """A server running on some driver in a background thread (see `start_server`)."""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port the server accepts connections on."""
+        ...
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every connection, stop the loop and join the thread."""
+        ...
+
+
+def start_server(
+    driver: str, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0
+) -> BackgroundServer:
+    """Start a server for *factory* on *driver* in a background thread; return once it listens.
+
+    Raises:
+        ValueError: if *driver* is not one of `DRIVERS`.
+        ImportError: if the driver's library (``trio``) is not installed.
+    """
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown driver {driver!r}: expected one of {', '.join(DRIVERS)}")
+    module = importlib.import_module(f"{__name__}.{driver}")
+    server: BackgroundServer = module.start_server(factory, host, port)
+    return server

@@ -1,0 +1,202 @@
+"""The worked examples: three protocols written once, run on every driver.
+
+Theory of operation: each example is a plain `Chat` subclass with no I/O; the drivers run
+them unchanged and ``python -m sanschat serve {echo,chat,http}`` serves them.  They bound
+what one peer can cost the server: every frame is limited by `MAX_FRAME_SIZE` (override per
+server), and the chat room drops a member whose unsent output passes `CHAT_SENDQ_LIMIT`
+instead of buffering for it without end.  The drivers' backpressure bounds the rest.
+
+* `Echo`: every frame ending in ``\\r\\n`` comes back byte-identical, terminator included.
+* `ChatRoom` / `ChatMember`: each line a member sends goes to every other member.
+* `HTTPRequestHandler`: the HTTP example of the asynchat documentation, completed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from ._channel import TerminatorLike
+from ._chat import Chat
+
+__all__ = [
+    "CHAT_SENDQ_LIMIT",
+    "MAX_FRAME_SIZE",
+    "ChatMember",
+    "ChatRoom",
+    "Echo",
+    "HTTPRequestHandler",
+    "factory",
+]
+
+#: Default frame limit of the example servers: 64 KiB holds any sane line or header, and
+#: caps what a peer that never sends a terminator can make the server hold.
+MAX_FRAME_SIZE = 64 * 1024
+
+#: Unsent bytes a chat member may have queued before it is dropped (IRC servers call this
+#: the "SendQ"): a member that never reads must not make the server buffer without end.
+CHAT_SENDQ_LIMIT = 1024 * 1024
+
+
+class Echo(Chat):
+    """Sends every ``\\r\\n``-terminated frame back byte-identical, terminator included."""
+
+    terminator: ClassVar[TerminatorLike] = b"\r\n"
+    max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
+
+    def found_frame(self, frame: bytes) -> None:
+        """Echo the frame and its terminator."""
+        self.push(frame + b"\r\n")
+
+
+class ChatRoom:
+    """The shared state of one chat server: the members present."""
+
+    def __init__(self) -> None:
+        self.members: set[ChatMember] = set()
+
+    def broadcast(self, sender: ChatMember | None, line: bytes) -> None:
+        """Send *line* to every member but *sender*; drop members too far behind."""
+        for member in list(self.members):
+            if member is sender:
+                continue
+            if member.channel.buffered_output > CHAT_SENDQ_LIMIT:
+                self.members.discard(member)
+                member.close()
+            else:
+                member.push(line)
+
+
+class ChatMember(Chat):
+    """One client of a `ChatRoom`: each line it sends (``\\r\\n`` or ``\\n``) goes to the others."""
+
+    terminator: ClassVar[TerminatorLike] = (b"\r\n", b"\n")
+    max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
+
+    def __init__(self, room: ChatRoom) -> None:
+        super().__init__()
+        self.room = room
+
+    def connection_made(self) -> None:
+        """Join the room."""
+        self.room.members.add(self)
+
+    def found_frame(self, frame: bytes) -> None:
+        """Pass the line on to every other member."""
+        self.room.broadcast(self, frame + b"\r\n")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Leave the room."""
+        self.room.members.discard(self)
+
+
+class HTTPRequestHandler(Chat):
+    """The HTTP/1.0 example of the asynchat documentation, completed.
+
+    Reads the request line and headers with a ``\\r\\n`` terminator; for a POST, reads the
+    body with ``Content-Length`` as an int terminator; then sets the terminator to ``None``
+    (clients sometimes send more than they announce), answers ``HTTP/1.0 200 OK`` (for a
+    POST, with the request body echoed back; otherwise a short text naming the request) and
+    closes when done.  A malformed request gets ``400 Bad Request``, too many headers
+    ``431``.
+    """
+
+    terminator: ClassVar[TerminatorLike] = b"\r\n"
+    max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
+    max_headers: ClassVar[int] = 100
+    """Header lines accepted before the request is refused with 431."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ibuffer: list[bytes] = []
+        self.request_line = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.reading_headers = True
+        self.handling = False
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        """Buffer the data (ignored once the request is being answered)."""
+        if not self.handling:
+            self.ibuffer.append(data)
+
+    def found_terminator(self) -> None:
+        """A header line, the end of the headers, or the end of the body."""
+        if self.handling:
+            return
+        data = b"".join(self.ibuffer)
+        self.ibuffer = []
+        if not self.reading_headers:
+            self.handle_request(data)
+        elif data:
+            self._header_line(data)
+        else:
+            self.reading_headers = False
+            self._headers_done()
+
+    def _header_line(self, line: bytes) -> None:
+        if not self.request_line:
+            self.request_line = line
+        elif len(self.headers) >= self.max_headers:
+            self.respond(431, b"Request Header Fields Too Large", b"too many headers\n")
+        else:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                self.respond(400, b"Bad Request", b"malformed header line\n")
+            else:
+                self.headers[name.strip().lower()] = value.strip()
+
+    def _headers_done(self) -> None:
+        parts = self.request_line.split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            self.respond(400, b"Bad Request", b"malformed request line\n")
+            return
+        if parts[0].upper() == b"POST":
+            length = self.headers.get(b"content-length", b"")
+            if not length.isdigit():
+                self.respond(400, b"Bad Request", b"POST needs a Content-Length\n")
+                return
+            if self.max_frame_size is not None and int(length) > self.max_frame_size:
+                self.respond(413, b"Payload Too Large", b"body over the size limit\n")
+                return
+            self.set_terminator(int(length))
+        else:
+            self.handle_request(b"")
+
+    def handle_request(self, body: bytes) -> None:
+        """Answer the request: the POST body echoed, or a line naming the request."""
+        method, path, _ = self.request_line.split()
+        if method.upper() == b"POST":
+            self.respond(200, b"OK", body)
+        else:
+            self.respond(200, b"OK", b"sanschat: " + method + b" " + path + b"\n")
+
+    def respond(self, status: int, reason: bytes, body: bytes) -> None:
+        """Send a complete HTTP/1.0 response and close when it has been sent."""
+        self.handling = True
+        self.set_terminator(None, max_frame_size=None)  # browsers sometimes over-send
+        head = b"HTTP/1.0 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+        self.push(head % (status, reason, len(body)) + body)
+        self.close_when_done()
+
+
+def factory(name: str, max_frame_size: int | None = MAX_FRAME_SIZE) -> Callable[[], Chat]:
+    """A connection factory for the example server *name* (``echo``, ``chat``, ``http``).
+
+    Each call of the returned function makes the `Chat` of one new connection; the chat
+    server's connections share one `ChatRoom`.
+
+    Raises:
+        ValueError: for another name.
+    """
+    limit = {"max_frame_size": max_frame_size}
+    if name == "echo":
+        echo = type("Echo", (Echo,), limit)
+        return echo
+    if name == "http":
+        http = type("HTTPRequestHandler", (HTTPRequestHandler,), limit)
+        return http
+    if name == "chat":
+        room = ChatRoom()
+        member = type("ChatMember", (ChatMember,), limit)
+        return lambda: member(room)
+    raise ValueError(f"unknown example server {name!r}: expected 'echo', 'chat' or 'http'")
