@@ -110,7 +110,7 @@ class HTTPRequestHandler(Chat):
         super().__init__()
         self.ibuffer: list[bytes] = []
         self.request_line = b""
-        self.headers: dict[bytes, bytes] = {}
+        self.headers: list[tuple[bytes, bytes]] = []
         self.reading_headers = True
         self.handling = False
 
@@ -143,7 +143,7 @@ class HTTPRequestHandler(Chat):
             if not sep:
                 self.respond(400, b"Bad Request", b"malformed header line\n")
             else:
-                self.headers[name.strip().lower()] = value.strip()
+                self.headers.append((name.strip().lower(), value.strip()))
 
     def _headers_done(self) -> None:
         parts = self.request_line.split()
@@ -151,7 +151,7 @@ class HTTPRequestHandler(Chat):
             self.respond(400, b"Bad Request", b"malformed request line\n")
             return
         if parts[0].upper() == b"POST":
-            length = self.headers.get(b"content-length", b"")
+            length = next((v for k, v in self.headers if k == b"content-length"), b"")
             if not length.isdigit():
                 self.respond(400, b"Bad Request", b"POST needs a Content-Length\n")
                 return

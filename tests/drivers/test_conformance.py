@@ -1,0 +1,324 @@
+"""One conformance suite, run against every driver over real sockets on 127.0.0.1.
+
+Each test states one behaviour all drivers share (see ``sanschat/drivers/__init__.py``) and
+checks it from the outside, with plain blocking sockets as clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import ServerStarter
+from netutil import TIMEOUT, connect, recv_exactly, recv_until_eof, wait_for
+
+from sanschat import Chat
+from sanschat.examples import MAX_FRAME_SIZE, factory
+
+
+class Lifecycle:
+    """Counts, across the connections of one server, what the hooks saw."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.lost: list[BaseException | None] = []
+        self.chats: list[Chat] = []
+        self.lock = threading.Lock()
+
+
+class Tracked(Chat):
+    """Echo that records its lifecycle, and raises on the frame ``boom``."""
+
+    terminator = b"\n"
+
+    def __init__(self, life: Lifecycle) -> None:
+        super().__init__()
+        self.life = life
+
+    def connection_made(self) -> None:
+        with self.life.lock:
+            self.life.made += 1
+            self.life.chats.append(self)
+
+    def found_frame(self, frame: bytes) -> None:
+        if frame == b"boom":
+            raise RuntimeError("handler failed on purpose")
+        self.push(frame + b"\n")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        with self.life.lock:
+            self.life.lost.append(exc)
+
+
+@pytest.fixture
+def life() -> Lifecycle:
+    return Lifecycle()
+
+
+# ---------------------------------------------------------------- the example servers
+
+
+def test_echo_returns_every_frame_byte_identical_to_many_clients(serve: ServerStarter) -> None:
+    server = serve(factory("echo"))
+    clients = [connect(server) for _ in range(20)]
+    try:
+        expected = {}
+        for n, sock in enumerate(clients):
+            payload = b"".join(b"client %d line %d\r\n" % (n, i) for i in range(200))
+            sock.sendall(payload)
+            expected[sock] = payload
+        for sock, payload in expected.items():
+            assert recv_exactly(sock, len(payload)) == payload
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_echo_frames_cut_at_every_point_come_back_whole(serve: ServerStarter) -> None:
+    server = serve(factory("echo"))
+    frame = b"cut me anywhere\r\n"
+    with connect(server) as sock:
+        for point in range(1, len(frame)):
+            sock.sendall(frame[:point])
+            time.sleep(0.001)  # let the first part travel alone; the result must not depend on it
+            sock.sendall(frame[point:])
+            assert recv_exactly(sock, len(frame)) == frame
+
+
+def test_http_get_is_answered_and_closed(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    with connect(server) as sock:
+        sock.sendall(b"GET /hello HTTP/1.0\r\nHost: x\r\n\r\n")
+        reply = recv_until_eof(sock)
+    assert reply.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert reply.endswith(b"\r\n\r\nsanschat: GET /hello\n")
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 1000])
+def test_http_post_switches_to_a_length_terminator_mid_connection(
+    serve: ServerStarter, size: int
+) -> None:
+    server = serve(factory("http"))
+    body = b"line one\r\nline two\r\n" * 3
+    request = b"POST /echo HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    with connect(server) as sock:
+        for i in range(0, len(request), size):
+            sock.sendall(request[i : i + size])
+        reply = recv_until_eof(sock)
+    head, _, echoed = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK")
+    assert b"Content-Length: %d" % len(body) in head
+    assert echoed == body
+
+
+def test_chat_line_reaches_every_other_member_but_not_the_sender(serve: ServerStarter) -> None:
+    server = serve(factory("chat"))
+    alice, bob, carol = (connect(server) for _ in range(3))
+    try:
+        # A line from each proves all three have joined before the real message.
+        for sock in (alice, bob, carol):
+            sock.sendall(b"hi\n")
+        for sock in (alice, bob, carol):
+            assert recv_exactly(sock, 8) == b"hi\r\nhi\r\n"
+        alice.sendall(b"hello from alice\r\n")
+        assert recv_exactly(bob, 18) == b"hello from alice\r\n"
+        assert recv_exactly(carol, 18) == b"hello from alice\r\n"
+        alice.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            alice.recv(1)
+    finally:
+        for sock in (alice, bob, carol):
+            sock.close()
+
+
+# ---------------------------------------------------------------- lifecycle and faults
+
+
+def test_half_close_flushes_queued_output_then_closes(serve: ServerStarter) -> None:
+    server = serve(factory("echo"))
+    payload = b"x" * 1000 + b"\r\n"
+    with connect(server) as sock:
+        sock.sendall(payload * 500)
+        sock.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(sock) == payload * 500
+
+
+def test_close_when_done_closes_after_the_last_byte(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    with connect(server) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = recv_until_eof(sock)
+    assert reply.endswith(b"sanschat: GET /\n")
+
+
+def test_connection_lost_is_called_once_per_connection(
+    serve: ServerStarter, life: Lifecycle
+) -> None:
+    server = serve(lambda: Tracked(life))
+    for _ in range(5):
+        with connect(server) as sock:
+            sock.sendall(b"ping\n")
+            assert recv_exactly(sock, 5) == b"ping\n"
+    wait_for(lambda: len(life.lost) == 5, "five connection_lost calls")
+    assert life.made == 5
+
+
+def test_peer_reset_mid_frame_closes_only_that_connection(
+    serve: ServerStarter, life: Lifecycle
+) -> None:
+    server = serve(lambda: Tracked(life))
+    with connect(server) as healthy:
+        victim = connect(server)
+        victim.sendall(b"half a fra")
+        victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.close()  # RST
+        wait_for(lambda: len(life.lost) == 1, "the reset connection to be lost")
+        healthy.sendall(b"still here\n")
+        assert recv_exactly(healthy, 11) == b"still here\n"
+
+
+def test_handler_exception_closes_that_connection_logs_it_and_spares_others(
+    serve: ServerStarter, life: Lifecycle, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(lambda: Tracked(life))
+    with caplog.at_level(logging.ERROR, logger="sanschat"), connect(server) as healthy:
+        with connect(server) as faulty:
+            faulty.sendall(b"boom\n")
+            assert recv_until_eof(faulty) == b""
+        healthy.sendall(b"fine\n")
+        assert recv_exactly(healthy, 5) == b"fine\n"
+        wait_for(lambda: any("handler failed" in r.getMessage() or (
+            r.exc_info and "handler failed" in str(r.exc_info[1])) for r in caplog.records),
+            "the handler's exception to be logged")
+    assert any(isinstance(exc, RuntimeError) for exc in life.lost)
+
+
+def test_frame_over_the_limit_closes_the_connection_and_the_server_goes_on(
+    serve: ServerStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(factory("echo"))
+    with caplog.at_level(logging.ERROR, logger="sanschat"):
+        with connect(server) as flooder:
+            # The server may close before it has read everything.
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                flooder.sendall(b"y" * (MAX_FRAME_SIZE + 10))
+            with pytest.raises((ConnectionResetError, AssertionError)):
+                assert recv_until_eof(flooder) != b""
+        with connect(server) as other:
+            other.sendall(b"ok\r\n")
+            assert recv_exactly(other, 4) == b"ok\r\n"
+
+
+class Flood(Chat):
+    """Pushes a large lazy producer at once and records how much of it was pulled."""
+
+    terminator = b"\n"
+    total = 32 * 1024 * 1024
+    pulled: list[int]
+
+    def connection_made(self) -> None:
+        self.pulled = type(self).pulled
+        self.push_with_producer(self._chunks())
+        self.close_when_done()
+
+    def _chunks(self) -> Iterator[bytes]:
+        block = b"z" * 65536
+        for _ in range(self.total // len(block)):
+            self.pulled[0] += len(block)
+            yield block
+
+    def found_frame(self, frame: bytes) -> None:
+        pass
+
+
+def test_slow_reader_keeps_the_producer_from_being_read_ahead(serve: ServerStarter) -> None:
+    flood = type("Flood", (Flood,), {"pulled": [0]})
+    server = serve(flood)
+    with connect(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        wait_for(lambda: flood.pulled[0] > 0, "the producer to be pulled")
+        # Let the server fill the socket buffers, then see that it stops pulling.
+        previous = -1
+        while previous != flood.pulled[0]:
+            previous = flood.pulled[0]
+            time.sleep(0.2)
+        assert flood.pulled[0] < 16 * 1024 * 1024, "the producer was read ahead"
+        received = len(recv_until_eof(sock))
+    assert received == Flood.total
+
+
+class Idle(Chat):
+    terminator = b"\n"
+    idle_timeout = 0.3
+
+    def found_frame(self, frame: bytes) -> None:
+        self.push(frame + b"\n")
+
+
+def test_idle_timeout_closes_a_silent_connection(serve: ServerStarter) -> None:
+    server = serve(Idle)
+    with connect(server) as sock:
+        started = time.monotonic()
+        assert recv_until_eof(sock) == b""
+        assert time.monotonic() - started >= 0.25
+
+
+def test_idle_timeout_spares_an_active_connection(serve: ServerStarter) -> None:
+    server = serve(Idle)
+    with connect(server) as sock:
+        for _ in range(6):
+            sock.sendall(b"tick\n")
+            assert recv_exactly(sock, 5) == b"tick\n"
+            time.sleep(0.1)
+
+
+def test_push_threadsafe_from_another_thread_arrives_in_order(
+    serve: ServerStarter, life: Lifecycle
+) -> None:
+    server = serve(lambda: Tracked(life))
+    with connect(server) as sock:
+        sock.sendall(b"hello\n")
+        assert recv_exactly(sock, 6) == b"hello\n"
+        chat = life.chats[0]
+
+        def pusher() -> None:
+            for i in range(1000):
+                chat.push_threadsafe(b"%04d\n" % i)
+
+        threads = [threading.Thread(target=pusher) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        data = recv_exactly(sock, 2 * 1000 * 5)
+    lines = data.split(b"\n")[:-1]
+    assert sorted(lines) == sorted([b"%04d" % i for i in range(1000)] * 2)
+    for n in range(1000):  # each thread's own messages stay in order
+        assert lines.count(b"%04d" % n) == 2
+
+
+def test_stop_with_connections_open_closes_them_without_error_logs(
+    serve: ServerStarter, life: Lifecycle, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(lambda: Tracked(life))
+    clients = [connect(server) for _ in range(5)]
+    try:
+        for sock in clients:
+            sock.sendall(b"hi\n")
+            assert recv_exactly(sock, 3) == b"hi\n"
+        with caplog.at_level(logging.WARNING, logger="sanschat"):
+            server.stop()
+        for sock in clients:
+            with contextlib.suppress(ConnectionResetError):
+                assert recv_until_eof(sock) == b""
+        assert len(life.lost) == 5
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        for sock in clients:
+            sock.close()

@@ -1,0 +1,247 @@
+"""`Chat` without sockets: callbacks from bytes, verbs into the channel, driver hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sanschat import Channel, Chat, FrameTooLarge
+
+
+class FakeTransport:
+    """Records what a chat asks of its connection."""
+
+    def __init__(self) -> None:
+        self.output_ready_calls = 0
+        self.closed = False
+        self.idle_timeout: float | None = None
+        self.callbacks: list[Callable[[], object]] = []
+
+    def output_ready(self) -> None:
+        self.output_ready_calls += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        self.callbacks.append(callback)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        self.idle_timeout = seconds
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 4242) if name == "peername" else default
+
+
+class Lines(Chat):
+    terminator = b"\r\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[object] = []
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.log.append(data)
+
+    def found_terminator(self) -> None:
+        self.log.append("END")
+
+
+class Frames(Chat):
+    terminator = b"\n"
+    idle_timeout = 7.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[bytes] = []
+        self.unframed: list[bytes] = []
+
+    def found_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def eof_received(self, unframed: bytes) -> None:
+        self.unframed.append(unframed)
+        super().eof_received(unframed)
+
+
+def attached(chat: Chat) -> FakeTransport:
+    transport = FakeTransport()
+    chat.attach(transport)
+    return transport
+
+
+def test_asynchat_style_gets_data_then_terminator() -> None:
+    chat = Lines()
+    attached(chat)
+    chat.feed(b"ab\r\ncd")
+    chat.feed(b"\r\n")
+    assert chat.log == [b"ab", "END", b"cd", "END"]
+
+
+def test_overriding_found_frame_selects_whole_frames() -> None:
+    chat = Frames()
+    attached(chat)
+    chat.feed(b"a\nb")
+    chat.feed(b"c\n")
+    assert chat.frames == [b"a", b"bc"]
+
+
+def test_eof_hands_the_unterminated_frame_to_eof_received_and_closes_when_done() -> None:
+    chat = Frames()
+    attached(chat)
+    chat.feed(b"a\ntail")
+    chat.push(b"reply")
+    chat.feed_eof()
+    assert chat.unframed == [b"tail"]
+    assert chat.channel.data_to_send() == b"reply"
+    assert chat.channel.data_to_send() == b"" and chat.channel.wants_close
+
+
+def test_eof_in_asynchat_style_delivers_held_bytes_to_collect_incoming_data() -> None:
+    chat = Lines()
+    attached(chat)
+    chat.feed(b"x\r")
+    chat.feed_eof()
+    assert chat.log == [b"x", b"\r"]
+
+
+def test_eof_with_a_tuple_terminator_ends_the_last_frame_in_frame_style() -> None:
+    class Universal(Frames):
+        terminator = (b"\r", b"\r\n")
+
+    chat = Universal()
+    attached(chat)
+    chat.feed(b"a\r")
+    chat.feed_eof()
+    assert chat.frames == [b"a"]
+    assert chat.unframed == [b""]
+
+
+def test_default_callbacks_raise_not_implemented_naming_the_class() -> None:
+    chat = Chat()
+    attached(chat)
+    chat.set_terminator(b"\n")
+    with pytest.raises(NotImplementedError, match="Chat must override"):
+        chat.feed(b"x\n")
+
+
+def test_push_inside_a_callback_does_not_bother_the_transport() -> None:
+    class Echo(Frames):
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame)
+
+    chat = Echo()
+    transport = attached(chat)
+    chat.feed(b"a\nb\n")
+    assert transport.output_ready_calls == 0
+    assert chat.channel.data_to_send() == b"ab"
+
+
+def test_push_outside_a_callback_tells_the_transport() -> None:
+    chat = Frames()
+    transport = attached(chat)
+    chat.push(b"x")
+    chat.push_with_producer([b"y"])
+    chat.close_when_done()
+    assert transport.output_ready_calls == 3
+
+
+def test_attach_applies_the_idle_timeout_and_calls_connection_made() -> None:
+    made = []
+
+    class Greeter(Frames):
+        def connection_made(self) -> None:
+            made.append(self.peername)
+            self.push(b"hello\n")
+
+    chat = Greeter()
+    transport = attached(chat)
+    assert made == [("127.0.0.1", 4242)]
+    assert transport.idle_timeout == 7.0
+    assert transport.output_ready_calls == 0  # pushed inside a hook: the driver flushes
+    assert chat.channel.data_to_send() == b"hello\n"
+
+
+def test_threadsafe_verbs_go_through_the_transport() -> None:
+    chat = Frames()
+    transport = attached(chat)
+    data = bytearray(b"abc")
+    chat.push_threadsafe(data)
+    data[0] = 0  # copied at the call
+    chat.close_threadsafe()
+    for callback in transport.callbacks:
+        callback()
+    assert chat.channel.data_to_send() == b"abc"
+    assert chat.channel.data_to_send() == b"" and chat.channel.wants_close
+
+
+def test_close_threadsafe_can_close_at_once() -> None:
+    chat = Frames()
+    transport = attached(chat)
+    chat.close_threadsafe(when_done=False)
+    transport.callbacks[0]()
+    assert transport.closed
+
+
+def test_idle_closes_by_default() -> None:
+    chat = Frames()
+    transport = attached(chat)
+    chat.idle()
+    assert transport.closed
+
+
+def test_detach_calls_connection_lost_with_the_reason() -> None:
+    lost: list[BaseException | None] = []
+
+    class Watcher(Frames):
+        def connection_lost(self, exc: BaseException | None) -> None:
+            lost.append(exc)
+
+    chat = Watcher()
+    attached(chat)
+    error = ConnectionResetError()
+    chat.detach(error)
+    assert lost == [error]
+
+
+def test_a_detached_chat_queues_but_cannot_close() -> None:
+    chat = Frames()
+    chat.push(b"queued")
+    assert chat.channel.data_to_send() == b"queued"
+    with pytest.raises(RuntimeError, match="not attached"):
+        chat.close()
+
+
+def test_verbs_reach_the_channel() -> None:
+    chat = Lines()
+    assert isinstance(chat.channel, Channel)
+    chat.set_terminator(5, max_frame_size=5)
+    assert chat.get_terminator() == 5
+    chat.push(b"x")
+    chat.discard_buffers()
+    assert chat.channel.buffered_output == 0
+
+
+def test_max_frame_size_class_attribute_limits_frames() -> None:
+    class Small(Frames):
+        max_frame_size = 3
+
+    chat = Small()
+    attached(chat)
+    with pytest.raises(FrameTooLarge):
+        chat.feed(b"abcd")
+
+
+def test_a_callback_exception_propagates_to_the_driver_and_dispatch_state_resets() -> None:
+    class Failing(Frames):
+        def found_frame(self, frame: bytes) -> None:
+            raise ValueError(frame)
+
+    chat = Failing()
+    transport = attached(chat)
+    with pytest.raises(ValueError):
+        chat.feed(b"x\n")
+    chat.push(b"after")
+    assert transport.output_ready_calls == 1

@@ -1,0 +1,130 @@
+"""The example protocols, driven without sockets."""
+
+from __future__ import annotations
+
+import pytest
+from test_chat import FakeTransport
+
+from sanschat import Chat
+from sanschat.examples import (
+    CHAT_SENDQ_LIMIT,
+    ChatMember,
+    ChatRoom,
+    Echo,
+    HTTPRequestHandler,
+    factory,
+)
+
+
+def output(chat: Chat) -> bytes:
+    data = bytearray()
+    while chunk := chat.channel.data_to_send():
+        data += chunk
+    return bytes(data)
+
+
+def started(chat: Chat) -> Chat:
+    chat.attach(FakeTransport())
+    return chat
+
+
+def http_exchange(request: bytes, size: int = 1 << 20) -> bytes:
+    chat = started(HTTPRequestHandler())
+    for i in range(0, len(request), size):
+        chat.feed(request[i : i + size])
+    reply = output(chat)
+    assert chat.channel.wants_close, "an HTTP/1.0 server closes after the reply"
+    return reply
+
+
+def test_echo_sends_frames_back_with_their_terminator() -> None:
+    chat = started(Echo())
+    chat.feed(b"one\r\ntwo\r")
+    chat.feed(b"\nthr")
+    assert output(chat) == b"one\r\ntwo\r\n"
+
+
+def test_chat_room_sends_each_line_to_the_others_only() -> None:
+    room = ChatRoom()
+    alice, bob = started(ChatMember(room)), started(ChatMember(room))
+    alice.feed(b"hi\nthere\r\n")
+    assert output(bob) == b"hi\r\nthere\r\n"
+    assert output(alice) == b""
+
+
+def test_chat_room_drops_a_member_that_never_reads() -> None:
+    room = ChatRoom()
+    talker, sleeper = ChatMember(room), ChatMember(room)
+    sleeper_transport = FakeTransport()
+    talker.attach(FakeTransport())
+    sleeper.attach(sleeper_transport)
+    line = b"x" * 1000 + b"\n"
+    for _ in range(CHAT_SENDQ_LIMIT // 1000 + 2):
+        talker.feed(line)
+    assert sleeper_transport.closed
+    assert sleeper not in room.members
+
+
+def test_chat_member_leaves_the_room_when_its_connection_is_lost() -> None:
+    room = ChatRoom()
+    member = started(ChatMember(room))
+    member.detach(None)
+    assert room.members == set()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 1 << 20])
+def test_http_post_body_is_echoed_however_the_request_is_cut(size: int) -> None:
+    body = b"a=1&b=two\r\n\r\nnot a header"
+    reply = http_exchange(
+        b"POST /form HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"EXTRA", size
+    )
+    assert reply == (
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def test_http_get_names_the_request() -> None:
+    assert http_exchange(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").endswith(
+        b"\r\n\r\nsanschat: GET /x\n"
+    )
+
+
+def test_http_post_with_content_length_zero_answers_at_once() -> None:
+    reply = http_exchange(b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+    assert reply.endswith(b"Content-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.0\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.0\r\nContent-Length: -3\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.0\r\nno colon here\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.0\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+        (b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431"),
+    ],
+    ids=["request-line", "no-length", "negative-length", "header", "too-long", "many-headers"],
+)
+def test_http_refuses_bad_requests_with_a_status(request_bytes: bytes, status: bytes) -> None:
+    assert http_exchange(request_bytes).startswith(b"HTTP/1.0 " + status)
+
+
+def test_factory_makes_fresh_chats_with_the_given_limit() -> None:
+    make = factory("echo", max_frame_size=10)
+    first, second = make(), make()
+    assert first is not second
+    assert first.channel.max_frame_size == 10
+
+
+def test_factory_chat_members_share_one_room() -> None:
+    make = factory("chat")
+    first, second = make(), make()
+    assert isinstance(first, ChatMember) and isinstance(second, ChatMember)
+    assert first.room is second.room
+
+
+def test_factory_refuses_an_unknown_name() -> None:
+    with pytest.raises(ValueError, match="unknown example server 'ftp'"):
+        factory("ftp")
