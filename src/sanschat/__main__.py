@@ -1,0 +1,164 @@
+"""``python -m sanschat``: serve the example protocols on any driver, or run the demo.
+
+Theory of operation: ``serve`` starts one example server (`sanschat.examples`) on the chosen
+driver with `sanschat.drivers.start_server`, prints exactly one line ``listening on
+HOST:PORT`` once it accepts connections, and waits for SIGINT or SIGTERM, then stops it and
+exits 0.  ``demo`` starts every server on every driver on loopback in turn, talks to each
+with a plain blocking socket, prints what flowed, and exits 0 if every answer was right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from .drivers import DRIVERS, BackgroundServer, start_server
+from .examples import MAX_FRAME_SIZE, factory
+
+SERVERS = ("echo", "chat", "http")
+DEMO_TIMEOUT = 5.0  # seconds a demo exchange may take before it counts as failed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sanschat",
+        description="Serve sanschat's example protocols, or run the demo.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve one example protocol until interrupted")
+    serve.add_argument("server", choices=SERVERS)
+    serve.add_argument("--driver", choices=DRIVERS, default="select")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
+    serve.add_argument(
+        "--max-frame",
+        type=int,
+        default=MAX_FRAME_SIZE,
+        help=f"largest frame accepted, in bytes (default {MAX_FRAME_SIZE})",
+    )
+    commands.add_parser("demo", help="run every server on every driver on loopback")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.server, args.driver, args.host, args.port, args.max_frame)
+    return _demo()
+
+
+def _serve(name: str, driver: str, host: str, port: int, max_frame: int) -> int:
+    if max_frame < 1:
+        print("error: --max-frame must be at least 1", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    try:
+        server = start_server(driver, factory(name, max_frame), host, port)
+    except (OSError, ImportError) as error:
+        print(f"error: cannot serve {name} on {driver}: {error}", file=sys.stderr)
+        return 1
+    bound_host, bound_port = server.address[:2]
+    print(f"listening on {bound_host}:{bound_port}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _exchange(server: BackgroundServer, send: bytes, until: Callable[[bytes], bool]) -> bytes:
+    """Send *send* on a new connection; read until *until* says the reply is complete."""
+    with socket.create_connection(server.address, timeout=DEMO_TIMEOUT) as sock:
+        sock.sendall(send)
+        reply = b""
+        while not until(reply):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def _demo_echo(server: BackgroundServer) -> tuple[str, bool]:
+    request = b"hello\r\nsans-I/O\r\n"
+    reply = _exchange(server, request, lambda r: len(r) >= len(request))
+    return f"sent {request!r}, got {reply!r}", reply == request
+
+
+def _demo_http(server: BackgroundServer) -> tuple[str, bool]:
+    body = b"ping=pong"
+    request = b"POST /echo HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    reply = _exchange(server, request, lambda r: False)  # the server closes when done
+    ok = reply.startswith(b"HTTP/1.0 200 OK\r\n") and reply.endswith(b"\r\n\r\n" + body)
+    return f"POST {body!r}, got {reply.splitlines()[0] if reply else b''!r} + body {body!r}", ok
+
+
+def _demo_chat(server: BackgroundServer) -> tuple[str, bool]:
+    with (
+        socket.create_connection(server.address, timeout=DEMO_TIMEOUT) as alice,
+        socket.create_connection(server.address, timeout=DEMO_TIMEOUT) as bob,
+    ):
+        # Bob speaks first: when Alice hears him, both have joined the room.
+        bob.sendall(b"bob here\n")
+        heard = b""
+        while not heard.endswith(b"\r\n"):
+            heard += alice.recv(1024) or b"\r\n"
+        alice.sendall(b"hi bob\n")
+        got = b""
+        while not got.endswith(b"\r\n"):
+            got += bob.recv(1024) or b"\r\n"
+    return f"alice heard {heard!r}, bob heard {got!r}", (heard, got) == (
+        b"bob here\r\n",
+        b"hi bob\r\n",
+    )
+
+
+DEMOS: dict[str, Callable[[BackgroundServer], tuple[str, bool]]] = {
+    "echo": _demo_echo,
+    "chat": _demo_chat,
+    "http": _demo_http,
+}
+
+
+def _demo() -> int:
+    failures = 0
+    started = time.monotonic()
+    for driver in DRIVERS:
+        if driver == "trio" and importlib.util.find_spec("trio") is None:
+            print(f"{driver:8} (skipped: install sanschat[trio] to run the trio driver)")
+            continue
+        for name in SERVERS:
+            server = start_server(driver, factory(name))
+            try:
+                story, ok = DEMOS[name](server)
+            except OSError as error:
+                story, ok = f"failed: {error}", False
+            finally:
+                server.stop()
+            failures += not ok
+            print(f"{driver:8} {name:5} {'ok  ' if ok else 'FAIL'} {story}", flush=True)
+    print(f"{'all servers answered' if not failures else f'{failures} failed'} "
+          f"in {time.monotonic() - started:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""`sanschat.testing`: unit-test protocols without sockets, and prove them cut-independent.
+
+Theory of operation: a `Chat` does no I/O, so a test can play the driver.  `ChatHarness`
+attaches a recording transport, feeds scripted chunks, drains what the chat pushed and
+catches what it raised, exactly as a driver would (an exception detaches the chat with it).
+`ChatPair` wires two chats back to back and pumps bytes both ways until quiet, cutting every
+transfer into given sizes and optionally losing the connection at a chosen byte.
+`every_chunking` enumerates the ways to cut a byte string, and `transcript` reduces one run
+to what a peer can observe (the bytes sent back, whether the chat closed, its error), so that
+`assert_same_for_every_chunking` can state the property that matters: a protocol's answer
+does not depend on how TCP cut its input.  The hypothesis strategies live in
+`sanschat.testing.strategies`, the pytest fixtures in `sanschat.testing.pytest_plugin`;
+this module imports neither pytest nor hypothesis.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .._chat import Chat
+
+__all__ = [
+    "ChatHarness",
+    "ChatPair",
+    "RecordingTransport",
+    "Transcript",
+    "assert_same_for_every_chunking",
+    "every_chunking",
+    "transcript",
+]
+
+C = TypeVar("C", bound=Chat)
+
+
+class RecordingTransport:
+    """A `sanschat.Transport` that records what the chat asked of it.
+
+    ``call_soon_threadsafe`` callbacks are queued in `callbacks`; `ChatHarness` runs them.
+    """
+
+    def __init__(self, peername: Any = ("127.0.0.1", 50000)) -> None:
+        self.peername = peername
+        self.closed = False
+        """True once the chat called `Chat.close` (an abortive close)."""
+        self.output_ready_calls = 0
+        self.idle_timeout: float | None = None
+        self.callbacks: list[Callable[[], object]] = []
+
+    def output_ready(self) -> None:
+        """Count the call: the harness drains output itself."""
+        self.output_ready_calls += 1
+
+    def close(self) -> None:
+        """Record an abortive close."""
+        self.closed = True
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Queue *callback*; `ChatHarness.run_callbacks` runs it."""
+        self.callbacks.append(callback)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Record the idle timeout the chat asked for."""
+        self.idle_timeout = seconds
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"peername"`` is the address given at construction; anything else *default*."""
+        return self.peername if name == "peername" else default
+
+
+class ChatHarness:
+    """Drive one `Chat` like a driver would, with no socket: feed bytes, read what it sent.
+
+    ::
+
+        harness = ChatHarness(HTTPRequestHandler())
+        reply = harness.feed(b"GET / HTTP/1.0\\r\\n\\r\\n")
+        assert reply.startswith(b"HTTP/1.0 200 OK") and harness.closed
+
+    Args:
+        chat: a fresh chat; the harness attaches it at once (``connection_made`` runs).
+        catch: if true (the default), an exception from the chat is caught as a driver would
+            catch it: recorded in `error`, the chat detached with it, and later feeds are
+            ignored.  If false, it propagates to the test.
+    """
+
+    def __init__(self, chat: Chat, *, catch: bool = True, peername: Any = ("127.0.0.1", 50000)):
+        self.chat = chat
+        self.transport = RecordingTransport(peername)
+        self.catch = catch
+        self.error: BaseException | None = None
+        """The exception the chat raised, if any (with ``catch=True``)."""
+        self.sent = bytearray()
+        """Every byte the chat has sent so far."""
+        self.lost = False
+        """True once the chat has been detached (closed, failed or `lose_connection`)."""
+        self._run(lambda: chat.attach(self.transport))
+
+    def feed(self, *chunks: bytes) -> bytes:
+        """Feed each chunk in turn as if read from the socket; return the bytes sent back."""
+        start = len(self.sent)
+        for chunk in chunks:
+            if self.lost:
+                break
+            self._run(functools.partial(self.chat.feed, chunk))
+        return bytes(self.sent[start:])
+
+    def feed_eof(self) -> bytes:
+        """Signal the end of the peer's stream; return the bytes sent back in answer."""
+        start = len(self.sent)
+        if not self.lost:
+            self._run(self.chat.feed_eof)
+        return bytes(self.sent[start:])
+
+    def run_callbacks(self) -> bytes:
+        """Run callbacks queued with ``call_soon_threadsafe``; return the bytes sent."""
+        start = len(self.sent)
+        while self.transport.callbacks and not self.lost:
+            self._run(self.transport.callbacks.pop(0))
+        return bytes(self.sent[start:])
+
+    def idle(self) -> bytes:
+        """Act as if the chat's idle timeout expired; return the bytes sent."""
+        start = len(self.sent)
+        if not self.lost:
+            self._run(self.chat.idle)
+        return bytes(self.sent[start:])
+
+    def lose_connection(self, exc: BaseException | None = None) -> None:
+        """Detach the chat as a driver does when the connection breaks."""
+        if not self.lost:
+            self.lost = True
+            self.chat.detach(exc)
+
+    @property
+    def closed(self) -> bool:
+        """True if the chat closed: at once (`Chat.close`) or after its output was sent."""
+        return self.transport.closed or self.chat.channel.wants_close
+
+    def _run(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+            self._drain()
+        except Exception as error:
+            if not self.catch:
+                raise
+            self.error = error
+            self.lose_connection(error)
+            return
+        if self.closed:
+            self.lose_connection(None)
+
+    def _drain(self) -> None:
+        channel = self.chat.channel
+        while not self.transport.closed:
+            chunk = channel.data_to_send()
+            if not chunk:
+                break
+            self.sent += chunk
+
+
+class ChatPair:
+    """A client and a server `Chat` wired back to back in memory, for protocol tests.
+
+    `pump` moves bytes both ways until neither side has anything left to send.  Transfers
+    are cut into chunks of the sizes in *cut* (used in turn, cycling), so ``cut=[1]`` moves
+    one byte at a time; ``None`` moves whatever is ready at once.  With *lose_at*, the
+    connection breaks once that many bytes have gone from client to server: both sides are
+    detached with `ConnectionResetError` and the rest is never delivered.  When one side
+    closes, the other side sees end of stream.
+
+    Args:
+        client, server: fresh chats; both are attached at once (``connection_made``).
+    """
+
+    def __init__(
+        self,
+        client: Chat,
+        server: Chat,
+        *,
+        cut: Sequence[int] | None = None,
+        lose_at: int | None = None,
+    ) -> None:
+        if cut is not None and (not cut or min(cut) < 1):
+            raise ValueError(f"cut sizes must be positive, got {list(cut)!r}")
+        self.client = ChatHarness(client, peername=("127.0.0.1", 443))
+        self.server = ChatHarness(server, peername=("127.0.0.1", 50000))
+        self._sizes = itertools.cycle(cut) if cut is not None else None
+        self.lose_at = lose_at
+        self.client_to_server = bytearray()
+        """Every byte delivered from the client to the server so far."""
+        self.server_to_client = bytearray()
+        """Every byte delivered from the server to the client so far."""
+        self._pending = {id(self.client): bytearray(), id(self.server): bytearray()}
+        self._eof_sent: set[int] = set()
+        self._take(self.client)
+        self._take(self.server)
+
+    def pump(self, max_rounds: int = 100_000) -> None:
+        """Move bytes both ways until quiet (or the connection is lost).
+
+        Raises:
+            RuntimeError: if the two sides still talk after *max_rounds* transfers.
+        """
+        for _ in range(max_rounds):
+            moved = self._move(self.client, self.server, self.client_to_server)
+            moved |= self._move(self.server, self.client, self.server_to_client)
+            if not moved:
+                return
+        raise RuntimeError(f"the pair was still talking after {max_rounds} transfers")
+
+    def _take(self, side: ChatHarness) -> None:
+        self._pending[id(side)] += side.sent
+        side.sent.clear()
+
+    def _move(self, source: ChatHarness, sink: ChatHarness, record: bytearray) -> bool:
+        self._take(source)
+        pending = self._pending[id(source)]
+        if not pending:
+            if source.lost and not sink.lost and id(source) not in self._eof_sent:
+                self._eof_sent.add(id(source))
+                sink.feed_eof()
+                self._take(sink)
+                return True
+            return False
+        if sink.lost:
+            pending.clear()
+            return False
+        size = next(self._sizes) if self._sizes is not None else len(pending)
+        if source is self.client and self.lose_at is not None:
+            room = self.lose_at - len(record)
+            if room <= 0:
+                pending.clear()
+                self._break()
+                return True
+            size = min(size, room)
+        chunk = bytes(pending[:size])
+        del pending[:size]
+        record += chunk
+        sink.feed(chunk)
+        self._take(sink)
+        return True
+
+    def _break(self) -> None:
+        for side in (self.client, self.server):
+            side.lose_connection(ConnectionResetError("connection lost by ChatPair(lose_at=...)"))
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What a peer can observe of one run of a chat: the bytes it sent back, whether it
+    closed, and the type and text of the error it raised (if any)."""
+
+    sent: bytes
+    closed: bool
+    error: str | None
+
+
+def transcript(chat: Chat, chunks: Iterable[bytes], *, eof: bool = False) -> Transcript:
+    """Feed *chunks* (then end of stream, if *eof*) to *chat*; return what a peer saw."""
+    harness = ChatHarness(chat)
+    harness.feed(*chunks)
+    if eof:
+        harness.feed_eof()
+    error = None if harness.error is None else f"{type(harness.error).__name__}: {harness.error}"
+    return Transcript(bytes(harness.sent), harness.closed, error)
+
+
+def every_chunking(data: bytes, *, max_pieces: int | None = None) -> Iterator[list[bytes]]:
+    """Yield every way to cut *data* into non-empty chunks, whole first.
+
+    There are ``2 ** (len(data) - 1)`` of them; *max_pieces* keeps only cuttings into at
+    most that many chunks (all of them with ``max_pieces=2`` is ``len(data)`` cuttings,
+    enough to split every terminator).
+    """
+    if not data:
+        yield []
+        return
+    positions = range(1, len(data))
+    limit = len(data) if max_pieces is None else max_pieces
+    for count in range(min(limit, len(data))):
+        for cuts in itertools.combinations(positions, count):
+            bounds = (0, *cuts, len(data))
+            yield [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def assert_same_for_every_chunking(
+    make_chat: Callable[[], Chat],
+    data: bytes,
+    *,
+    eof: bool = False,
+    max_pieces: int | None = None,
+    expected: Transcript | None = None,
+) -> Transcript:
+    """Assert that *make_chat*'s chats answer *data* the same however it is cut.
+
+    The reference is *expected* if given, else the run on *data* whole.  For inputs longer
+    than about 16 bytes, bound the work with *max_pieces* (or use the hypothesis helper
+    `sanschat.testing.strategies.chunkings`).  Returns the reference transcript.
+
+    Raises:
+        AssertionError: naming the first cutting whose transcript differs.
+    """
+    reference = expected or transcript(make_chat(), [data], eof=eof)
+    for chunks in every_chunking(data, max_pieces=max_pieces):
+        got = transcript(make_chat(), chunks, eof=eof)
+        if got != reference:
+            raise AssertionError(
+                f"the answer depends on how the input is cut:\n  chunks:   {chunks!r}\n"
+                f"  got:      {got!r}\n  expected: {reference!r}"
+            )
+    return reference

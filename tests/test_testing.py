@@ -1,0 +1,232 @@
+"""`sanschat.testing`: the harness, the pair, the chunking helpers and the pytest plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from sanschat import Chat
+from sanschat.examples import Echo, HTTPRequestHandler
+from sanschat.testing import (
+    ChatHarness,
+    ChatPair,
+    Transcript,
+    assert_same_for_every_chunking,
+    every_chunking,
+    transcript,
+)
+
+POST = b"POST /f HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello"
+OK_HELLO = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+class NaiveLines(Chat):
+    """The classic bug: treats every recv() as a whole line (what tests on localhost hide)."""
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        if data.endswith(b"\n"):
+            self.push(b"line: " + data)
+
+    def found_terminator(self) -> None:
+        pass
+
+
+class Client(Chat):
+    """Sends a request on connect; keeps the reply."""
+
+    terminator = None
+
+    def __init__(self, request: bytes) -> None:
+        super().__init__()
+        self.request = request
+        self.reply = bytearray()
+        self.lost: list[BaseException | None] = []
+
+    def connection_made(self) -> None:
+        self.push(self.request)
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.reply += data
+
+    def found_terminator(self) -> None:
+        pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+# ---------------------------------------------------------------- ChatHarness
+
+
+def test_harness_feeds_chunks_and_returns_what_was_sent() -> None:
+    harness = ChatHarness(Echo())
+    assert harness.feed(b"a\r", b"\nb\r\n") == b"a\r\nb\r\n"
+    assert not harness.closed
+
+
+def test_harness_sees_close_when_done_after_the_reply() -> None:
+    harness = ChatHarness(HTTPRequestHandler())
+    assert harness.feed(POST) == OK_HELLO
+    assert harness.closed and harness.lost
+
+
+def test_harness_catches_a_handler_error_like_a_driver() -> None:
+    broken = ChatHarness(Chat())
+    broken.chat.set_terminator(b"\n")
+    broken.feed(b"z\n", b"ignored\n")
+    assert isinstance(broken.error, NotImplementedError)
+    assert broken.lost
+
+
+def test_harness_can_let_errors_propagate() -> None:
+    harness = ChatHarness(Chat(), catch=False)
+    harness.chat.set_terminator(b"\n")
+    with pytest.raises(NotImplementedError):
+        harness.feed(b"z\n")
+
+
+def test_harness_runs_threadsafe_callbacks_and_idle() -> None:
+    harness = ChatHarness(Echo())
+    harness.chat.push_threadsafe(b"from a thread")
+    assert harness.run_callbacks() == b"from a thread"
+    harness.idle()
+    assert harness.transport.closed and harness.lost
+
+
+def test_harness_feed_eof_flushes_and_closes() -> None:
+    harness = ChatHarness(Echo())
+    assert harness.feed(b"partial") == b""
+    assert harness.feed_eof() == b""
+    assert harness.closed
+
+
+# ---------------------------------------------------------------- ChatPair
+
+
+@pytest.mark.parametrize("cut", [None, [1], [2, 3], [7]])
+def test_pair_carries_a_request_and_its_reply_however_cut(cut: list[int] | None) -> None:
+    client = Client(POST)
+    pair = ChatPair(client, HTTPRequestHandler(), cut=cut)
+    pair.pump()
+    assert bytes(client.reply) == OK_HELLO
+    assert bytes(pair.client_to_server) == POST
+    assert client.lost == [None]  # the server closed; the client saw end of stream
+
+
+def test_pair_loses_the_connection_at_the_chosen_byte() -> None:
+    client = Client(POST)
+    pair = ChatPair(client, HTTPRequestHandler(), cut=[4], lose_at=10)
+    pair.pump()
+    assert bytes(pair.client_to_server) == POST[:10]
+    assert client.reply == b""
+    assert isinstance(client.lost[0], ConnectionResetError)
+
+
+def test_pair_refuses_non_positive_cut_sizes() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        ChatPair(Echo(), Echo(), cut=[0])
+
+
+def test_pair_stops_a_conversation_that_never_ends() -> None:
+    class Ping(Echo):
+        def connection_made(self) -> None:
+            self.push(b"ping\r\n")
+
+    pair = ChatPair(Ping(), Ping())
+    with pytest.raises(RuntimeError, match="still talking"):
+        pair.pump(max_rounds=50)
+
+
+# ---------------------------------------------------------------- chunkings
+
+
+def test_every_chunking_enumerates_all_cuttings_whole_first() -> None:
+    cuttings = list(every_chunking(b"abcd"))
+    assert cuttings[0] == [b"abcd"]
+    assert len(cuttings) == 8
+    assert all(b"".join(c) == b"abcd" for c in cuttings)
+    assert len({tuple(c) for c in cuttings}) == 8
+
+
+def test_every_chunking_can_bound_the_number_of_pieces() -> None:
+    assert len(list(every_chunking(b"abcdef", max_pieces=2))) == 6
+
+
+def test_transcript_records_what_a_peer_observes() -> None:
+    assert transcript(HTTPRequestHandler(), [POST]) == Transcript(OK_HELLO, True, None)
+
+
+def test_a_correct_protocol_passes_every_chunking_in_a_few_lines() -> None:
+    reference = assert_same_for_every_chunking(HTTPRequestHandler, POST, max_pieces=3)
+    assert reference.sent == OK_HELLO
+
+
+def test_every_chunking_catches_a_protocol_that_trusts_recv_boundaries() -> None:
+    with pytest.raises(AssertionError, match="depends on how the input is cut"):
+        assert_same_for_every_chunking(NaiveLines, b"hello\n")
+
+
+# ---------------------------------------------------------------- hypothesis helpers
+
+
+def test_chunkings_strategy_joins_to_the_input_and_shrinks_to_whole() -> None:
+    from hypothesis import find
+
+    from sanschat.testing.strategies import chunkings
+
+    assert find(chunkings(b"abcdef"), lambda c: True) == [b"abcdef"]
+    smallest_split = find(chunkings(b"abcdef"), lambda c: len(c) > 1)
+    assert b"".join(smallest_split) == b"abcdef" and len(smallest_split) == 2
+
+
+def test_terminators_strategy_draws_only_valid_terminators() -> None:
+    from hypothesis import given, settings
+
+    from sanschat import Channel
+    from sanschat.testing.strategies import terminators
+
+    @settings(max_examples=100, deadline=None)
+    @given(terminators())
+    def check(terminator: object) -> None:
+        Channel(terminator)  # type: ignore[arg-type]
+
+    check()
+
+
+def test_assert_chunking_invariant_shrinks_the_naive_protocol_to_a_two_piece_cut() -> None:
+    from sanschat.testing.strategies import assert_chunking_invariant
+
+    with pytest.raises(AssertionError, match="depends on how the input is cut") as info:
+        assert_chunking_invariant(NaiveLines, b"hello world\n", max_examples=100)
+    assert "chunks:" in str(info.value)
+
+
+def test_assert_chunking_invariant_passes_the_http_example() -> None:
+    from sanschat.testing.strategies import assert_chunking_invariant
+
+    assert_chunking_invariant(HTTPRequestHandler, POST + b"over-sent", max_examples=50)
+
+
+# ---------------------------------------------------------------- pytest plugin
+
+
+def test_plugin_fixtures_are_available_without_imports(
+    chat_harness: Callable[..., ChatHarness], chat_pair: Callable[..., ChatPair]
+) -> None:
+    assert chat_harness(Echo()).feed(b"x\r\n") == b"x\r\n"
+    client = Client(POST)
+    chat_pair(client, HTTPRequestHandler(), cut=[3])
+    assert bytes(client.reply) == OK_HELLO
+
+
+def test_sanschat_testing_imports_without_pytest_or_hypothesis() -> None:
+    code = (
+        "import sys; sys.modules['pytest'] = None; sys.modules['hypothesis'] = None\n"
+        "import sanschat.testing\n"
+        "try:\n    import sanschat.testing.strategies\nexcept ImportError as e:\n"
+        "    assert 'sanschat[test]' in str(e), e\nelse:\n    raise SystemExit('imported')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
