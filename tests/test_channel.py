@@ -256,6 +256,26 @@ def test_an_abandoned_receive_loop_loses_nothing() -> None:
     assert summary(seen) == [(b"a", b"\n"), (b"bb", b"\n"), (b"ccc", b"\n"), (b"dd", b"\n")]
 
 
+def test_a_new_call_ends_an_unfinished_iterator_that_is_still_referenced() -> None:
+    channel = Channel(b"\n")
+    first = channel.receive(b"a\nbb\nccc\n")
+    got = [next(first), next(first), next(first)]
+    assert got == [Data(b"a"), TerminatorFound(b"\n"), Data(b"bb")]
+    assert list(channel.receive(b"")) == [
+        TerminatorFound(b"\n"), Data(b"ccc"), TerminatorFound(b"\n")]
+    assert list(first) == []
+
+
+def test_receive_called_inside_a_loop_takes_over_where_that_loop_stopped() -> None:
+    channel = Channel(b"\n")
+    seen, inner = [], []
+    for event in channel.receive(b"a\n"):
+        seen.append(event)
+        inner.extend(channel.receive(b"b\n"))
+    assert seen == [Data(b"a")]
+    assert inner == [TerminatorFound(b"\n"), Data(b"b"), TerminatorFound(b"\n")]
+
+
 def test_an_abandoned_frames_loop_loses_nothing() -> None:
     channel = Channel(b"\n")
     first = channel.frames(b"1\n2\n3\n4\n")

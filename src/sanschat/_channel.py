@@ -35,8 +35,8 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Iterator
-from typing import Final, Literal, TypeAlias, final
+from collections.abc import Generator, Iterator
+from typing import Any, Final, Literal, TypeAlias, final
 
 from ._errors import FrameTooLarge
 from ._events import Data, EndOfStream, Event, TerminatorFound
@@ -76,6 +76,7 @@ _BATCHED: Final = _Marker.BATCHED
 _QueueItem: TypeAlias = "bytes | memoryview | Producer | Literal[_Marker.CLOSE]"
 _Step: TypeAlias = "tuple[bytes, TerminatorFound | None] | Literal[_Marker.BATCHED] | None"
 
+_NOTHING: Final[Iterator[Any]] = iter(())  # what frames() returns when no frame can end
 _new = object.__new__
 _set_data = Data.__dict__["data"].__set__  # slot descriptor: builds a Data without __init__
 
@@ -112,6 +113,21 @@ def _held_back(buf: bytearray, term: bytes) -> int:
     return 0
 
 
+def _take(buf: bytearray, size: int, end: int) -> bytes:
+    """Return ``buf[:size]`` as bytes and delete ``buf[:end]``, copying once."""
+    if end == len(buf) and size == end:
+        data = bytes(buf)
+        buf.clear()
+        return data
+    if size > 1024:  # a view avoids the intermediate bytearray copy of buf[:size]
+        with memoryview(buf) as view:
+            data = view[:size].tobytes()
+    else:
+        data = bytes(buf[:size])
+    del buf[:end]
+    return data
+
+
 @final
 class Channel:
     """A sans-I/O framing channel: bytes in, frames out; pushes in, chunks out.
@@ -145,6 +161,7 @@ class Channel:
         "_owed",
         "_queue",
         "_queued_bytes",
+        "_reader",
         "_regex",
         "_remaining",
         "_scan_from",
@@ -163,6 +180,7 @@ class Channel:
         self._batch_term = b""
         self._batch_tf = TerminatorFound(b"")
         self._owed: TerminatorFound | None = None
+        self._reader: Generator[Any, None, None] | None = None
         self._frame_len = 0
         self._eof = False
         self._eos_sent = False
@@ -336,8 +354,9 @@ class Channel:
         The bytes are taken at once; the events are decided one by one as the iterator is
         advanced, under the terminator in force at each step, so a terminator set while
         iterating applies to the very next unread byte.  An iterator left unfinished loses
-        nothing: the next call goes on where it stopped.  ``receive(b"")`` just resumes
-        (useful after ``set_terminator(0)`` outside a loop).
+        nothing: the next call of `receive`, `frames` or `receive_eof` ends it (it yields
+        nothing more) and goes on where it stopped.  ``receive(b"")`` just resumes (useful
+        after ``set_terminator(0)`` outside a loop).
 
         Raises:
             TypeError: if *data* is not bytes-like.
@@ -345,7 +364,8 @@ class Channel:
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
         self._feed(data)
-        return self._events(False)
+        reader = self._reader = self._events(False)
+        return reader
 
     def frames(self, data: bytes | bytearray | memoryview = b"") -> Iterator[bytes]:
         """Add received bytes; return a lazy iterator of whole frames, terminators excluded.
@@ -355,14 +375,39 @@ class Channel:
         `receive` on one channel; for a frame that `receive` has already delivered part of
         as `Data`, this yields only the rest (``b""`` if nothing is left), so nothing is
         lost or duplicated.  Bytes still held at end of stream come out of `receive_eof`.
+        Set the terminator before the call or from inside its loop: when no frame can end in
+        the bytes held, the call returns an empty iterator at once, and a terminator set
+        between the call and its loop applies from the next call on.  As with `receive`, a
+        new call ends the iterator of an earlier one.
 
         Raises:
             TypeError: if *data* is not bytes-like.
             ValueError: if called after `receive_eof`.
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
-        self._feed(data)
-        return self._frames()
+        if self._reader is not None:
+            self._end_reader()
+        if type(data) is not bytes or self._eof:
+            self._feed(data)  # checks, raises or appends
+        else:
+            self._buf += data
+        buf = self._buf
+        term = self._term
+        limit = self._limit
+        # Fast path: no frame can end in what is buffered, so no generator is needed.
+        if self._batch is None and self._owed is None:
+            if type(term) is bytes:
+                if buf.find(term, self._scan_from) < 0:
+                    decided = len(buf) - (_held_back(buf, term) if len(term) > 1 else 0)
+                    if limit is None or self._frame_len + decided <= limit:
+                        self._scan_from = decided
+                        return _NOTHING
+            elif (term is None or (type(term) is int and len(buf) < self._remaining)) and (
+                limit is None or self._frame_len + len(buf) <= limit
+            ):
+                return _NOTHING
+        reader = self._reader = self._frames()
+        return reader
 
     def receive_eof(self) -> Iterator[Event]:
         """Tell the channel the peer will send nothing more; return the last events.
@@ -372,10 +417,21 @@ class Channel:
         `EndOfStream` says whether a frame was left incomplete.  Calling it again resumes an
         unfinished iterator; once `EndOfStream` has been yielded it yields nothing.
         """
+        self._end_reader()
         self._eof = True
-        return self._events(True)
+        reader = self._reader = self._events(True)
+        return reader
+
+    def _end_reader(self) -> None:
+        """End the iterator an earlier call returned, so that only one reads at a time."""
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            reader.close()
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._reader is not None:
+            self._end_reader()
         if self._eof:
             raise ValueError("cannot receive data after receive_eof()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -384,12 +440,13 @@ class Channel:
             )
         self._buf += data
 
-    def _events(self, final: bool) -> Iterator[Event]:
+    def _events(self, final: bool) -> Generator[Event, None, None]:
         if self._owed is not None:
             owed, self._owed = self._owed, None
             yield owed
         step = self._step
         while True:
+            term = self._term
             result = step(True, final)
             if result is None:
                 break
@@ -401,28 +458,36 @@ class Channel:
                     if frame:
                         event = _new(Data)
                         _set_data(event, frame)
-                        self._owed = tf
-                        yield event
-                        self._owed = None
+                        try:
+                            yield event
+                        except GeneratorExit:  # closed between a frame's Data and its end
+                            self._owed = tf
+                            raise
                     yield tf
                 if self._batch is batch:
                     self._batch = None
                 continue
-            data, tf_or_none = result
-            if tf_or_none is None:
-                yield Data(data)
+            data, found = result
+            event = _new(Data)
+            _set_data(event, data)
+            if found is None:
+                yield event
+                if self._term is term:
+                    break  # only held-back bytes are left: nothing more can be decided
                 continue
             if data:
-                self._owed = tf_or_none
-                yield Data(data)
-                self._owed = None
-            yield tf_or_none
+                try:
+                    yield event
+                except GeneratorExit:
+                    self._owed = found
+                    raise
+            yield found
         if final and not self._eos_sent:
             self._eos_sent = True
             incomplete = self._frame_len > 0 or (type(self._term) is int and self._remaining > 0)
             yield EndOfStream(incomplete)
 
-    def _frames(self) -> Iterator[bytes]:
+    def _frames(self) -> Generator[bytes, None, None]:
         if self._owed is not None:
             self._owed = None
             yield b""
@@ -479,8 +544,7 @@ class Channel:
                     scanned = 0
                 else:  # no terminator starts in buf[end:], so later searches skip it
                     scanned = max(0, len(buf) - end - len(term) + 1)
-                frame = bytes(buf[:index])
-                del buf[:end]
+                frame = _take(buf, index, end)
                 self._scan_from = scanned
                 self._frame_len = 0
                 return frame, self._tf
@@ -494,8 +558,7 @@ class Channel:
                 size = self._frame_len + wanted
                 if limit is not None and size > limit:
                     raise self._too_large(size)
-                frame = bytes(buf[:wanted])
-                del buf[:wanted]
+                frame = _take(buf, wanted, wanted)
                 self._term = None
                 self._remaining = 0
                 self._frame_len = 0
@@ -515,8 +578,7 @@ class Channel:
             if limit is not None and self._frame_len + start > limit:
                 raise self._too_large(self._frame_len + start)
             found = self._tfs[match.group()]  # before the del: the match reads buf lazily
-            frame = bytes(buf[:start])
-            del buf[: match.end()]
+            frame = _take(buf, start, match.end())
             self._scan_from = 0
             self._frame_len = 0
             return frame, found
@@ -529,9 +591,7 @@ class Channel:
         if limit is not None and size > limit:
             raise self._too_large(size)
         if partial and decided:
-            buf = self._buf
-            piece = bytes(buf[:decided])
-            del buf[:decided]
+            piece = _take(self._buf, decided, decided)
             self._frame_len = size
             self._scan_from = 0
             return piece, None
