@@ -107,8 +107,10 @@ def _demo_http(server: BackgroundServer) -> tuple[str, bool]:
     body = b"ping=pong"
     request = b"POST /echo HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     reply = _exchange(server, request, lambda r: False)  # the server closes when done
-    ok = reply.startswith(b"HTTP/1.0 200 OK\r\n") and reply.endswith(b"\r\n\r\n" + body)
-    return f"POST {body!r}, got {reply.splitlines()[0] if reply else b''!r} + body {body!r}", ok
+    head, _, echoed = reply.partition(b"\r\n\r\n")
+    ok = head.startswith(b"HTTP/1.0 200 OK\r\n") and echoed == body
+    status = head.split(b"\r\n", 1)[0]
+    return f"POST {body!r}, got {status!r} with body {echoed!r}, then close", ok
 
 
 def _demo_chat(server: BackgroundServer) -> tuple[str, bool]:

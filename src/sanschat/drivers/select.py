@@ -1,0 +1,550 @@
+"""The select driver: a single-threaded loop on `selectors.DefaultSelector` (epoll on Linux).
+
+Theory of operation: a `Loop` owns a selector, a heap of timers, a queue of ready callbacks
+and one read buffer.  `Loop.run_once` waits for I/O (no longer than the next timer), runs
+the handler of each ready socket, then the due timers and the callbacks already queued.
+Sockets are non-blocking; would-block means "retry later", never an error.
+
+A connection reads with ``recv_into`` into the loop's buffer of `READ_SIZE` bytes (the chat
+copies what it keeps) and hands the bytes to `Chat.feed`, then flushes: it pulls a chunk
+with ``data_to_send`` only while ``send`` takes all it is given, gives back the rest of a
+partial write with ``unsend``, and closes once ``wants_close``.  EVENT_WRITE is registered
+only while output is pending; EVENT_READ is dropped after end of stream and while output
+above `HIGH_WATER` is queued, so a peer that never reads cannot grow the server's memory.
+
+A chat is detached exactly once, from the ready queue, never inside its own callback.  An
+exception from a handler, producer or channel is logged (_logger ``sanschat``, naming the
+peer) and closes that connection only; a peer's reset is logged at debug level.  Only
+`Loop.call_soon_threadsafe` and `Loop.stop` are thread-safe: a socketpair wakes the
+selector for them.  An idle timeout is one timer per connection, checked lazily: I/O only
+stores the time, and the timer re-arms itself for the remainder when it fires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import logging
+import os
+import selectors
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from time import monotonic
+from typing import Any, Final, final
+
+from .._chat import Chat
+from . import HIGH_WATER, READ_SIZE
+
+__all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
+
+_logger = logging.getLogger("sanschat")
+
+#: Most bytes pulled from a channel per ``send``: about what a loopback socket takes in one
+#: call, so a burst of replies goes out in one write; producers are never read further ahead.
+WRITE_SIZE: Final = 256 * 1024
+
+_READ: Final = selectors.EVENT_READ
+_WRITE: Final = selectors.EVENT_WRITE
+_RETRY = (BlockingIOError, InterruptedError)
+_Callback = Callable[[], object]
+
+
+@final
+class Timer:
+    """A callback scheduled by `Loop.call_later`: it runs once, unless cancelled first."""
+
+    __slots__ = ("_callback", "_loop", "_owner", "when")
+
+    def __init__(self, loop: Loop, when: float, callback: _Callback, owner: Any) -> None:
+        self._loop, self._owner = loop, owner
+        self._callback: _Callback | None = callback
+        self.when = when
+        """The `time.monotonic` time at which the callback is due."""
+
+    def cancel(self) -> None:
+        """Make sure the callback does not run; harmless if it ran or was cancelled."""
+        if self._callback is not None:
+            self._callback = None
+            self._loop._timer_cancelled()
+
+    def _run(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
+
+
+@final
+class Listener:
+    """A listening socket of a `Loop` (see `Loop.listen`): a new chat per connection."""
+
+    def __init__(self, loop: Loop, sock: socket.socket, factory: Callable[[], Chat]) -> None:
+        self._loop, self._sock, self._factory = loop, sock, factory
+        self._closed = False
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        """The host and port actually bound."""
+
+    def close(self) -> None:
+        """Stop accepting; connections already accepted stay open.  Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            if self._sock in self._loop._selector.get_map():
+                self._loop._selector.unregister(self._sock)
+            self._loop._listeners.discard(self)
+            self._sock.close()
+
+    def _handle(self, mask: int) -> None:
+        for _ in range(64):  # bounded, so that a connection storm cannot starve the rest
+            try:
+                sock, _ = self._sock.accept()
+            except _RETRY:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # EMFILE and the like: pause rather than spin on it
+                _logger.error("sanschat: accept on %s failed, pausing 1 s: %s", self.address, exc)
+                self._loop._selector.unregister(self._sock)
+                self._loop.call_later(1.0, self._resume)
+                return
+            try:
+                chat = self._factory()
+            except BaseException:
+                sock.close()
+                raise
+            _Connection(self._loop, sock, chat)._start()
+
+    def _resume(self) -> None:
+        if not self._closed:
+            self._loop._selector.register(self._sock, _READ, self)
+
+    def _fail(self, exc: BaseException) -> None:
+        _logger.error("sanschat: error accepting on %s", self.address, exc_info=exc)
+
+
+class _Connection:
+    """One socket and its chat: the `Transport` that the select driver gives a `Chat`."""
+
+    __slots__ = ("_chat", "_closed", "_connecting", "_eof", "_events", "_extra", "_flushing",
+                 "_idle", "_idle_timer", "_last", "_loop", "_sock")
+
+    def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False):
+        self._loop, self._sock, self._chat, self._connecting = loop, sock, chat, connecting
+        self._closed = self._eof = self._flushing = False
+        self._events = 0
+        self._idle: float | None = None
+        self._idle_timer: Timer | None = None
+        self._last = 0.0
+        self._extra: dict[str, Any] = {"socket": sock}
+        loop._conns.add(self)
+        sock.setblocking(False)
+
+    # -- the Transport protocol: called by the chat, on the loop's thread
+
+    def output_ready(self) -> None:
+        """Schedule a flush of output queued outside a callback."""
+        if not self._flushing and not self._closed:
+            self._flushing = True
+            self._loop._ready.append((self._queued_flush, self))
+
+    def close(self) -> None:
+        """Close now, dropping unwritten output; the chat is detached from the ready queue."""
+        self._teardown(None)
+
+    def call_soon_threadsafe(self, callback: _Callback) -> None:
+        """Run *callback* on the loop's thread soon; if it raises, this connection closes."""
+        self._loop._call_soon(callback, self)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Call `Chat.idle` after *seconds* with no byte read or written (None: never)."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"an idle timeout must be > 0 seconds or None, not {seconds!r}")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._idle = seconds
+        if seconds is not None and not self._closed:
+            self._last = monotonic()
+            self._idle_timer = self._loop._call_later(seconds, self._check_idle, self)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"peername"``, ``"sockname"`` or ``"socket"`` (never read or write through it)."""
+        return self._extra.get(name, default)
+
+    # -- the driver's side
+
+    def _start(self) -> None:
+        """Attach the chat to a connected socket; errors close this connection only."""
+        sock = self._sock
+        self._connecting = False
+        try:
+            self._extra["peername"] = sock.getpeername()
+            self._extra["sockname"] = sock.getsockname()
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # reset before we got to it
+            self._lost(exc)
+            return
+        try:
+            self._chat.attach(self)
+            if not self._closed:
+                self._flush()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _handle(self, mask: int) -> None:
+        if self._closed:
+            return
+        if self._connecting:
+            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._lost(OSError(err, os.strerror(err)))
+            else:
+                self._start()
+            return
+        if mask & _WRITE:
+            self._flush()
+            if self._closed or not mask & _READ:
+                return
+        loop = self._loop
+        try:
+            n = self._sock.recv_into(loop._buffer)
+        except _RETRY:
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        self._last = loop._now
+        if n:
+            self._chat.feed(loop._view[:n])
+        else:
+            self._eof = True
+            self._chat.feed_eof()
+        if not self._closed:
+            self._flush()
+
+    def _flush(self) -> None:
+        channel = self._chat.channel
+        send = self._sock.send
+        while channel.wants_write:
+            chunk = channel.data_to_send(WRITE_SIZE)
+            if not chunk:
+                break
+            try:
+                sent = send(chunk)
+            except _RETRY:
+                sent = 0
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if sent:
+                self._last = self._loop._now
+            if sent < len(chunk):
+                channel.unsend(memoryview(chunk)[sent:])
+                break
+        if channel.wants_close:
+            self._teardown(None)
+            return
+        want = 0 if self._eof or channel.buffered_output > HIGH_WATER else _READ
+        if channel.wants_write:
+            want |= _WRITE
+        if want != self._events:
+            selector = self._loop._selector
+            if not self._events:
+                selector.register(self._sock, want, self)
+            elif not want:
+                selector.unregister(self._sock)
+            else:
+                selector.modify(self._sock, want, self)
+            self._events = want
+
+    def _queued_flush(self) -> None:
+        self._flushing = False
+        if not self._closed and not self._connecting:
+            self._flush()
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._closed or self._idle is None:
+            return
+        now = monotonic()
+        remaining = self._last + self._idle - now
+        if remaining <= 0:
+            self._last = now
+            self._chat.idle()
+            remaining = self._idle
+        if not self._closed and self._idle is not None and self._idle_timer is None:
+            self._idle_timer = self._loop._call_later(remaining, self._check_idle, self)
+
+    def _lost(self, exc: OSError) -> None:
+        _logger.debug("sanschat: connection to %s lost: %r", self._extra.get("peername"), exc)
+        self._teardown(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        _logger.error("sanschat: error in %s for %s; closing it", type(self._chat).__name__,
+                     self._extra.get("peername"), exc_info=exc)
+        self._teardown(exc)
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+        if self._events:
+            loop._selector.unregister(self._sock)
+            self._events = 0
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        loop._conns.discard(self)
+        self._sock.close()
+        loop._ready.append((partial(self._detach, exc), None))
+
+    def _detach(self, exc: BaseException | None) -> None:
+        try:
+            self._chat.detach(exc)
+        except Exception:
+            _logger.exception("sanschat: error in %s.connection_lost for %s",
+                             type(self._chat).__name__, self._extra.get("peername"))
+
+
+@final
+class Loop:
+    """An event loop running `Chat` objects over non-blocking sockets.
+
+    Not thread-safe, except `call_soon_threadsafe` and `stop`: set it up, then `run` it in
+    one thread at a time.  Holds thousands of sockets at once (the selector is epoll on
+    Linux, kqueue on BSD and macOS; ``select()`` would stop at 1024).
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._buffer = bytearray(READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self._ready: deque[tuple[_Callback, _Connection | None]] = deque()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._timer_seq = self._cancelled = 0
+        self._conns: set[_Connection] = set()
+        self._listeners: set[Listener] = set()
+        self._now = monotonic()
+        self._thread_id: int | None = None
+        self._running = self._stopping = self._closed = False
+        self._rsock, self._wsock = socket.socketpair()
+        self._rsock.setblocking(False)
+        self._wsock.setblocking(False)
+        self._selector.register(self._rsock, _READ, self)
+
+    def listen(self, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
+               backlog: int = 128) -> Listener:
+        """Listen on *host*:*port* (port 0: any free one); each connection runs ``factory()``.
+        Raises `OSError` if the address cannot be bound (in use, not local, ...)."""
+        sock = socket.create_server((host, port), backlog=backlog)
+        sock.setblocking(False)
+        listener = Listener(self, sock, factory)
+        self._selector.register(sock, _READ, listener)
+        self._listeners.add(listener)
+        return listener
+
+    def connect(self, chat: Chat, host: str, port: int) -> None:
+        """Start connecting to *host*:*port* and return; *chat* is attached once connected.
+
+        A host name is resolved first (blocking).  If the connection fails, *chat* gets
+        `Chat.detach` with the error (``ConnectionRefusedError``, ...), logged at debug level.
+        """
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        conn = _Connection(self, socket.socket(family, kind, proto), chat, connecting=True)
+        err = conn._sock.connect_ex(addr)
+        if err in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):  # writable once connected
+            self._selector.register(conn._sock, _WRITE, conn)
+            conn._events = _WRITE
+        else:
+            conn._lost(OSError(err, os.strerror(err)))
+
+    def call_soon_threadsafe(self, callback: _Callback) -> None:
+        """Run *callback* on the loop's thread soon, waking the loop; callable from any thread.
+        An exception from *callback* is logged and the loop carries on."""
+        self._call_soon(callback, None)
+
+    def call_later(self, delay: float, callback: _Callback) -> Timer:
+        """Run *callback* once on the loop's thread, *delay* seconds from now or a bit later.
+
+        Callbacks due at the same time run in the order they were scheduled; an exception is
+        logged.  Not thread-safe: from another thread, wrap it in `call_soon_threadsafe`.
+        """
+        return self._call_later(delay, callback, None)
+
+    def run(self) -> None:
+        """Run rounds of `run_once` until `stop` is called (at once if it was called before)."""
+        if self._running:
+            raise RuntimeError("this Loop is already running")
+        self._running = True
+        self._thread_id = threading.get_ident()
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            self._running = self._stopping = False
+            self._thread_id = None
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """Wait for I/O at most *timeout* seconds (None: until something happens), then
+        handle the ready sockets, the timers that are due and the ready callbacks."""
+        if self._closed:
+            raise RuntimeError("this Loop is closed")
+        timers, ready = self._timers, self._ready
+        while timers and timers[0][2]._callback is None:
+            heapq.heappop(timers)
+            self._cancelled -= 1
+        if ready:
+            timeout = 0.0
+        elif timers:
+            due = max(0.0, timers[0][0] - monotonic())
+            timeout = due if timeout is None else min(timeout, due)
+        events = self._selector.select(timeout)
+        now = self._now = monotonic()
+        for key, mask in events:
+            handler = key.data
+            try:
+                handler._handle(mask)
+            except Exception as exc:
+                handler._fail(exc)
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if timer._callback is None:
+                self._cancelled -= 1
+            else:
+                ready.append((timer._run, timer._owner))
+        for _ in range(len(ready)):
+            callback, owner = ready.popleft()
+            try:
+                callback()
+            except Exception as exc:
+                if owner is None:
+                    _logger.exception("sanschat: error in callback %r", callback)
+                else:
+                    owner._fail(exc)
+
+    def stop(self) -> None:
+        """Make `run` return after the current round; callable from any thread."""
+        self._stopping = True
+        self._wakeup()
+
+    def close(self) -> None:
+        """Close every listener and connection (each chat is detached), then the selector.
+
+        Safe to call twice; raises `RuntimeError` while the loop is running.
+        """
+        if self._closed:
+            return
+        if self._running:
+            raise RuntimeError("stop the Loop before closing it")
+        for listener in list(self._listeners):
+            listener.close()
+        for conn in list(self._conns):
+            conn._teardown(None)
+        for _ in range(10):  # the detach callbacks, and what they schedule in turn
+            if self._ready:
+                self.run_once(0)
+        self._closed = True
+        self._selector.close()
+        self._rsock.close()
+        self._wsock.close()
+
+    # -- internals
+
+    def _handle(self, mask: int) -> None:  # the wakeup socket is readable
+        with contextlib.suppress(*_RETRY):
+            while len(self._rsock.recv(4096)) == 4096:
+                pass
+
+    def _fail(self, exc: BaseException) -> None:
+        _logger.error("sanschat: error in the loop's wakeup socket", exc_info=exc)
+
+    def _call_soon(self, callback: _Callback, owner: _Connection | None) -> None:
+        self._ready.append((callback, owner))  # deque.append is atomic
+        if threading.get_ident() != self._thread_id:
+            self._wakeup()
+
+    def _wakeup(self) -> None:
+        with contextlib.suppress(OSError):  # full (so a wakeup is pending anyway) or closed
+            self._wsock.send(b"\0")
+
+    def _call_later(self, delay: float, callback: _Callback, owner: Any) -> Timer:
+        timer = Timer(self, monotonic() + delay, callback, owner)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (timer.when, self._timer_seq, timer))
+        return timer
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled += 1  # an estimate: a timer may be cancelled after leaving the heap
+        if self._cancelled > 256 and self._cancelled * 2 > len(self._timers):
+            self._timers = [entry for entry in self._timers if entry[2]._callback is not None]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
+
+
+def serve(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
+          on_listening: Callable[[tuple[str, int]], object] | None = None) -> None:
+    """Serve *factory* on *host*:*port* in the calling thread until interrupted.
+
+    *on_listening* is called with the bound address once connections are accepted.  On
+    return (KeyboardInterrupt, or `Loop.stop` from a callback) every connection is closed.
+    """
+    loop = Loop()
+    try:
+        listener = loop.listen(factory, host, port)
+        if on_listening is not None:  # the kernel queues connections from here on
+            on_listening(listener.address)
+        loop.run()
+    finally:
+        loop.close()
+
+
+@final
+class ServerThread:
+    """A `Loop` serving one factory in a daemon thread: what `start_server` returns."""
+
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
+        self.loop = Loop()
+        """The loop; while it runs, touch it only through `Loop.call_soon_threadsafe`."""
+        try:
+            self._listener = self.loop.listen(factory, host, port)
+        except BaseException:
+            self.loop.close()
+            raise
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"sanschat-select-{self.address[1]}")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port the server accepts connections on."""
+        return self._listener.address
+
+    def _run(self) -> None:
+        try:
+            self._started.set()
+            self.loop.run()
+        finally:
+            self.loop.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every connection (each chat detached), stop the loop and
+        join its thread (`TimeoutError` after *timeout* s).  Callable from any thread, twice."""
+        self.loop.stop()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"the select loop on {self.address} did not stop in {timeout} s")
+
+
+def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1",
+                 port: int = 0) -> ServerThread:
+    """Serve *factory* on a `Loop` in a daemon thread; return once it accepts connections.
+    Raises `OSError` if the address cannot be bound."""
+    server = ServerThread(factory, host, port)
+    server._thread.start()
+    if not server._started.wait(5.0):
+        raise RuntimeError("the select loop's thread did not start")
+    return server
