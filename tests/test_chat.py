@@ -2,37 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from sanschat import Channel, Chat, FrameTooLarge
-
-
-class FakeTransport:
-    """Records what a chat asks of its connection."""
-
-    def __init__(self) -> None:
-        self.output_ready_calls = 0
-        self.closed = False
-        self.idle_timeout: float | None = None
-        self.callbacks: list[Callable[[], object]] = []
-
-    def output_ready(self) -> None:
-        self.output_ready_calls += 1
-
-    def close(self) -> None:
-        self.closed = True
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        self.callbacks.append(callback)
-
-    def set_idle_timeout(self, seconds: float | None) -> None:
-        self.idle_timeout = seconds
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 4242) if name == "peername" else default
+from sanschat.testing import RecordingTransport
 
 
 class Lines(Chat):
@@ -66,8 +39,8 @@ class Frames(Chat):
         super().eof_received(unframed)
 
 
-def attached(chat: Chat) -> FakeTransport:
-    transport = FakeTransport()
+def attached(chat: Chat) -> RecordingTransport:
+    transport = RecordingTransport(peername=("127.0.0.1", 4242))
     chat.attach(transport)
     return transport
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_chat import FakeTransport
 
 from sanschat import Chat
 from sanschat.examples import (
@@ -14,6 +13,7 @@ from sanschat.examples import (
     HTTPRequestHandler,
     factory,
 )
+from sanschat.testing import ChatHarness, RecordingTransport
 
 
 def output(chat: Chat) -> bytes:
@@ -24,16 +24,14 @@ def output(chat: Chat) -> bytes:
 
 
 def started(chat: Chat) -> Chat:
-    chat.attach(FakeTransport())
+    chat.attach(RecordingTransport())
     return chat
 
 
 def http_exchange(request: bytes, size: int = 1 << 20) -> bytes:
-    chat = started(HTTPRequestHandler())
-    for i in range(0, len(request), size):
-        chat.feed(request[i : i + size])
-    reply = output(chat)
-    assert chat.channel.wants_close, "an HTTP/1.0 server closes after the reply"
+    harness = ChatHarness(HTTPRequestHandler(), catch=False)
+    reply = harness.feed(*(request[i : i + size] for i in range(0, len(request), size)))
+    assert harness.closed, "an HTTP/1.0 server closes after the reply"
     return reply
 
 
@@ -55,8 +53,8 @@ def test_chat_room_sends_each_line_to_the_others_only() -> None:
 def test_chat_room_drops_a_member_that_never_reads() -> None:
     room = ChatRoom()
     talker, sleeper = ChatMember(room), ChatMember(room)
-    sleeper_transport = FakeTransport()
-    talker.attach(FakeTransport())
+    sleeper_transport = RecordingTransport()
+    talker.attach(RecordingTransport())
     sleeper.attach(sleeper_transport)
     line = b"x" * 1000 + b"\n"
     for _ in range(CHAT_SENDQ_LIMIT // 1000 + 2):
