@@ -323,7 +323,11 @@ class Channel:
 
     @property
     def buffered_input(self) -> int:
-        """Bytes received but not yet delivered as `Data` or a frame (terminators included)."""
+        """Bytes received but not yet delivered as `Data` or a frame (terminators included).
+
+        Between a `Data` event and the `TerminatorFound` that ends its frame, the matched
+        terminator's bytes are counted neither here nor as delivered.
+        """
         pending = len(self._buf)
         if self._batch is not None:
             rest = list(self._batch)
