@@ -10,6 +10,7 @@ with a plain blocking socket, prints what flowed, and exits 0 if every answer wa
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import signal
 import socket
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from .drivers import DRIVERS, BackgroundServer, start_server
-from .examples import MAX_FRAME_SIZE, factory
+from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 
 SERVERS = ("echo", "chat", "http")
 DEMO_TIMEOUT = 5.0  # seconds a demo exchange may take before it counts as failed
@@ -113,29 +114,34 @@ def _demo_http(server: BackgroundServer) -> tuple[str, bool]:
     return f"POST {body!r}, got {status!r} with body {echoed!r}, then close", ok
 
 
-def _demo_chat(server: BackgroundServer) -> tuple[str, bool]:
+def _demo_chat(server: BackgroundServer, room: ChatRoom) -> tuple[str, bool]:
     with (
         socket.create_connection(server.address, timeout=DEMO_TIMEOUT) as alice,
         socket.create_connection(server.address, timeout=DEMO_TIMEOUT) as bob,
     ):
-        # Bob speaks first: when Alice hears him, both have joined the room.
+        deadline = time.monotonic() + DEMO_TIMEOUT
+        while len(room.members) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # both must have joined before anyone speaks
         bob.sendall(b"bob here\n")
-        heard = b""
-        while not heard.endswith(b"\r\n"):
-            heard += alice.recv(1024) or b"\r\n"
+        heard = _read_line(alice)
         alice.sendall(b"hi bob\n")
-        got = b""
-        while not got.endswith(b"\r\n"):
-            got += bob.recv(1024) or b"\r\n"
-    return f"alice heard {heard!r}, bob heard {got!r}", (heard, got) == (
-        b"bob here\r\n",
-        b"hi bob\r\n",
-    )
+        got = _read_line(bob)
+    ok = (heard, got) == (b"bob here\r\n", b"hi bob\r\n")
+    return f"alice heard {heard!r}, bob heard {got!r}", ok
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        line += chunk
+    return line
 
 
 DEMOS: dict[str, Callable[[BackgroundServer], tuple[str, bool]]] = {
     "echo": _demo_echo,
-    "chat": _demo_chat,
     "http": _demo_http,
 }
 
@@ -148,9 +154,11 @@ def _demo() -> int:
             print(f"{driver:8} (skipped: install sanschat[trio] to run the trio driver)")
             continue
         for name in SERVERS:
-            server = start_server(driver, factory(name))
+            room = ChatRoom()
+            chats = functools.partial(ChatMember, room) if name == "chat" else factory(name)
+            server = start_server(driver, chats)
             try:
-                story, ok = DEMOS[name](server)
+                story, ok = _demo_chat(server, room) if name == "chat" else DEMOS[name](server)
             except OSError as error:
                 story, ok = f"failed: {error}", False
             finally:

@@ -19,7 +19,7 @@ from conftest import ServerStarter
 from netutil import TIMEOUT, connect, recv_exactly, recv_until_eof, wait_for
 
 from sanschat import Chat
-from sanschat.examples import MAX_FRAME_SIZE, factory
+from sanschat.examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 
 
 class Lifecycle:
@@ -118,17 +118,17 @@ def test_http_post_switches_to_a_length_terminator_mid_connection(
 
 
 def test_chat_line_reaches_every_other_member_but_not_the_sender(serve: ServerStarter) -> None:
-    server = serve(factory("chat"))
+    room = ChatRoom()
+    server = serve(lambda: ChatMember(room))
     alice, bob, carol = (connect(server) for _ in range(3))
     try:
-        # A line from each proves all three have joined before the real message.
-        for sock in (alice, bob, carol):
-            sock.sendall(b"hi\n")
-        for sock in (alice, bob, carol):
-            assert recv_exactly(sock, 8) == b"hi\r\nhi\r\n"
+        wait_for(lambda: len(room.members) == 3, "three members in the room")
         alice.sendall(b"hello from alice\r\n")
         assert recv_exactly(bob, 18) == b"hello from alice\r\n"
         assert recv_exactly(carol, 18) == b"hello from alice\r\n"
+        bob.sendall(b"hi\n")
+        assert recv_exactly(alice, 4) == b"hi\r\n"
+        assert recv_exactly(carol, 4) == b"hi\r\n"
         alice.settimeout(0.2)
         with pytest.raises(TimeoutError):
             alice.recv(1)

@@ -1,0 +1,576 @@
+"""The trio driver: run a `Chat` over any ``trio.abc.Stream``, or read a stream by pulling.
+
+Theory of operation: `run_chat` runs a connection in its own cancel scope, with three tasks.
+
+* The reader: ``receive_some(READ_SIZE)`` -> `Chat.feed` (``b""`` -> `Chat.feed_eof`), then
+  it wakes the writer.  While the chat's unsent output is above `HIGH_WATER` it waits for
+  the writer to drain it instead of reading: a peer that never reads stops being read.
+* The writer (the connection's own task) waits for a wake-up (after each feed, and from
+  `Transport.output_ready`), then pulls one ``data_to_send`` chunk at a time and awaits
+  ``send_all`` for it, so a producer is pulled only once the previous chunk was taken.
+  Queue drained and ``wants_close`` set: it stops the reader and closes the stream.
+* The idle watchdog, only once an idle timeout is set: reader and writer merely stamp the
+  time of the last traffic; it sleeps until stamp + timeout and re-arms lazily.
+
+Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
+``sanschat`` logger), the peer going away (logged at debug level only), the writer's close.
+Tasks catch their own errors, so only ``Cancelled`` leaves the nursery; a ``finally`` closes
+the stream and calls `Chat.detach` exactly once.  A cancellation from outside (a server
+stopping) detaches with ``None`` and propagates.
+
+`Connection` is the pull style: it reads only when the consumer asks for an event or a
+frame that the buffered bytes do not decide, so not asking is the backpressure.
+
+Framing is the channel's alone.  trio's ``receive_some`` returns new ``bytes``: there is no
+receive-into call through which a buffer could be reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Final, final
+
+import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
+
+from .._channel import _CHANNEL_LIMIT, Channel, TerminatorLike, _Default
+from .._chat import Chat
+from .._events import Data, Event, TerminatorFound
+from . import HIGH_WATER, READ_SIZE
+
+__all__ = [
+    "SEND_SIZE",
+    "Connection",
+    "TrioServer",
+    "connect",
+    "open_connection",
+    "run_chat",
+    "serve",
+    "start_server",
+]
+
+logger = logging.getLogger("sanschat")
+
+#: Most bytes pulled from the channel for one ``send_all``: a whole read's worth of replies
+#: leaves in one call.
+SEND_SIZE: Final = READ_SIZE
+
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _socket_of(stream: Any) -> Any:
+    """The trio socket under *stream* (through ``SSLStream.transport_stream``), or None."""
+    while not isinstance(stream, trio.SocketStream):
+        stream = getattr(stream, "transport_stream", None)
+        if stream is None:
+            return None
+    return stream.socket
+
+
+def _extra_info(stream: Any, name: str) -> Any:
+    """``"peername"``, ``"sockname"``, ``"socket"`` of the socket under *stream*, or None."""
+    sock = _socket_of(stream)
+    if sock is None or name == "socket":
+        return sock
+    try:
+        return getattr(sock, "get" + name)() if name in ("peername", "sockname") else None
+    except OSError:
+        return None
+
+
+class _StreamTransport:
+    """The `Transport` of one connection run by `run_chat`; also runs it (`run`)."""
+
+    def __init__(self, stream: trio.abc.Stream, chat: Chat) -> None:
+        self._stream = stream
+        self._chat = chat
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope = trio.CancelScope()  # everything that ends the connection cancels this
+        self._read_scope = trio.CancelScope()
+        self._wakeup = trio.Event()
+        self._resume: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+        self._idle_timeout: float | None = None
+        self._idle_changed = trio.Event()
+        self._watching = False
+        self._last_activity = trio.current_time()
+        self._closing = False
+        self._finished = False
+        self._error: BaseException | None = None
+        self._peername = _extra_info(stream, "peername")
+
+    # -------------------------------------------------------------- Transport
+
+    def output_ready(self) -> None:
+        """Wake the writer: output was queued outside a callback."""
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """End the connection now; queued output is dropped.  Idempotent."""
+        self._scope.cancel()
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run *callback* in this connection's trio run, soon; callable from any thread.
+
+        A callback arriving after the connection has ended is dropped.  Raises
+        ``trio.RunFinishedError`` if the trio run itself is over.
+        """
+
+        def run() -> None:
+            if not self._finished:
+                self._dispatch(callback)
+
+        self._token.run_sync_soon(run)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Call `Chat.idle` after *seconds* without traffic, counted from now; None: never."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"idle timeout must be > 0 seconds or None, not {seconds!r}")
+        self._idle_timeout = seconds
+        self._last_activity = trio.current_time()
+        self._idle_changed.set()
+        if seconds is not None and not self._watching and self._nursery is not None:
+            self._watching = True
+            self._nursery.start_soon(self._watchdog)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
+        value = self._peername if name == "peername" else _extra_info(self._stream, name)
+        return default if value is None else value
+
+    # -------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        chat = self._chat
+        try:
+            with self._scope:
+                try:
+                    chat.attach(self)
+                except Exception as exc:
+                    self._fail(exc)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._reader)
+                        if self._idle_timeout is not None:
+                            self._watching = True
+                            nursery.start_soon(self._watchdog)
+                        await self._writer()
+                        nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._finished = True
+            try:
+                await trio.aclose_forcefully(self._stream)
+            finally:
+                try:
+                    chat.detach(self._error)
+                except Exception:
+                    logger.exception(
+                        "sanschat: %s.connection_lost failed (peer %s)",
+                        type(chat).__name__,
+                        self._peername,
+                    )
+
+    def _fail(self, exc: BaseException) -> None:
+        """A handler, producer or frame limit raised: log it, end this connection only."""
+        if self._error is None:
+            self._error = exc
+        logger.error(
+            "sanschat: %s failed on the connection with %s; closing that connection",
+            type(self._chat).__name__,
+            self._peername,
+            exc_info=exc,
+        )
+        self._scope.cancel()
+
+    def _lost(self, exc: BaseException) -> None:
+        """The stream broke (peer reset, or closed under us): end quietly."""
+        if self._closing:  # our own graceful close raced the other task
+            return
+        cause = exc.__cause__
+        error = cause if isinstance(cause, OSError) else exc
+        if self._error is None:
+            self._error = error
+        logger.debug("sanschat: connection with %s lost: %r", self._peername, error)
+        self._scope.cancel()
+
+    def _dispatch(self, callback: Callable[[], object]) -> None:
+        """Run a handler callback outside `Chat.feed`, then wake the writer."""
+        try:
+            callback()
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self._wakeup.set()
+
+    def _maybe_resume(self) -> None:
+        resume = self._resume
+        if resume is not None and self._chat.channel.buffered_output <= HIGH_WATER:
+            self._resume = None
+            resume.set()
+
+    async def _reader(self) -> None:
+        chat = self._chat
+        channel = chat.channel
+        receive_some = self._stream.receive_some
+        with self._read_scope:
+            while True:
+                if channel.buffered_output > HIGH_WATER:
+                    resume = self._resume = trio.Event()
+                    self._wakeup.set()
+                    await resume.wait()
+                try:
+                    data = await receive_some(READ_SIZE)
+                except _PEER_GONE as exc:
+                    self._lost(exc)
+                    return
+                if self._idle_timeout is not None:
+                    self._last_activity = trio.current_time()
+                try:
+                    if data:
+                        chat.feed(data)
+                    else:
+                        chat.feed_eof()
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+                self._wakeup.set()
+                if not data:
+                    return
+
+    async def _writer(self) -> None:
+        channel = self._chat.channel
+        stream = self._stream
+        send_all = stream.send_all
+        while True:
+            wakeup = self._wakeup = trio.Event()  # fresh before draining: no wake-up is lost
+            while True:
+                try:
+                    chunk = channel.data_to_send(SEND_SIZE)
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+                if not chunk:
+                    break
+                try:
+                    await send_all(chunk)
+                except _PEER_GONE as exc:
+                    self._lost(exc)
+                    return
+                if self._idle_timeout is not None:
+                    self._last_activity = trio.current_time()
+                self._maybe_resume()
+            self._maybe_resume()
+            if channel.wants_close:
+                self._closing = True
+                self._read_scope.cancel()
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.aclose()
+                return
+            await wakeup.wait()
+
+    async def _watchdog(self) -> None:
+        while True:
+            changed = self._idle_changed = trio.Event()
+            timeout = self._idle_timeout
+            if timeout is None:
+                await changed.wait()
+                continue
+            deadline = self._last_activity + timeout
+            if trio.current_time() < deadline:
+                with trio.move_on_at(deadline):
+                    await changed.wait()
+                continue  # re-arm: traffic or a new timeout may have moved the deadline
+            self._last_activity = trio.current_time()
+            self._dispatch(self._chat.idle)
+
+
+async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
+    """Run *chat* over *stream* until the connection ends; return after `Chat.detach`.
+
+    Works over any trio stream: TCP, ``trio.SSLStream``, ``trio.testing`` memory streams.
+    The stream is closed on return.  A handler error is logged on the ``sanschat`` logger
+    and ends this connection only (``detach(exc)``); the peer going away detaches with the
+    error (the ``OSError`` behind trio's ``BrokenResourceError`` when there is one) and is
+    logged at debug level only.  Never raises for either.  If the surrounding scope is
+    cancelled, the chat is detached with ``None`` and ``trio.Cancelled`` propagates.
+    """
+    await _StreamTransport(stream, chat).run()
+
+
+def _handler(factory: Callable[[], Chat]) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            chat = factory()
+        except Exception:
+            logger.exception("sanschat: the connection factory failed; connection dropped")
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await run_chat(stream, chat)
+        except Exception:  # a driver bug must not stop the server either
+            logger.exception("sanschat: trio driver error on a connection")
+
+    return handle
+
+
+async def serve(
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection.
+
+    Built on ``trio.serve_tcp``: use ``listeners = await nursery.start(serve, factory)`` to
+    learn the bound port (``listeners[0].socket.getsockname()``).  Runs until cancelled;
+    cancelling it closes the listener and detaches every connection's chat.  A factory or
+    handler error drops that connection only.
+    """
+    await trio.serve_tcp(_handler(factory), port, host=host, task_status=task_status)
+
+
+async def connect(chat: Chat, host: str, port: int) -> None:
+    """Open a TCP connection to *host*:*port* and run *chat* over it (see `run_chat`).
+
+    Raises:
+        OSError: if the connection cannot be made (the chat is then never attached).
+    """
+    stream = await trio.open_tcp_stream(host, port)
+    await run_chat(stream, chat)
+
+
+@final
+class Connection:
+    """A trio stream read by pulling, with ``async for``; made by `open_connection` or by hand.
+
+    * ``async for event in conn`` yields the channel's events (`Data`, `TerminatorFound`)
+      and ends after `EndOfStream`;
+    * ``async for frame in conn.frames()`` yields whole frames (terminator excluded) and
+      ends at end of stream; bytes of a last frame left without its terminator are then
+      in `unframed`.
+
+    The stream is read only when the consumer asks for an event or frame that the bytes
+    already read do not decide: a consumer that stops iterating stops the reading.  A
+    terminator set with `set_terminator` applies to the very next unread byte; the two
+    styles may be mixed.  Iteration raises `FrameTooLarge` (again on each call until the
+    terminator or limit changes) and trio's ``BrokenResourceError`` if the peer is gone.
+    One task reads and one task sends at a time, as with any trio stream.
+
+    Args:
+        stream: any ``trio.abc.Stream``, owned by the connection from now on.
+        terminator: the initial terminator (see `Channel.set_terminator`).
+        max_frame_size: the channel's frame size limit (None: no limit).
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        terminator: TerminatorLike = b"\r\n",
+        max_frame_size: int | None = None,
+    ) -> None:
+        self.stream = stream
+        """The trio stream read and written."""
+        self.channel = Channel(terminator, max_frame_size=max_frame_size)
+        """The `Channel` that frames what is read."""
+        self.unframed = b""
+        """After `frames` ended: bytes of a last frame that never got its terminator."""
+        self._events: Iterator[Event] | None = None  # the channel iterator of each style;
+        self._frames: Iterator[bytes] | None = None  # dropping one loses nothing
+        self._eof = False  # the stream is at EOF
+        self._eof_fed = False  # the channel knows (receive_eof was called)
+
+    def set_terminator(
+        self, terminator: TerminatorLike, *, max_frame_size: int | _Default | None = _CHANNEL_LIMIT
+    ) -> None:
+        """Set how the next frame ends (see `Channel.set_terminator`)."""
+        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next event; raises `StopAsyncIteration` after `EndOfStream`."""
+        while True:
+            events = self._events
+            if events is None:
+                self._frames = None
+                self._eof_fed = self._eof
+                channel = self.channel
+                events = self._events = channel.receive_eof() if self._eof else channel.receive(b"")
+            try:
+                event = next(events, None)
+            except BaseException:
+                self._events = None  # a generator that raised is spent: make a new one
+                raise
+            if event is not None:
+                return event
+            self._events = None
+            if self._eof:
+                raise StopAsyncIteration
+            await self._receive()
+
+    def frames(self) -> AsyncIterator[bytes]:
+        """Whole frames as `bytes`, until end of stream (then see `unframed`)."""
+        return _Frames(self)
+
+    async def _next_frame(self) -> bytes:
+        while True:
+            frames = self._frames
+            if frames is None:
+                self._events = None
+                frames = self._frames = iter(()) if self._eof_fed else self.channel.frames()
+            try:
+                frame = next(frames, None)
+            except BaseException:
+                self._frames = None
+                raise
+            if frame is not None:
+                return frame
+            self._frames = None
+            if self._eof:
+                return self._last_frame()
+            await self._receive()
+
+    def _last_frame(self) -> bytes:
+        """At EOF: a last frame ended by a shorter tuple alternative, else stop."""
+        self._eof_fed = True
+        unframed = bytearray()
+        for event in self.channel.receive_eof():
+            if type(event) is Data:
+                unframed += event.data
+            elif type(event) is TerminatorFound:
+                return bytes(unframed)
+        if unframed:
+            self.unframed = bytes(unframed)
+        raise StopAsyncIteration
+
+    async def _receive(self) -> None:
+        data = await self.stream.receive_some(READ_SIZE)
+        if data:
+            self.channel.receive(data)  # takes the bytes at once; events are decided later
+        else:
+            self._eof = True
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send *data*; returns once the stream has taken all of it."""
+        await self.stream.send_all(data)
+
+    async def send_eof(self) -> None:
+        """Tell the peer nothing more will be sent (half-close); reading goes on.
+
+        Raises:
+            NotImplementedError: if the stream cannot half-close (``trio.SSLStream``).
+        """
+        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            raise NotImplementedError(f"{type(self.stream).__name__} cannot half-close")
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        """Close the stream (for TLS, after sending ``close_notify``).  Idempotent."""
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
+        value = _extra_info(self.stream, name)
+        return default if value is None else value
+
+
+@final
+class _Frames:
+    """`Connection.frames`: no extra coroutine per frame."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _Frames:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._conn._next_frame()
+
+
+async def open_connection(
+    host: str, port: int, *, terminator: TerminatorLike = b"\r\n", max_frame_size: int | None = None
+) -> Connection:
+    """Connect to *host*:*port* over TCP and return the `Connection` (OSError if refused)."""
+    stream = await trio.open_tcp_stream(host, port)
+    return Connection(stream, terminator=terminator, max_frame_size=max_frame_size)
+
+
+@final
+class TrioServer:
+    """The `BackgroundServer` of this driver: a ``trio.run`` in a daemon thread.
+
+    Made by `start_server`; `stop` may be called from any thread.
+    """
+
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
+        self._factory = factory
+        self._address = (host, port)
+        self._ready = threading.Event()
+        self._token: Any = None
+        self._scope = trio.CancelScope()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sanschat-trio", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server accepts connections on."""
+        return self._address
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            self._error = exc
+            if self._ready.is_set():
+                logger.error("sanschat: the trio server thread failed", exc_info=exc)
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with self._scope:
+            host, port = self._address
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            self._address = listeners[0].socket.getsockname()[:2]
+            self._ready.set()
+            await trio.serve_listeners(_handler(self._factory), listeners)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every connection (each chat is detached), end the run and
+        join the thread, waiting up to *timeout* seconds.  Idempotent."""
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._scope.cancel)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0) -> TrioServer:
+    """Run `serve` for *factory* in a background thread; return once it accepts connections.
+
+    Raises:
+        OSError: if the address cannot be bound.
+    """
+    server = TrioServer(factory, host, port)
+    server._thread.start()
+    server._ready.wait()  # bounded: set at once by the bind, or by its error
+    if server._error is not None:
+        server._thread.join()
+        raise server._error
+    return server
