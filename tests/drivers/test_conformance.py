@@ -196,7 +196,8 @@ def test_handler_exception_closes_that_connection_logs_it_and_spares_others(
         wait_for(lambda: any("handler failed" in r.getMessage() or (
             r.exc_info and "handler failed" in str(r.exc_info[1])) for r in caplog.records),
             "the handler's exception to be logged")
-    assert any(isinstance(exc, RuntimeError) for exc in life.lost)
+    wait_for(lambda: any(isinstance(exc, RuntimeError) for exc in life.lost),
+             "connection_lost with the handler's exception")
 
 
 def test_frame_over_the_limit_closes_the_connection_and_the_server_goes_on(

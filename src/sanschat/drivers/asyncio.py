@@ -1,0 +1,689 @@
+"""The asyncio driver: a `Chat` on an `asyncio.BufferedProtocol`, plus an ``async for`` style.
+
+Theory of operation.  `ChatProtocol` is both the asyncio protocol of one connection and the
+`Transport` its chat sees.  asyncio reads into one buffer per thread (the chat copies the
+bytes into its channel before any handler runs, so connections can share it); each read
+goes to `Chat.feed`, then `ChatProtocol._flush` pulls ``channel.data_to_send`` and writes,
+but only until the transport calls `pause_writing` and at most `FLUSH_BUDGET` bytes per
+turn of the loop: a producer is never read ahead, and one connection cannot starve the
+others.  `resume_writing` pulls again.  Reading stops while the channel holds more than
+`HIGH_WATER` unsent bytes (or, in the stream style, unread bytes) and resumes once they
+drain.  Output queued outside a callback (`output_ready`) is flushed by one coalesced
+``call_soon``.  A handler's exception is logged on the ``sanschat`` logger and aborts that
+connection only; `Chat.detach` is called exactly once, from `connection_lost`.
+
+The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
+protocol with a chat that does not dispatch: received bytes wait in the channel, and
+``async for`` walks the channel's lazy iterators, so a terminator set by the consumer
+applies to the very next unread byte.  A future is made only when the consumer has to wait
+for bytes, never per frame.  Nothing here parses bytes: framing is the core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, cast
+
+from .._channel import _CHANNEL_LIMIT, TerminatorLike, _Default
+from .._chat import Chat
+from .._events import Data, Event, TerminatorFound
+from . import HIGH_WATER, READ_SIZE, BackgroundServer
+
+__all__ = [
+    "FLUSH_BUDGET",
+    "SEND_SIZE",
+    "ChatProtocol",
+    "Connection",
+    "connect",
+    "open_connection",
+    "serve",
+    "serve_connections",
+    "start_server",
+]
+
+logger = logging.getLogger("sanschat")
+
+#: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
+SEND_SIZE = READ_SIZE
+
+#: Bytes one flush may hand to the transport before it yields to the loop (and goes on in a
+#: ``call_soon``), so that a peer reading as fast as we write cannot monopolise the loop.
+FLUSH_BUDGET = 4 * SEND_SIZE
+
+_local = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """This thread's read buffer: asyncio fills it and calls `buffer_updated` at once."""
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = _local.view = memoryview(bytearray(READ_SIZE))
+    return view
+
+
+class ChatProtocol(asyncio.BufferedProtocol):
+    """Runs one `Chat` over an asyncio transport, and is that chat's `Transport`.
+
+    `serve` and `connect` make them; pass ``lambda: ChatProtocol(chat)`` to any asyncio
+    ``create_*`` call (Unix sockets, TLS, uvloop) to run a chat there.  A subclass may
+    extend the asyncio callbacks if it calls the base method.
+    """
+
+    def __init__(self, chat: Chat) -> None:
+        self.chat = chat
+        """The handler this protocol runs."""
+        self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._view = memoryview(b"")
+        self._closing = False  # pull no more output: closed, closing or aborted
+        self._lost = self._eof = self._ssl = False
+        self._writing_paused = self._reading_paused = self._flush_scheduled = False
+        self._input_full = False  # the stream style's consumer is behind
+        self._error: BaseException | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost_waiter: asyncio.Future[None] | None = None
+        self._idle_timeout: float | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._last_active = 0.0
+
+    # ------------------------------------------------------------ asyncio's callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Attach the chat (its `Chat.connection_made` runs), then send what it queued."""
+        self._transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
+        self._view = _read_buffer()
+        self._ssl = transport.get_extra_info("sslcontext") is not None
+        self._guarded(self.chat.attach, self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The reused read buffer (`READ_SIZE` bytes)."""
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Feed the bytes read to the chat, then flush its replies."""
+        if self._closing:
+            return
+        if self._idle_timeout is not None:
+            self._touch()
+        try:
+            self.chat.feed(self._view[:nbytes])
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._flush()
+
+    def eof_received(self) -> bool:
+        """`Chat.feed_eof`; the connection stays half-open until the chat closes it."""
+        if self._closing or self._eof:
+            return False
+        self._eof = True
+        self._guarded(self.chat.feed_eof)
+        return not self._ssl  # asyncio's TLS transport cannot stay half-open
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is above its high-water mark: pull no more output."""
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport's buffer has drained: pull output again."""
+        self._writing_paused = False
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Detach the chat, once, with *exc* or the handler's error that closed it."""
+        if self._lost:
+            return
+        self._lost = self._closing = True
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self._wake_drain()
+        if self._lost_waiter is not None and not self._lost_waiter.done():
+            self._lost_waiter.set_result(None)
+        try:
+            self.chat.detach(self._error or exc)
+        except Exception as error:
+            logger.error("error in %s.connection_lost for %s", type(self.chat).__name__,
+                         self._peer(), exc_info=error)
+
+    # ------------------------------------------------------------ the chat's Transport
+
+    def output_ready(self) -> None:
+        """Schedule one flush (calls made before it runs are served by the same flush)."""
+        if not self._flush_scheduled and not self._closing and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def close(self) -> None:
+        """Close now, dropping output not yet written (the transport is aborted)."""
+        if self._transport is not None and not self._lost:
+            self._closing = True
+            self._transport.abort()
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run *callback* on this connection's loop soon; an error closes this connection."""
+        if self._loop is None:
+            raise RuntimeError("the connection is not made yet")
+        self._loop.call_soon_threadsafe(self._guarded, callback)
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Call `Chat.idle` after *seconds* with no byte read or written; None: never."""
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"idle timeout must be > 0 seconds or None, not {seconds!r}")
+        self._idle_timeout = seconds
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        if seconds is not None and self._loop is not None and not self._lost:
+            self._touch()
+            self._idle_handle = self._loop.call_later(seconds, self._idle_check)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info (``"peername"``, ``"sockname"``, ``"socket"``, ...)."""
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is lost (at once if it already is)."""
+        if not self._lost:
+            if self._lost_waiter is None:
+                self._lost_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._lost_waiter)
+
+    # ------------------------------------------------------------ internals
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what the channel has while the transport takes it; then check the reading."""
+        transport = self._transport
+        if self._closing or transport is None or transport.is_closing():
+            return  # is_closing: lost, and connection_lost is yet to come
+        channel = self.chat.channel
+        if not self._writing_paused:
+            budget = FLUSH_BUDGET
+            try:
+                while budget > 0 and not self._writing_paused:  # write() may pause us
+                    chunk = channel.data_to_send(SEND_SIZE)
+                    if not chunk:
+                        break
+                    transport.write(chunk)
+                    budget -= len(chunk)
+            except Exception as exc:  # a producer failed
+                self._fail(exc)
+                return
+            if budget < FLUSH_BUDGET and self._idle_timeout is not None:
+                self._touch()
+            if channel.wants_close:
+                self._closing = True
+                transport.close()  # asyncio sends what it has buffered, then closes
+                return
+            if budget <= 0 and channel.wants_write:
+                self.output_ready()
+            self._wake_drain()
+        pause = self._input_full or channel.buffered_output > HIGH_WATER
+        if pause is not self._reading_paused and not self._eof:
+            self._reading_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    def _set_input_full(self, full: bool) -> None:
+        self._input_full = full
+        self._flush()
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _drain(self, *, empty: bool) -> None:
+        """Wait until the transport takes more and the channel holds little (or nothing)."""
+        channel = self.chat.channel
+        while not self._lost:
+            if not self._writing_paused and (
+                not channel.wants_write if empty else channel.buffered_output <= HIGH_WATER
+            ):
+                return
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+        raise ConnectionResetError("connection lost") from self._error
+
+    def _guarded(self, callback: Callable[..., object], *args: object) -> None:
+        """Run a chat callback outside `buffer_updated`, then flush; errors close."""
+        if self._lost:
+            return
+        try:
+            callback(*args)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._flush()
+
+    def _touch(self) -> None:
+        assert self._loop is not None
+        self._last_active = self._loop.time()
+
+    def _idle_check(self) -> None:
+        """The idle timer: I/O only records its time, so re-arm for the remainder if any."""
+        self._idle_handle = None
+        timeout, loop = self._idle_timeout, self._loop
+        if timeout is None or loop is None or self._closing:
+            return
+        remaining = self._last_active + timeout - loop.time()
+        if remaining > 0:
+            self._idle_handle = loop.call_later(remaining, self._idle_check)
+            return
+        self._touch()
+        self._idle_handle = loop.call_later(timeout, self._idle_check)
+        self._guarded(self.chat.idle)
+
+    def _peer(self) -> object:
+        return self.get_extra_info("peername")
+
+    def _fail(self, exc: BaseException, where: object = None) -> None:
+        """Log a handler's (or producer's) exception and abort this connection only."""
+        self._error = self._error or exc
+        logger.error("error in %s for %s; closing that connection",
+                     where or type(self.chat).__name__, self._peer(), exc_info=exc)
+        self.close()
+
+
+async def serve(
+    factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0, **kwargs: Any
+) -> asyncio.Server:
+    """Serve on *host*:*port*, one ``factory()`` chat per connection; return the server.
+
+    *kwargs* go to `loop.create_server` (``ssl=``, ``backlog=``, ``reuse_port=``, ...).
+    Closing the server stops accepting; the connections open then go on.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: ChatProtocol(factory()), host, port, **kwargs)
+
+
+async def connect(chat: Chat, host: str, port: int, **kwargs: Any) -> ChatProtocol:
+    """Connect to *host*:*port* and run *chat* there; return its protocol.
+
+    *kwargs* go to `loop.create_connection`; ``await protocol.wait_closed()`` waits for
+    the end of the connection.
+    """
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(lambda: ChatProtocol(chat), host, port, **kwargs)
+    return protocol
+
+
+# ---------------------------------------------------------------- the stream style
+
+
+class _StreamChat(Chat):
+    """A chat that does not dispatch: bytes wait in the channel for its `Connection`."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def connection_made(self) -> None:
+        if self._conn._on_made is not None:
+            self._conn._on_made()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.channel.receive(data)  # takes the bytes now; the events are decided later
+        self._conn._received(len(data))
+
+    def feed_eof(self) -> None:
+        self._conn._received(0, eof=True)
+
+    def detach(self, exc: BaseException | None = None) -> None:
+        super().detach(exc)
+        self._conn._received(0, eof=exc is None, error=exc)
+
+
+class Connection:
+    """One connection, read with ``async for`` and written with ``await send``.
+
+    Made by `open_connection` and `serve_connections`, or by hand: pass
+    ``lambda: conn.protocol`` to any asyncio ``create_*`` call.  One task reads:
+
+    * ``async for event in conn`` yields the channel's `Data` and `TerminatorFound`
+      events, then one `EndOfStream`, then stops;
+    * ``async for frame in conn.frames()`` yields whole frames (terminator excluded) and
+      stops at end of stream; bytes of a last frame left without its terminator are then
+      in `unframed`.
+
+    The two styles may be mixed between frames.  A terminator set with `set_terminator`
+    applies to the very next unread byte.  While nobody iterates, about `HIGH_WATER`
+    unread bytes at most are buffered, then reading stops until iteration catches up.
+    Iteration raises `FrameTooLarge` for a frame past the limit, and the error that broke
+    the connection (after the bytes received before it).
+    """
+
+    def __init__(
+        self, terminator: TerminatorLike = b"\r\n", *, max_frame_size: int | None = None
+    ) -> None:
+        chat = _StreamChat(self)
+        chat.set_terminator(terminator, max_frame_size=max_frame_size)
+        self.protocol = ChatProtocol(chat)
+        """The asyncio protocol carrying this connection."""
+        self.unframed = b""
+        """After `frames` has stopped: bytes of a last frame that never got its terminator."""
+        self._channel = chat.channel
+        self._events: Iterator[Event] | None = None
+        self._frames: Iterator[bytes] | None = None
+        self._unread = 0  # bytes received since the consumer last ran dry
+        self._eof = False  # the peer ended its stream, or we closed without an error
+        self._eof_fed = False  # the channel was told (receive_eof)
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof_sent = False
+        self._on_made: Callable[[], object] | None = None
+
+    def set_terminator(
+        self, terminator: TerminatorLike, *, max_frame_size: int | _Default | None = _CHANNEL_LIMIT
+    ) -> None:
+        """Set how the next frame ends (see `Channel.set_terminator`)."""
+        self._channel.set_terminator(terminator, max_frame_size=max_frame_size)
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next event: `Data`, `TerminatorFound`, and at the end `EndOfStream`."""
+        while True:
+            events = self._events
+            if events is None:
+                self._frames = None
+                self._eof_fed |= self._eof
+                channel = self._channel
+                events = self._events = channel.receive_eof() if self._eof else channel.receive(b"")
+            try:
+                event = next(events, None)
+            except BaseException:
+                self._events = None
+                raise
+            if event is not None:
+                return event
+            self._events = None
+            if self._eof_fed:
+                raise StopAsyncIteration
+            await self._wait()
+
+    def frames(self) -> AsyncIterator[bytes]:
+        """An async iterator of whole frames; it stops at end of stream."""
+        return _Frames(self)
+
+    async def _next_frame(self) -> bytes:
+        while True:
+            frames = self._frames
+            if frames is None:
+                self._events = None
+                frames = self._frames = iter(()) if self._eof_fed else self._channel.frames()
+            try:
+                frame = next(frames, None)
+            except BaseException:
+                self._frames = None
+                raise
+            if frame is not None:
+                return frame
+            self._frames = None
+            if self._eof:
+                return self._last_frame()
+            await self._wait()
+
+    def _last_frame(self) -> bytes:
+        """At end of stream: a frame that a shorter tuple alternative ends, or stop."""
+        self._eof_fed = True
+        unframed = bytearray()
+        for event in self._channel.receive_eof():
+            if type(event) is Data:
+                unframed += event.data
+            elif type(event) is TerminatorFound:
+                return bytes(unframed)
+        if unframed:
+            self.unframed = bytes(unframed)
+        raise StopAsyncIteration
+
+    async def _wait(self) -> None:
+        """The consumer has read everything received: resume reading and wait for more."""
+        self._unread = 0
+        if self.protocol._input_full:
+            self.protocol._set_input_full(False)
+        if self._eof:
+            return
+        if self._error is not None:
+            raise self._error
+        if self._waiter is not None:
+            raise RuntimeError("another task is already reading this connection")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _received(self, size: int, eof: bool = False, error: BaseException | None = None) -> None:
+        self._unread += size
+        if self._unread > HIGH_WATER and not self.protocol._input_full:
+            self.protocol._set_input_full(True)
+        self._eof |= eof
+        self._error = self._error or error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue *data*; return once the transport can take more.
+
+        The bytes are written at the next turn of the loop, together with whatever else was
+        sent before it, so that a burst of small sends costs one ``write``.
+
+        Raises:
+            ConnectionResetError: if the connection is closed or lost.
+            RuntimeError: after `send_eof`.
+        """
+        protocol, transport = self.protocol, self.protocol._transport
+        if protocol._closing or transport is None or transport.is_closing():
+            raise ConnectionResetError("the connection is closed") from protocol._error
+        if self._eof_sent:
+            raise RuntimeError("send() after send_eof()")
+        self._channel.push(data)
+        protocol.output_ready()
+        if protocol._writing_paused or self._channel.buffered_output > HIGH_WATER:
+            await protocol._drain(empty=False)
+
+    async def send_eof(self) -> None:
+        """Write what is queued, then end our side of the stream; the peer may go on.
+
+        Raises:
+            ConnectionResetError: if the connection is closed or lost.
+            NotImplementedError: if the transport cannot half-close (TLS).
+        """
+        transport = self.protocol._transport
+        if self.protocol._closing or transport is None:
+            raise ConnectionResetError("the connection is closed") from self.protocol._error
+        if not transport.can_write_eof():
+            raise NotImplementedError(f"{type(transport).__name__} cannot half-close")
+        if not self._eof_sent:
+            self._eof_sent = True
+            await self.protocol._drain(empty=True)
+            transport.write_eof()
+
+    def abort(self) -> None:
+        """Close at once; output not yet written is dropped."""
+        self.protocol.close()
+
+    async def aclose(self) -> None:
+        """Write what is queued, close, and wait until the connection is gone.
+
+        As with asyncio's ``StreamWriter.wait_closed``, this waits for the peer to take the
+        bytes already written; if the wait is cancelled, the connection is aborted.
+        """
+        protocol, transport = self.protocol, self.protocol._transport
+        if transport is None or protocol._lost:
+            return
+        if not protocol._closing:
+            protocol._closing = True
+            while chunk := self._channel.data_to_send(SEND_SIZE):
+                transport.write(chunk)
+            transport.close()
+        try:
+            await protocol.wait_closed()
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info (``"peername"``, ``"socket"``, ``"ssl_object"``, ...)."""
+        return self.protocol.get_extra_info(name, default)
+
+
+class _Frames:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _Frames:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._conn._next_frame()
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    terminator: TerminatorLike = b"\r\n",
+    max_frame_size: int | None = None,
+    **kwargs: Any,
+) -> Connection:
+    """Connect to *host*:*port*; return a `Connection` framed by *terminator*.
+
+    *kwargs* go to `loop.create_connection` (``ssl=``, ``local_addr=``, ...).
+    """
+    conn = Connection(terminator, max_frame_size=max_frame_size)
+    await asyncio.get_running_loop().create_connection(lambda: conn.protocol, host, port,
+                                                       **kwargs)
+    return conn
+
+
+async def serve_connections(
+    handler: Callable[[Connection], Awaitable[None]],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    terminator: TerminatorLike = b"\r\n",
+    max_frame_size: int | None = None,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """Serve on *host*:*port*, running ``await handler(conn)`` in a task per connection.
+
+    When the handler returns, the connection is closed (`Connection.aclose`); if it raises,
+    the error is logged on the ``sanschat`` logger and that connection only is aborted.
+    *kwargs* go to `loop.create_server`.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(conn: Connection) -> None:
+        try:
+            await handler(conn)
+        except Exception as exc:
+            if conn.protocol._lost and (exc is conn._error or isinstance(exc, ConnectionError)):
+                logger.debug("connection to %s lost: %r", conn.get_extra_info("peername"), exc)
+            else:
+                conn.protocol._fail(exc, getattr(handler, "__qualname__", handler))
+        except BaseException:
+            conn.abort()
+            raise
+        else:
+            await conn.aclose()
+
+    def make() -> ChatProtocol:
+        conn = Connection(terminator, max_frame_size=max_frame_size)
+
+        def start() -> None:
+            task = loop.create_task(run(conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        conn._on_made = start
+        return conn.protocol
+
+    return await loop.create_server(make, host, port, **kwargs)
+
+
+class _BackgroundServer:
+    """`start_server`'s result: an asyncio loop serving in a daemon thread."""
+
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
+        self.address = (host, port)
+        """The host and port the server accepts connections on."""
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()  # bound to the server's loop when first awaited
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(factory),),
+                                        name="sanschat-asyncio", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30.0):
+            raise RuntimeError("the asyncio server thread did not start listening")
+        if self._failure is not None:
+            raise self._failure
+
+    async def _main(self, factory: Callable[[], Chat]) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        protocols: weakref.WeakSet[ChatProtocol] = weakref.WeakSet()
+
+        def make() -> ChatProtocol:
+            protocol = ChatProtocol(factory())
+            protocols.add(protocol)
+            return protocol
+
+        try:
+            server = await loop.create_server(make, *self.address)
+            self.address = server.sockets[0].getsockname()[:2]
+        except BaseException as exc:
+            self._failure = exc
+            return
+        finally:
+            self._ready.set()
+        await self._stop.wait()
+        server.close()
+        connected = [p for p in protocols if p._transport is not None and not p._lost]
+        for protocol in connected:
+            protocol.close()
+        for protocol in connected:
+            await protocol.wait_closed()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every connection, stop the loop and join the thread.
+
+        Callable from any thread but the server's own; a second call does nothing.
+        """
+        with self._lock:
+            stopped, self._stopped = self._stopped, True
+        if not stopped and self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+
+def start_server(
+    factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0
+) -> BackgroundServer:
+    """Serve *factory* on an asyncio loop in a daemon thread; return once it listens."""
+    return _BackgroundServer(factory, host, port)

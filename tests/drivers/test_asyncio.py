@@ -1,0 +1,743 @@
+"""The asyncio driver's own features, over real sockets on 127.0.0.1.
+
+The shared behaviour is in ``test_conformance.py``; here: the protocol entry points
+(`serve`, `connect`), the ``async for`` stream style, flow control in both directions,
+uvloop, errors and the idle timeout.  Every test runs its coroutine under a time bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import pytest
+from netutil import TIMEOUT
+
+from sanschat import Chat, Data, EndOfStream, FrameTooLarge, TerminatorFound
+from sanschat.drivers import HIGH_WATER, READ_SIZE
+from sanschat.drivers.asyncio import (
+    ChatProtocol,
+    Connection,
+    connect,
+    open_connection,
+    serve,
+    serve_connections,
+    start_server,
+)
+from sanschat.examples import Echo, factory
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]], loop_factory: LoopFactory | None = None,
+        ) -> None:
+    """Run *main* on a new loop, bounded by TIMEOUT; the loop is closed afterwards."""
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), TIMEOUT)
+
+    loop = (loop_factory or asyncio.new_event_loop)()
+    try:
+        loop.run_until_complete(bounded())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+def port_of(server: asyncio.Server) -> int:
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+async def echo_round_trip(lines: int = 2000) -> None:
+    """The echo server via `serve`, read back in the stream style."""
+    server = await serve(factory("echo"))
+    try:
+        async with await open_connection("127.0.0.1", port_of(server)) as conn:
+            payload = b"".join(b"line %d\r\n" % i for i in range(lines))
+            await conn.send(payload)
+            received = []
+            async for frame in conn.frames():
+                received.append(frame)
+                if len(received) == lines:
+                    break
+            assert received == [b"line %d" % i for i in range(lines)]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ---------------------------------------------------------------- the stream style
+
+
+def test_open_connection_reads_the_echo_servers_frames() -> None:
+    run(echo_round_trip)
+
+
+def test_serve_connections_runs_an_echo_handler_per_connection() -> None:
+    async def handler(conn: Connection) -> None:
+        async for frame in conn.frames():
+            await conn.send(frame + b"\r\n")
+
+    async def main() -> None:
+        server = await serve_connections(handler, "127.0.0.1", 0)
+        try:
+            conns = [await open_connection("127.0.0.1", port_of(server)) for _ in range(5)]
+            for n, conn in enumerate(conns):
+                await conn.send(b"".join(b"%d:%d\r\n" % (n, i) for i in range(300)))
+            for n, conn in enumerate(conns):
+                frames = [await anext_frame(conn) for _ in range(300)]
+                assert frames == [b"%d:%d" % (n, i) for i in range(300)]
+                await conn.send_eof()
+                assert [f async for f in conn.frames()] == []  # the handler closed when done
+                await conn.aclose()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+async def anext_frame(conn: Connection) -> bytes:
+    return await conn.frames().__anext__()
+
+
+def test_terminator_switched_by_the_consumer_applies_to_the_next_unread_byte() -> None:
+    seen: list[bytes] = []
+
+    async def handler(conn: Connection) -> None:
+        frames = conn.frames()
+        async for line in frames:
+            seen.append(line)
+            if line.startswith(b"SIZE "):
+                conn.set_terminator(int(line[5:]))
+                seen.append(await frames.__anext__())
+                conn.set_terminator(b"\r\n")
+        await conn.send(b"|".join(seen))
+
+    async def main() -> None:
+        server = await serve_connections(handler, "127.0.0.1", 0)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as conn:
+                # One write: the whole stream reaches the server in one chunk.
+                await conn.send(b"a\r\nSIZE 5\r\nx\r\nyzb\r\nSIZE 0\r\nc\r\n")
+                await conn.send_eof()
+                conn.set_terminator(None)
+                reply = b"".join([e.data async for e in conn if type(e) is Data])
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert reply == b"a|SIZE 5|x\r\nyz|b|SIZE 0||c"
+
+    run(main)
+
+
+def test_event_iteration_ends_after_end_of_stream_with_the_last_partial_frame() -> None:
+    async def handler(conn: Connection) -> None:
+        events = [event async for event in conn]
+        await conn.send(repr(events).encode())
+
+    async def main() -> None:
+        server = await serve_connections(handler, "127.0.0.1", 0, terminator=b"\n")
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as conn:
+                await conn.send(b"one\ntw")
+                await conn.send(b"o")
+                await conn.send_eof()
+                conn.set_terminator(None)
+                reply = b"".join([e.data async for e in conn if type(e) is Data])
+        finally:
+            server.close()
+            await server.wait_closed()
+        events = eval(reply, {"Data": Data, "TerminatorFound": TerminatorFound,
+                              "EndOfStream": EndOfStream})
+        assert b"".join(e.data for e in events if type(e) is Data) == b"onetwo"
+        assert events[-1] == EndOfStream(True)
+        assert sum(type(e) is TerminatorFound for e in events) == 1
+
+    run(main)
+
+
+def test_frames_end_at_end_of_stream_and_keep_an_unterminated_tail() -> None:
+    async def main() -> None:
+        server = await serve(Echo)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server),
+                                             terminator=(b"\r\n", b"\r")) as conn:
+                await conn.send(b"a\r\nb\r\n")
+                await conn.send_eof()  # the echo server flushes, then closes
+                assert [f async for f in conn.frames()] == [b"a", b"b"]
+                assert conn.unframed == b""
+        finally:
+            server.close()
+            await server.wait_closed()
+
+        async def tail(conn: Connection) -> None:
+            await conn.send(b"x\r\ny\rz")
+            await conn.send_eof()
+
+        server = await serve_connections(tail, "127.0.0.1", 0)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server),
+                                             terminator=(b"\r\n", b"\r")) as conn:
+                assert [f async for f in conn.frames()] == [b"x", b"y"]
+                assert conn.unframed == b"z"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+def test_frame_too_large_is_raised_to_the_consumer() -> None:
+    async def main() -> None:
+        server = await serve(Echo)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server),
+                                             max_frame_size=10) as conn:
+                await conn.send(b"short\r\n" + b"long enough to fail\r\n")
+                frames = conn.frames()
+                assert await frames.__anext__() == b"short"
+                with pytest.raises(FrameTooLarge):
+                    await frames.__anext__()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+def test_a_consumer_that_does_not_iterate_stops_the_reading() -> None:
+    total = 8 * 1024 * 1024
+    ready: asyncio.Queue[Connection] = asyncio.Queue()
+
+    async def handler(conn: Connection) -> None:
+        await ready.put(conn)
+        await conn.protocol.wait_closed()
+
+    async def main() -> None:
+        server = await serve_connections(handler, "127.0.0.1", 0, terminator=b"\n")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+            conn = await ready.get()
+            sender = asyncio.ensure_future(write_all(writer, b"x" * 1023 + b"\n", total))
+            while not conn.protocol._reading_paused:
+                await asyncio.sleep(0.01)
+            assert conn._channel.buffered_input <= HIGH_WATER + READ_SIZE
+            assert not sender.done(), "the whole flood was read ahead"
+            received = 0
+            async for frame in conn.frames():
+                received += len(frame) + 1
+                if received == total:
+                    break
+            await sender
+            writer.close()
+            await writer.wait_closed()
+            await conn.aclose()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+async def write_all(writer: asyncio.StreamWriter, block: bytes, total: int) -> None:
+    for _ in range(total // len(block)):
+        writer.write(block)
+        await writer.drain()
+
+
+def test_send_waits_while_the_peer_does_not_read() -> None:
+    async def main() -> None:
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue())
+
+        async def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await accepted.put((r, w))
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        try:
+            conn = await open_connection("127.0.0.1", port_of(server))
+            conn.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            _, writer = await accepted.get()
+            block = b"b" * 65536
+            sent = 0
+            with pytest.raises(asyncio.TimeoutError):
+                while True:  # stops when send() blocks: the peer does not read
+                    await asyncio.wait_for(conn.send(block), 0.5)
+                    sent += len(block)
+            assert conn._channel.buffered_output <= HIGH_WATER + len(block)
+            assert conn.protocol._writing_paused
+            conn.abort()
+            writer.close()
+            await writer.wait_closed()
+            assert sent < 64 * 1024 * 1024
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- flow control of a Chat
+
+
+class Flood(Chat):
+    """Pushes an endless producer and counts its pulls."""
+
+    terminator = b"\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pulls = 0
+
+    def connection_made(self) -> None:
+        self.push_with_producer(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
+        block = b"p" * 65536
+        while True:
+            self.pulls += 1
+            yield block
+
+    def found_frame(self, frame: bytes) -> None:
+        pass
+
+
+class WatchedProtocol(ChatProtocol):
+    """Sets an event when the transport asks it to pause writing."""
+
+    def __init__(self, chat: Chat, paused: asyncio.Event) -> None:
+        super().__init__(chat)
+        self.paused = paused
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused.set()
+
+
+def test_pause_writing_stops_pulling_the_producer_until_resume() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        chat = Flood()
+        paused = asyncio.Event()
+        server = await loop.create_server(lambda: WatchedProtocol(chat, paused), "127.0.0.1", 0)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                client.setblocking(False)
+                await asyncio.wait_for(paused.wait(), TIMEOUT)
+                pulls = chat.pulls
+                for _ in range(20):  # turns of the loop: nothing may be pulled while paused
+                    await asyncio.sleep(0.005)
+                assert chat.pulls == pulls
+                assert pulls * 65536 < 32 * 1024 * 1024, "the producer was read ahead"
+                # Now read: resume_writing must pull again.
+                received = 0
+                while chat.pulls < pulls + 50:
+                    data = await loop.sock_recv(client, 1 << 20)
+                    assert data
+                    received += len(data)
+                assert received > 0
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+class Hoarder(Echo):
+    """Echo that remembers its instances: the test inspects the server side."""
+
+    instances: ClassVar[list[Hoarder]] = []
+
+    def connection_made(self) -> None:
+        self.instances.append(self)
+
+
+def test_reading_stops_while_output_above_high_water_is_queued() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await serve(Hoarder)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                client.setblocking(False)
+                sent = 0
+                block = (b"e" * 1022 + b"\r\n") * 64
+                with pytest.raises(asyncio.TimeoutError):  # the client never reads
+                    while sent < 256 * 1024 * 1024:
+                        await asyncio.wait_for(loop.sock_sendall(client, block), 1.0)
+                        sent += len(block)
+                chat = Hoarder.instances[-1]
+                assert cast(ChatProtocol, chat.transport)._reading_paused
+                assert chat.channel.buffered_output <= HIGH_WATER + READ_SIZE
+                assert sent < 64 * 1024 * 1024, "the server read on without a bound"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+class Later(Chat):
+    """Pushes from a timer, outside any callback."""
+
+    terminator = b"\n"
+
+    def found_frame(self, frame: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._burst, int(frame))
+
+    def _burst(self, count: int) -> None:
+        for i in range(count):
+            self.push(b"%d\n" % i)
+
+
+def test_output_ready_outside_callbacks_is_flushed_once_per_burst() -> None:
+    async def main() -> None:
+        flushes = 0
+        original = ChatProtocol._scheduled_flush
+
+        def counting(self: ChatProtocol) -> None:
+            nonlocal flushes
+            flushes += isinstance(self.chat, Later)
+            original(self)
+
+        server = await serve(Later)
+        try:
+            ChatProtocol._scheduled_flush = counting  # type: ignore[method-assign]
+            async with await open_connection("127.0.0.1", port_of(server),
+                                             terminator=b"\n") as conn:
+                await conn.send(b"500\n")
+                frames = conn.frames()
+                assert [await frames.__anext__() for _ in range(500)] == [
+                    b"%d" % i for i in range(500)]
+        finally:
+            ChatProtocol._scheduled_flush = original  # type: ignore[method-assign]
+            server.close()
+            await server.wait_closed()
+        assert flushes == 1
+
+    run(main)
+
+
+# ---------------------------------------------------------------- client, errors, idle
+
+
+class Client(Chat):
+    """Sends lines on connect and collects the echo until the server closes."""
+
+    terminator = b"\r\n"
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.lines = lines
+        self.got: list[bytes] = []
+        self.lost: list[BaseException | None] = []
+
+    def connection_made(self) -> None:
+        self.push(b"".join(b"c%d\r\n" % i for i in range(self.lines)))
+
+    def found_frame(self, frame: bytes) -> None:
+        self.got.append(frame)
+        if len(self.got) == self.lines:
+            self.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+def test_connect_runs_a_client_chat_to_the_end() -> None:
+    async def main() -> None:
+        server = await serve(Echo)
+        try:
+            chat = Client(1000)
+            protocol = await connect(chat, "127.0.0.1", port_of(server))
+            await protocol.wait_closed()
+            assert chat.got == [b"c%d" % i for i in range(1000)]
+            assert chat.lost == [None]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+class Faulty(Echo):
+    def found_frame(self, frame: bytes) -> None:
+        if frame == b"boom":
+            raise RuntimeError("faulty handler")
+        super().found_frame(frame)
+
+
+def test_handler_exception_closes_only_its_connection_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        server = await serve(Faulty)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as healthy, \
+                    await open_connection("127.0.0.1", port_of(server)) as faulty:
+                await faulty.send(b"boom\r\n")
+                assert [f async for f in faulty.frames()] == []
+                await healthy.send(b"fine\r\n")
+                assert await anext_frame(healthy) == b"fine"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with caplog.at_level(logging.ERROR, logger="sanschat"):
+        run(main)
+    errors = [r for r in caplog.records if r.name == "sanschat"]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None and "faulty handler" in str(errors[0].exc_info[1])
+    assert "127.0.0.1" in errors[0].getMessage()
+
+
+def test_stream_handler_exception_is_logged_and_aborts_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(conn: Connection) -> None:
+        async for frame in conn.frames():
+            if frame == b"boom":
+                raise ValueError("stream handler failed")
+            await conn.send(frame + b"\r\n")
+
+    async def main() -> None:
+        server = await serve_connections(handler, "127.0.0.1", 0)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as a, \
+                    await open_connection("127.0.0.1", port_of(server)) as b:
+                await a.send(b"boom\r\n")
+                assert [f async for f in a.frames()] == []
+                await b.send(b"ok\r\n")
+                assert await anext_frame(b) == b"ok"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with caplog.at_level(logging.ERROR, logger="sanschat"):
+        run(main)
+    assert any(r.exc_info and "stream handler failed" in str(r.exc_info[1])
+               for r in caplog.records)
+
+
+class BadProducer(Echo):
+    lost: ClassVar[list[BaseException | None]] = []
+
+    def connection_made(self) -> None:
+        self.push_with_producer(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
+        yield b"first\r\n"
+        raise OSError("the producer broke")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+def test_producer_exception_is_logged_and_passed_to_connection_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        server = await serve(BadProducer)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as conn:
+                assert [f async for f in conn.frames()] in ([], [b"first"])
+            while not BadProducer.lost:
+                await asyncio.sleep(0.01)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with caplog.at_level(logging.ERROR, logger="sanschat"):
+        run(main)
+    assert [type(e) for e in BadProducer.lost] == [OSError]
+    assert any(r.exc_info and r.exc_info[1] is BadProducer.lost[0] for r in caplog.records)
+
+
+def test_stream_iteration_raises_the_peers_reset_after_the_bytes_before_it() -> None:
+    async def main() -> None:
+        accepted: asyncio.Queue[Connection] = asyncio.Queue()
+
+        async def handler(conn: Connection) -> None:
+            await accepted.put(conn)
+            await conn.protocol.wait_closed()
+
+        server = await serve_connections(handler, "127.0.0.1", 0)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                conn = await accepted.get()
+                client.sendall(b"before\r\n")
+                assert await anext_frame(conn) == b"before"
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with pytest.raises(ConnectionResetError):
+                await anext_frame(conn)
+            with pytest.raises(ConnectionResetError):
+                await conn.send(b"after\r\n")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+class Sleepy(Echo):
+    idle_timeout = 0.2
+    idled: ClassVar[list[float]] = []
+
+    def idle(self) -> None:
+        self.idled.append(asyncio.get_running_loop().time())
+        super().idle()
+
+
+def test_idle_timeout_is_rearmed_by_traffic_and_then_closes() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await serve(Sleepy)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as conn:
+                for _ in range(4):  # 0.4 s of traffic in steps shorter than the timeout
+                    await asyncio.sleep(0.1)
+                    await conn.send(b"tick\r\n")
+                    assert await anext_frame(conn) == b"tick"
+                last = loop.time()
+                assert [f async for f in conn.frames()] == []  # then silence: closed
+                assert len(Sleepy.idled) == 1
+                assert Sleepy.idled[0] - last >= 0.15
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+def tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server and a client context around a throwaway self-signed certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=TIMEOUT)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+def test_echo_over_tls(tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+
+    async def main() -> None:
+        server = await serve(Echo, ssl=server_ctx)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server),
+                                             ssl=client_ctx) as conn:
+                lines = [b"secret %d" % i for i in range(3000)]
+                await conn.send(b"".join(line + b"\r\n" for line in lines))
+                frames = conn.frames()
+                assert [await frames.__anext__() for _ in lines] == lines
+                with pytest.raises(NotImplementedError):
+                    await conn.send_eof()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- uvloop and the thread
+
+
+def uvloop_factory() -> LoopFactory:
+    uvloop = pytest.importorskip("uvloop")
+    new_loop: LoopFactory = uvloop.new_event_loop
+    return new_loop
+
+
+def test_echo_under_uvloop() -> None:
+    run(echo_round_trip, uvloop_factory())
+
+
+def test_pause_writing_under_uvloop() -> None:
+    loop_factory = uvloop_factory()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        chat = Flood()
+        paused = asyncio.Event()
+        server = await loop.create_server(lambda: WatchedProtocol(chat, paused), "127.0.0.1", 0)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT):
+                await asyncio.wait_for(paused.wait(), TIMEOUT)
+                pulls = chat.pulls
+                for _ in range(20):
+                    await asyncio.sleep(0.005)
+                assert chat.pulls == pulls
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main, loop_factory)
+
+
+def test_stream_style_under_uvloop() -> None:
+    async def handler(conn: Connection) -> None:
+        async for frame in conn.frames():
+            await conn.send(frame[::-1] + b"\r\n")
+
+    async def main() -> None:
+        server = await serve_connections(handler, "127.0.0.1", 0)
+        try:
+            async with await open_connection("127.0.0.1", port_of(server)) as conn:
+                await conn.send(b"abc\r\ndef\r\n")
+                assert [await anext_frame(conn) for _ in range(2)] == [b"cba", b"fed"]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main, uvloop_factory())
+
+
+def test_start_server_stop_is_idempotent_and_detaches_every_chat() -> None:
+    lost: list[BaseException | None] = []
+
+    class Tracked(Echo):
+        def connection_lost(self, exc: BaseException | None) -> None:
+            lost.append(exc)
+
+    server = start_server(Tracked)
+    host, port = server.address
+    assert host == "127.0.0.1" and port > 0
+    clients = [socket.create_connection(server.address, TIMEOUT) for _ in range(3)]
+    try:
+        for sock in clients:
+            sock.sendall(b"x\r\n")
+            assert sock.recv(3) == b"x\r\n"
+        server.stop()
+        server.stop()
+        assert lost == [None, None, None]
+        for sock in clients:
+            assert sock.recv(1) == b""
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_module_imports_the_standard_asyncio() -> None:
+    import sanschat.drivers.asyncio as driver
+
+    assert vars(driver)["asyncio"] is asyncio  # the stdlib, not this module
+    assert "sanschat.drivers.asyncio" in sys.modules
+
