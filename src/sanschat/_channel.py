@@ -23,9 +23,12 @@ between two events applies to the very next unread byte.  `_step` keeps these ru
   been yielded itself, so that an abandoned loop cannot lose a frame boundary either.
 
 Send side.  A FIFO (``_queue``) of bytes-like items, producers and the close marker.
-`Channel.data_to_send` takes items from the front until it has ``max_bytes``; it calls a
-producer's ``more()`` only while bytes are still wanted, joins small items into one chunk,
-and returns a large item (or the part of it that fits) as a ``memoryview`` without copying.
+Small pushes are appended to one ``bytearray`` at the tail of the queue (``_tail``), which is
+never written again once `data_to_send` has handed any of it out; large ones are queued as
+they are.  `Channel.data_to_send` takes items from the front until it has ``max_bytes``; it
+calls a producer's ``more()`` only while bytes are still wanted, joins small items into one
+chunk, and returns a large item (or the part of it that fits) as a ``memoryview`` without
+copying.
 
 This module must never import anything that does I/O, read a clock, start a thread or log.
 """
@@ -73,7 +76,7 @@ class _Marker(enum.Enum):
 _CLOSE: Final = _Marker.CLOSE
 _BATCHED: Final = _Marker.BATCHED
 
-_QueueItem: TypeAlias = "bytes | memoryview | Producer | Literal[_Marker.CLOSE]"
+_QueueItem: TypeAlias = "bytes | bytearray | memoryview | Producer | Literal[_Marker.CLOSE]"
 _Step: TypeAlias = "tuple[bytes, TerminatorFound | None] | Literal[_Marker.BATCHED] | None"
 
 _NOTHING: Final[Iterator[Any]] = iter(())  # what frames() returns when no frame can end
@@ -83,6 +86,11 @@ _set_data = Data.__dict__["data"].__set__  # slot descriptor: builds a Data with
 #: Default for `Channel.data_to_send`: 64 KiB is what a loopback or LAN socket takes in one
 #: ``send`` without blocking, and large enough that per-call overhead is negligible.
 DEFAULT_SEND_SIZE: Final = 65536
+
+#: Pushes shorter than this are copied into one growing ``bytearray`` at the tail of the send
+#: queue instead of queued one by one: a burst of small replies then costs one queue item
+#: and one slice, not a Python step per reply.  Longer ones are queued without a copy.
+_COALESCE: Final = 8192
 
 
 def _bytes_like(value: object, what: str) -> bytes:
@@ -165,6 +173,7 @@ class Channel:
         "_regex",
         "_remaining",
         "_scan_from",
+        "_tail",
         "_term",
         "_tf",
         "_tfs",
@@ -186,6 +195,7 @@ class Channel:
         self._eos_sent = False
         self._queue: deque[_QueueItem] = deque()
         self._queued_bytes = 0
+        self._tail: bytearray | None = None
         self._closing = False
         self._wants_close = False
         self._term: Terminator = None
@@ -645,9 +655,27 @@ class Channel:
             data = _checked_push(data)
         if self._closing:
             raise ValueError("push() after close_when_done(): the data would never be sent")
-        if data:
+        size = len(data)
+        tail = self._tail
+        if tail is not None and size < _COALESCE:  # the hot path: one more small reply
+            tail += data
+            self._queued_bytes += size
+        else:
+            self._append_bytes(data)
+
+    def _append_bytes(self, data: bytes | memoryview) -> None:
+        size = len(data)
+        if size < _COALESCE:
+            if size:
+                tail = self._tail
+                if tail is None:
+                    tail = self._tail = bytearray()
+                    self._queue.append(tail)
+                tail += data
+        else:
             self._queue.append(data)
-            self._queued_bytes += len(data)
+            self._tail = None
+        self._queued_bytes += size
 
     def push_with_producer(self, producer: Producer | bytes | object) -> None:
         """Queue a producer, pulled by `data_to_send` only when its bytes are wanted.
@@ -664,11 +692,10 @@ class Channel:
         if self._closing:
             raise ValueError("push_with_producer() after close_when_done(): it would never be sent")
         if isinstance(item, (bytes, memoryview)):
-            if item:
-                self._queue.append(item)
-                self._queued_bytes += len(item)
+            self._append_bytes(item)
         else:
             self._queue.append(item)
+            self._tail = None
 
     def close_when_done(self) -> None:
         """Ask for the connection to close once everything queued so far has been sent.
@@ -679,6 +706,7 @@ class Channel:
         if not self._closing:
             self._closing = True
             self._queue.append(_CLOSE)
+            self._tail = None
 
     def discard_buffers(self) -> None:
         """Drop all received bytes not yet delivered and everything queued to send.
@@ -690,6 +718,7 @@ class Channel:
         self._owed = None
         self._scan_from = 0
         self._queue.clear()
+        self._tail = None
         self._queued_bytes = 0
         self._closing = False
 
@@ -712,11 +741,13 @@ class Channel:
             return b""
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
-        out: list[bytes | memoryview] = []
+        out: list[bytes | bytearray | memoryview] = []
         size = 0
         while queue:
             item = queue[0]
-            if isinstance(item, (bytes, memoryview)):
+            if isinstance(item, (bytes, memoryview, bytearray)):
+                if item is self._tail:
+                    self._tail = None  # handed out: later pushes start a new tail
                 room = max_bytes - size
                 length = len(item)
                 if length <= room:
@@ -747,7 +778,8 @@ class Channel:
         if not out:
             return b""
         if len(out) == 1:
-            return out[0]
+            single = out[0]
+            return memoryview(single) if isinstance(single, bytearray) else single
         return b"".join(out)
 
     def unsend(self, data: bytes | bytearray | memoryview) -> None:
