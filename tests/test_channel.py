@@ -625,3 +625,22 @@ def test_a_ten_gigabyte_producer_is_never_read_ahead() -> None:
 def test_repr_shows_the_terminator_and_buffers() -> None:
     text = repr(Channel(b"\n", max_frame_size=5))
     assert "b'\\n'" in text and "max_frame_size=5" in text
+
+
+def test_a_chunk_handed_out_is_never_changed_by_later_pushes() -> None:
+    channel = Channel()
+    channel.push(b"abc")
+    first = channel.data_to_send()
+    channel.push(b"later")
+    assert bytes(first) == b"abc"
+    assert channel.data_to_send() == b"later"
+
+
+def test_small_pushes_after_a_partial_hand_out_keep_their_order() -> None:
+    channel = Channel()
+    channel.push(b"a" * 10)
+    head = bytes(channel.data_to_send(4))
+    channel.push(b"b")
+    channel.push_with_producer([b"c"])
+    channel.push(b"d")
+    assert head + drain(channel) == b"a" * 10 + b"bcd"
