@@ -644,3 +644,45 @@ def test_small_pushes_after_a_partial_hand_out_keep_their_order() -> None:
     channel.push_with_producer([b"c"])
     channel.push(b"d")
     assert head + drain(channel) == b"a" * 10 + b"bcd"
+
+
+def test_discard_buffers_inside_a_loop_drops_the_frames_it_has_not_reached() -> None:
+    channel = Channel(b"\n", max_frame_size=10)
+    got = []
+    for frame in channel.frames(b"a\nb\nc\n123456"):
+        got.append(frame)
+        channel.discard_buffers()
+    assert got == [b"a"]
+    assert channel.buffered_input == 0
+    assert list(channel.frames(b"abcd\n")) == [b"abcd"]  # the frame count starts afresh
+
+
+def test_a_failing_producer_loses_none_of_the_bytes_queued_before_it() -> None:
+    def failing() -> Iterator[bytes]:
+        yield b"from the producer "
+        raise RuntimeError("disk gone")
+
+    channel = Channel()
+    channel.push(b"hello ")
+    channel.push_with_producer(failing())
+    with pytest.raises(RuntimeError, match="disk gone"):
+        channel.data_to_send()
+    assert channel.buffered_output == len(b"hello from the producer ")
+    assert bytes(channel.data_to_send(24)) == b"hello from the producer "
+
+
+def test_closing_says_whether_close_when_done_was_called() -> None:
+    channel = Channel()
+    assert not channel.closing
+    channel.close_when_done()
+    assert channel.closing
+
+
+def test_interrupt_ends_the_loop_and_keeps_the_rest() -> None:
+    channel = Channel(b"\n")
+    got = []
+    for frame in channel.frames(b"a\nb\nc\n"):
+        got.append(frame)
+        channel.interrupt()
+    assert got == [b"a"]
+    assert list(channel.frames()) == [b"b", b"c"]

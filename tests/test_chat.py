@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sanschat import Channel, Chat, FrameTooLarge
-from sanschat.testing import RecordingTransport
+from sanschat.testing import ChatHarness, RecordingTransport
 
 
 class Lines(Chat):
@@ -218,3 +218,59 @@ def test_a_callback_exception_propagates_to_the_driver_and_dispatch_state_resets
         chat.feed(b"x\n")
     chat.push(b"after")
     assert transport.output_ready_calls == 1
+
+
+class Upper(Chat):
+    """The README's example: capitals back, QUIT ends the session."""
+
+    terminator = b"\r\n"
+
+    def found_frame(self, line: bytes) -> None:
+        if line == b"QUIT":
+            self.push(b"BYE\r\n")
+            self.close_when_done()
+        else:
+            self.push(line.upper() + b"\r\n")
+
+
+def test_no_callback_runs_after_close_when_done_even_for_pipelined_frames() -> None:
+    harness = ChatHarness(Upper())
+    assert harness.feed(b"hi\r\nQUIT\r\nmore\r\n", b"and more\r\n") == b"HI\r\nBYE\r\n"
+    assert harness.error is None and harness.closed
+
+
+def test_no_callback_runs_after_close_inside_a_callback() -> None:
+    class Abort(Frames):
+        def found_frame(self, frame: bytes) -> None:
+            super().found_frame(frame)
+            self.close()
+
+    chat = Abort()
+    transport = attached(chat)
+    chat.feed(b"a\nb\nc\n")
+    chat.feed_eof()
+    assert chat.frames == [b"a"] and transport.closed and chat.unframed == []
+    assert chat.closing
+
+
+def test_close_after_the_connection_is_gone_does_nothing() -> None:
+    class Tidy(Frames):
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.close()  # an asyncore habit: must not raise
+
+    chat = Tidy()
+    attached(chat)
+    chat.detach(None)
+    chat.close_threadsafe()
+    chat.push_threadsafe(b"late")
+
+
+def test_set_terminator_outside_a_callback_frames_what_is_already_buffered() -> None:
+    chat = Frames()
+    transport = attached(chat)
+    chat.set_terminator(None)
+    chat.feed(b"A\nB\n")
+    assert chat.frames == []
+    chat.set_terminator(b"\n")  # e.g. from a timer: the two lines are framed at once
+    assert chat.frames == [b"A", b"B"]
+    assert transport.output_ready_calls == 2  # once per set_terminator: replies may be queued

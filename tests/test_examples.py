@@ -126,3 +126,12 @@ def test_factory_chat_members_share_one_room() -> None:
 def test_factory_refuses_an_unknown_name() -> None:
     with pytest.raises(ValueError, match="unknown example server 'ftp'"):
         factory("ftp")
+
+
+def test_chat_room_skips_a_member_that_is_leaving() -> None:
+    room = ChatRoom()
+    talker, leaver = started(ChatMember(room)), started(ChatMember(room))
+    leaver.push(b"queued\r\n")
+    leaver.feed_eof()  # the peer half-closed: the member flushes, then leaves
+    talker.feed(b"anyone?\n")  # must not push to the leaving member (a ValueError)
+    assert output(leaver) == b"queued\r\n"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sanschat import Chat
+from sanschat import Chat, FrameTooLarge
 from sanschat.examples import Echo, HTTPRequestHandler
 from sanschat.testing import (
     ChatHarness,
@@ -230,3 +230,15 @@ def test_sanschat_testing_imports_without_pytest_or_hypothesis() -> None:
         "    assert 'sanschat[test]' in str(e), e\nelse:\n    raise SystemExit('imported')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_transcripts_of_a_frame_limit_error_do_not_depend_on_the_cut() -> None:
+    class Limited(Chat):
+        terminator = b"\n"
+        max_frame_size = 4
+
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame)
+
+    reference = assert_same_for_every_chunking(Limited, b"abcdefgh", max_pieces=3)
+    assert reference.error is FrameTooLarge

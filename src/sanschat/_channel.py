@@ -708,15 +708,34 @@ class Channel:
             self._queue.append(_CLOSE)
             self._tail = None
 
+    def interrupt(self) -> None:
+        """End the iterator of the latest `receive` or `frames` call from inside its loop.
+
+        The loop ends after the current item; nothing is lost: what it would have yielded
+        stays in the channel for the next call.  `Chat` uses it so that no callback runs
+        after the one that closed the connection.
+        """
+        self._end_reader()
+
+    @property
+    def closing(self) -> bool:
+        """True once `close_when_done` has been called (until `discard_buffers`)."""
+        return self._closing
+
     def discard_buffers(self) -> None:
         """Drop all received bytes not yet delivered and everything queued to send.
 
-        For emergencies, as in asynchat: the close request, if any, is dropped too.
+        For emergencies, as in asynchat: the close request, if any, is dropped too.  Called
+        from inside a loop, the frames that loop has not reached yet are dropped as well.
         """
         self._buf.clear()
+        if self._batch is not None:
+            for _ in self._batch:  # drained in place: a running loop over it ends too
+                pass
         self._batch = None
         self._owed = None
         self._scan_from = 0
+        self._frame_len = 0
         self._queue.clear()
         self._tail = None
         self._queued_bytes = 0
@@ -767,9 +786,14 @@ class Channel:
                 if not out:
                     self._wants_close = True
                 break
-            chunk: bytes | memoryview = item.more()
-            if type(chunk) is not bytes:
-                chunk = checked_chunk(item, chunk)
+            try:
+                chunk: bytes | memoryview = item.more()
+                if type(chunk) is not bytes:
+                    chunk = checked_chunk(item, chunk)
+            except BaseException:
+                queue.extendleft(reversed(out))  # nothing taken before the failure is lost
+                self._queued_bytes += size
+                raise
             if not chunk:
                 queue.popleft()
                 continue

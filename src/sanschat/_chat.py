@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from ._channel import _CHANNEL_LIMIT, Channel, TerminatorLike, _Default
+from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
 from ._events import Data, TerminatorFound
 from ._producers import Producer
 
@@ -69,6 +69,19 @@ class _Detached:
 _DETACHED = _Detached()
 
 
+class _Gone(_Detached):
+    """The transport of a chat whose connection is over: closing again is harmless."""
+
+    def close(self) -> None:
+        pass
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        pass  # the connection is over: a late push or close from a thread has no effect
+
+
+_GONE = _Gone()
+
+
 class Chat:
     """Base class of a protocol handler: subclass it, set `terminator`, override the hooks.
 
@@ -104,6 +117,7 @@ class Chat:
         self.transport: Transport = _DETACHED
         """The driver's side of the connection; a placeholder until `connection_made`."""
         self._dispatching = False
+        self._closed = False
         self._frames_mode = type(self).found_frame is not Chat.found_frame
 
     # ------------------------------------------------------------------ hooks
@@ -162,10 +176,17 @@ class Chat:
         *,
         max_frame_size: int | _Default | None = _CHANNEL_LIMIT,
     ) -> None:
-        """Set how the next frame ends; see `Channel.set_terminator`."""
-        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+        """Set how the next frame ends; see `Channel.set_terminator`.
 
-    def get_terminator(self) -> object:
+        Called outside a callback (from a timer, or through `Transport.call_soon_threadsafe`),
+        it frames at once the bytes already received under the new terminator.
+        """
+        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+        if not self._dispatching:
+            self.feed(b"")
+            self.transport.output_ready()
+
+    def get_terminator(self) -> Terminator:
         """The terminator in force; for an int, the bytes still wanted."""
         return self.channel.get_terminator()
 
@@ -182,9 +203,15 @@ class Chat:
             self.transport.output_ready()
 
     def close_when_done(self) -> None:
-        """Close the connection once everything queued so far has been sent."""
+        """Close the connection once everything queued so far has been sent.
+
+        No callback runs after it: frames the peer sent behind the one that asked to close
+        (pipelined requests) are not dispatched, and later input is ignored.
+        """
         self.channel.close_when_done()
-        if not self._dispatching:
+        if self._dispatching:
+            self.channel.interrupt()
+        else:
             self.transport.output_ready()
 
     def discard_buffers(self) -> None:
@@ -192,7 +219,14 @@ class Chat:
         self.channel.discard_buffers()
 
     def close(self) -> None:
-        """Close the connection now; output not yet written is dropped."""
+        """Close the connection now; output not yet written is dropped.
+
+        No callback but `connection_lost` runs after it.  Closing a connection that is
+        already closed does nothing.
+        """
+        self._closed = True
+        if self._dispatching:
+            self.channel.interrupt()
         self.transport.close()
 
     def push_threadsafe(self, data: bytes | bytearray | memoryview) -> None:
@@ -207,6 +241,14 @@ class Chat:
     def set_idle_timeout(self, seconds: float | None) -> None:
         """Change this connection's idle timeout (see `idle_timeout`)."""
         self.transport.set_idle_timeout(seconds)
+
+    @property
+    def closing(self) -> bool:
+        """True once the chat has asked to close (`close_when_done` or `close`) or is gone.
+
+        Push nothing to a closing chat: `push` after `close_when_done` is a `ValueError`.
+        """
+        return self._closed or self.channel.closing
 
     @property
     def peername(self) -> Any:
@@ -230,8 +272,11 @@ class Chat:
         """Driver API: frame received *data* and run the callbacks.
 
         Afterwards the driver writes what ``channel.data_to_send()`` returns and closes the
-        connection once ``channel.wants_close`` is true.
+        connection once ``channel.wants_close`` is true.  Once the chat has asked to close,
+        input is ignored.
         """
+        if self._closed or self.channel.closing:
+            return
         self._dispatching = True
         try:
             if self._frames_mode:
@@ -251,6 +296,8 @@ class Chat:
 
     def feed_eof(self) -> None:
         """Driver API: the peer ended its stream; deliver what was held, then `eof_received`."""
+        if self._closed or self.channel.closing:
+            return
         self._dispatching = True
         try:
             unframed = bytearray()
@@ -258,6 +305,8 @@ class Chat:
             if frames_mode:
                 for frame in self.channel.frames():
                     self.found_frame(frame)
+                if self._closed or self.channel.closing:
+                    return
             for event in self.channel.receive_eof():
                 if type(event) is Data:
                     if frames_mode:
@@ -270,11 +319,13 @@ class Chat:
                         unframed.clear()
                     else:
                         self.found_terminator()
-            self.eof_received(bytes(unframed))
+            if not (self._closed or self.channel.closing):
+                self.eof_received(bytes(unframed))
         finally:
             self._dispatching = False
 
     def detach(self, exc: BaseException | None = None) -> None:
         """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
-        self.transport = _DETACHED
+        self.transport = _GONE
+        self._closed = True
         self.connection_lost(exc)

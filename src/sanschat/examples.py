@@ -54,11 +54,13 @@ class ChatRoom:
 
     def __init__(self) -> None:
         self.members: set[ChatMember] = set()
+        """The members connected now."""
 
     def broadcast(self, sender: ChatMember | None, line: bytes) -> None:
-        """Send *line* to every member but *sender*; drop members too far behind."""
+        """Send *line* to every member but *sender* and those leaving; drop members too far
+        behind."""
         for member in list(self.members):
-            if member is sender:
+            if member is sender or member.closing:
                 continue
             if member.channel.buffered_output > CHAT_SENDQ_LIMIT:
                 self.members.discard(member)

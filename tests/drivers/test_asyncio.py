@@ -741,3 +741,39 @@ def test_module_imports_the_standard_asyncio() -> None:
     assert vars(driver)["asyncio"] is asyncio  # the stdlib, not this module
     assert "sanschat.drivers.asyncio" in sys.modules
 
+
+
+@pytest.mark.parametrize("style", ["frames", "events"])
+def test_bytes_arriving_while_the_consumer_awaits_elsewhere_are_delivered(style: str) -> None:
+    async def main() -> None:
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"one\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"two\r\n")  # arrives while the consumer is busy with "one"
+            await writer.drain()
+            await reader.read()  # then stays open: nothing more will come
+            writer.close()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        conn = await open_connection("127.0.0.1", port_of(server), terminator=b"\r\n")
+        got: list[bytes] = []
+        if style == "frames":  # run() bounds the whole test: a hang fails it
+            async for frame in conn.frames():
+                got.append(frame)
+                await asyncio.sleep(0.2)  # a slow database call, say
+                if len(got) == 2:
+                    break
+        else:
+            async for event in conn:
+                if isinstance(event, Data):
+                    got.append(event.data)
+                    await asyncio.sleep(0.2)
+                if len(got) == 2 and isinstance(event, TerminatorFound):
+                    break
+        assert got == [b"one", b"two"]
+        conn.abort()
+        server.close()
+        await server.wait_closed()
+
+    run(main)

@@ -24,12 +24,23 @@ the demo and the tests use it to run any driver the same way.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from .._chat import Chat
+from .._errors import ProtocolError
 
-__all__ = ["DRIVERS", "HIGH_WATER", "READ_SIZE", "BackgroundServer", "start_server"]
+__all__ = [
+    "DRIVERS",
+    "HIGH_WATER",
+    "READ_SIZE",
+    "BackgroundServer",
+    "log_failure",
+    "start_server",
+]
+
+_logger = logging.getLogger("sanschat")
 
 #: The driver names, in the order the demo runs them.
 DRIVERS = ("select", "asyncio", "trio")
@@ -43,6 +54,21 @@ READ_SIZE = 256 * 1024
 HIGH_WATER = 1024 * 1024
 
 
+def log_failure(where: str, peer: object, exc: BaseException) -> None:
+    """Log, on the ``sanschat`` logger, why a driver closes a connection: *where* failed.
+
+    A handler's (or producer's) exception is an error, with its traceback.  A
+    `ProtocolError` such as `FrameTooLarge` is the peer's doing: one warning line without a
+    traceback, so that a peer cannot fill the server's logs.
+    """
+    if isinstance(exc, ProtocolError):
+        _logger.warning("sanschat: %s for %s: %s; closing that connection", where, peer, exc)
+    else:
+        _logger.error(
+            "sanschat: error in %s for %s; closing that connection", where, peer, exc_info=exc
+        )
+
+
 class BackgroundServer(Protocol):
     """A server running on some driver in a background thread (see `start_server`)."""
 
@@ -52,7 +78,13 @@ class BackgroundServer(Protocol):
         ...
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the listener and every connection, stop the loop and join the thread."""
+        """Close the listener and every connection, stop the loop and join the thread.
+
+        Idempotent; callable from any thread but the server's own.
+
+        Raises:
+            TimeoutError: if the thread has not ended after *timeout* seconds.
+        """
         ...
 
 

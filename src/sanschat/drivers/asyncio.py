@@ -31,7 +31,7 @@ from typing import Any, cast
 from .._channel import _CHANNEL_LIMIT, TerminatorLike, _Default
 from .._chat import Chat
 from .._events import Data, Event, TerminatorFound
-from . import HIGH_WATER, READ_SIZE, BackgroundServer
+from . import HIGH_WATER, READ_SIZE, BackgroundServer, log_failure
 
 __all__ = [
     "FLUSH_BUDGET",
@@ -292,8 +292,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
     def _fail(self, exc: BaseException, where: object = None) -> None:
         """Log a handler's (or producer's) exception and abort this connection only."""
         self._error = self._error or exc
-        logger.error("error in %s for %s; closing that connection",
-                     where or type(self.chat).__name__, self._peer(), exc_info=exc)
+        log_failure(str(where or type(self.chat).__name__), self._peer(), exc)
         self.close()
 
 
@@ -335,8 +334,11 @@ class _StreamChat(Chat):
             self._conn._on_made()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self.channel.receive(data)  # takes the bytes now; the events are decided later
-        self._conn._received(len(data))
+        # Held apart until the consumer's iterator runs dry: handing them to the channel
+        # now would end that iterator (a channel has one reader at a time).
+        if data:
+            self._conn._pending += data
+            self._conn._received(len(data))
 
     def feed_eof(self) -> None:
         self._conn._received(0, eof=True)
@@ -369,7 +371,7 @@ class Connection:
         self, terminator: TerminatorLike = b"\r\n", *, max_frame_size: int | None = None
     ) -> None:
         chat = _StreamChat(self)
-        chat.set_terminator(terminator, max_frame_size=max_frame_size)
+        chat.channel.set_terminator(terminator, max_frame_size=max_frame_size)
         self.protocol = ChatProtocol(chat)
         """The asyncio protocol carrying this connection."""
         self.unframed = b""
@@ -377,6 +379,7 @@ class Connection:
         self._channel = chat.channel
         self._events: Iterator[Event] | None = None
         self._frames: Iterator[bytes] | None = None
+        self._pending = bytearray()  # received, not yet given to the channel
         self._unread = 0  # bytes received since the consumer last ran dry
         self._eof = False  # the peer ended its stream, or we closed without an error
         self._eof_fed = False  # the channel was told (receive_eof)
@@ -400,9 +403,15 @@ class Connection:
             events = self._events
             if events is None:
                 self._frames = None
-                self._eof_fed |= self._eof
                 channel = self._channel
-                events = self._events = channel.receive_eof() if self._eof else channel.receive(b"")
+                if self._pending:
+                    events = channel.receive(self._take_pending())
+                elif self._eof:
+                    self._eof_fed = True
+                    events = channel.receive_eof()
+                else:
+                    events = channel.receive(b"")
+                self._events = events
             try:
                 event = next(events, None)
             except BaseException:
@@ -413,7 +422,8 @@ class Connection:
             self._events = None
             if self._eof_fed:
                 raise StopAsyncIteration
-            await self._wait()
+            if not (self._pending or self._eof):
+                await self._wait()
 
     def frames(self) -> AsyncIterator[bytes]:
         """An async iterator of whole frames; it stops at end of stream."""
@@ -424,7 +434,8 @@ class Connection:
             frames = self._frames
             if frames is None:
                 self._events = None
-                frames = self._frames = iter(()) if self._eof_fed else self._channel.frames()
+                frames = iter(()) if self._eof_fed else self._channel.frames(self._take_pending())
+                self._frames = frames
             try:
                 frame = next(frames, None)
             except BaseException:
@@ -433,9 +444,16 @@ class Connection:
             if frame is not None:
                 return frame
             self._frames = None
+            if self._pending:
+                continue
             if self._eof:
                 return self._last_frame()
             await self._wait()
+
+    def _take_pending(self) -> bytes:
+        data = bytes(self._pending)
+        self._pending.clear()
+        return data
 
     def _last_frame(self) -> bytes:
         """At end of stream: a frame that a shorter tuple alternative ends, or stop."""
@@ -674,12 +692,17 @@ class _BackgroundServer:
         """Close the listener and every connection, stop the loop and join the thread.
 
         Callable from any thread but the server's own; a second call does nothing.
+
+        Raises:
+            TimeoutError: if the thread has not ended after *timeout* seconds.
         """
         with self._lock:
             stopped, self._stopped = self._stopped, True
         if not stopped and self._loop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the asyncio server thread did not end in {timeout} s")
 
 
 def start_server(

@@ -37,7 +37,7 @@ from time import monotonic
 from typing import Any, Final, final
 
 from .._chat import Chat
-from . import HIGH_WATER, READ_SIZE
+from . import HIGH_WATER, READ_SIZE, log_failure
 
 __all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
 
@@ -283,8 +283,7 @@ class _Connection:
         self._teardown(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        _logger.error("sanschat: error in %s for %s; closing it", type(self._chat).__name__,
-                     self._extra.get("peername"), exc_info=exc)
+        log_failure(type(self._chat).__name__, self._extra.get("peername"), exc)
         self._teardown(exc)
 
     def _teardown(self, exc: BaseException | None) -> None:

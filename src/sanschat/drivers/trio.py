@@ -38,7 +38,7 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before tri
 from .._channel import _CHANNEL_LIMIT, Channel, TerminatorLike, _Default
 from .._chat import Chat
 from .._events import Data, Event, TerminatorFound
-from . import HIGH_WATER, READ_SIZE
+from . import HIGH_WATER, READ_SIZE, log_failure
 
 __all__ = [
     "SEND_SIZE",
@@ -178,12 +178,7 @@ class _StreamTransport:
         """A handler, producer or frame limit raised: log it, end this connection only."""
         if self._error is None:
             self._error = exc
-        logger.error(
-            "sanschat: %s failed on the connection with %s; closing that connection",
-            type(self._chat).__name__,
-            self._peername,
-            exc_info=exc,
-        )
+        log_failure(type(self._chat).__name__, self._peername, exc)
         self._scope.cancel()
 
     def _lost(self, exc: BaseException) -> None:
@@ -559,6 +554,8 @@ class TrioServer:
                 self._token.run_sync_soon(self._scope.cancel)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"the trio server thread did not end in {timeout} s")
 
 
 def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0) -> TrioServer:

@@ -19,7 +19,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from .._chat import Chat
 
@@ -32,9 +32,6 @@ __all__ = [
     "every_chunking",
     "transcript",
 ]
-
-C = TypeVar("C", bound=Chat)
-
 
 class RecordingTransport:
     """A `sanschat.Transport` that records what the chat asked of it.
@@ -91,6 +88,7 @@ class ChatHarness:
         self.chat = chat
         self.transport = RecordingTransport(peername)
         self.catch = catch
+        """Whether an exception from the chat is caught (and recorded in `error`)."""
         self.error: BaseException | None = None
         """The exception the chat raised, if any (with ``catch=True``)."""
         self.sent = bytearray()
@@ -252,11 +250,15 @@ class ChatPair:
 @dataclass(frozen=True)
 class Transcript:
     """What a peer can observe of one run of a chat: the bytes it sent back, whether it
-    closed, and the type and text of the error it raised (if any)."""
+    closed, and the type of the error it raised (if any).
+
+    Only the type: an error's message may say how far into the stream it was noticed
+    (`FrameTooLarge` does), which depends on how the input was cut.
+    """
 
     sent: bytes
     closed: bool
-    error: str | None
+    error: type[BaseException] | None
 
 
 def transcript(chat: Chat, chunks: Iterable[bytes], *, eof: bool = False) -> Transcript:
@@ -265,7 +267,7 @@ def transcript(chat: Chat, chunks: Iterable[bytes], *, eof: bool = False) -> Tra
     harness.feed(*chunks)
     if eof:
         harness.feed_eof()
-    error = None if harness.error is None else f"{type(harness.error).__name__}: {harness.error}"
+    error = None if harness.error is None else type(harness.error)
     return Transcript(bytes(harness.sent), harness.closed, error)
 
 
