@@ -686,3 +686,12 @@ def test_interrupt_ends_the_loop_and_keeps_the_rest() -> None:
         channel.interrupt()
     assert got == [b"a"]
     assert list(channel.frames()) == [b"b", b"c"]
+
+
+def test_discard_buffers_ends_a_paused_iterator_and_forgets_its_owed_terminator() -> None:
+    channel = Channel(b"\n")
+    events = channel.receive(b"a\nb\nc\n")
+    assert next(events) == Data(b"a")
+    channel.discard_buffers()
+    assert list(events) == []
+    assert list(channel.receive(b"d\n")) == [Data(b"d"), TerminatorFound(b"\n")]

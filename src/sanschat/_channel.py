@@ -726,8 +726,9 @@ class Channel:
         """Drop all received bytes not yet delivered and everything queued to send.
 
         For emergencies, as in asynchat: the close request, if any, is dropped too.  Called
-        from inside a loop, the frames that loop has not reached yet are dropped as well.
+        from inside a loop, that loop ends: the frames it has not reached are dropped too.
         """
+        self._end_reader()
         self._buf.clear()
         if self._batch is not None:
             for _ in self._batch:  # drained in place: a running loop over it ends too
