@@ -163,6 +163,7 @@ class Channel:
         "_default_limit",
         "_eof",
         "_eos_sent",
+        "_fast",
         "_frame_len",
         "_limit",
         "_maxlen",
@@ -190,6 +191,7 @@ class Channel:
         self._batch_tf = TerminatorFound(b"")
         self._owed: TerminatorFound | None = None
         self._reader: Generator[Any, None, None] | None = None
+        self._fast: bytes | None = None
         self._frame_len = 0
         self._eof = False
         self._eos_sent = False
@@ -274,6 +276,7 @@ class Channel:
             self._maxlen = max(map(len, term))
             by_length = sorted(term, key=len, reverse=True)  # longest wins at one position
             self._regex = re.compile(b"|".join(map(re.escape, by_length)))
+        self._refresh_fast()
 
     @staticmethod
     def _validate(terminator: object) -> Terminator:
@@ -355,6 +358,7 @@ class Channel:
         """
         if self._batch is not None:
             self._unbatch()
+            self._refresh_fast()
         taken = bytes(self._buf)
         self._buf.clear()
         self._scan_from = 0
@@ -378,6 +382,7 @@ class Channel:
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
         self._feed(data)
+        self._fast = None
         reader = self._reader = self._events(False)
         return reader
 
@@ -399,29 +404,51 @@ class Channel:
             ValueError: if called after `receive_eof`.
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
-        if self._reader is not None:
-            self._end_reader()
-        if type(data) is not bytes or self._eof:
-            self._feed(data)  # checks, raises or appends
+        term = self._fast
+        if term is not None and type(data) is bytes:
+            # The hot path, for a chunk that ends no frame: no generator, few lookups.
+            buf = self._buf
+            buf += data
+            if buf.find(term, self._scan_from) < 0:
+                decided = len(buf) - (_held_back(buf, term) if len(term) > 1 else 0)
+                limit = self._limit
+                if limit is None or self._frame_len + decided <= limit:
+                    self._scan_from = decided
+                    return _NOTHING
         else:
-            self._buf += data
+            self._feed(data)
+            if self._no_frame_can_end():
+                return _NOTHING
+        self._fast = None
+        reader = self._reader = self._frames()
+        return reader
+
+    def _no_frame_can_end(self) -> bool:
+        """True if no frame can end in the bytes held (and no limit is crossed)."""
+        if self._batch is not None or self._owed is not None:
+            return False
         buf = self._buf
         term = self._term
         limit = self._limit
-        # Fast path: no frame can end in what is buffered, so no generator is needed.
-        if self._batch is None and self._owed is None:
-            if type(term) is bytes:
-                if buf.find(term, self._scan_from) < 0:
-                    decided = len(buf) - (_held_back(buf, term) if len(term) > 1 else 0)
-                    if limit is None or self._frame_len + decided <= limit:
-                        self._scan_from = decided
-                        return _NOTHING
-            elif (term is None or (type(term) is int and len(buf) < self._remaining)) and (
-                limit is None or self._frame_len + len(buf) <= limit
-            ):
-                return _NOTHING
-        reader = self._reader = self._frames()
-        return reader
+        if type(term) is bytes:
+            if buf.find(term, self._scan_from) >= 0:
+                return False
+            decided = len(buf) - (_held_back(buf, term) if len(term) > 1 else 0)
+            if limit is not None and self._frame_len + decided > limit:
+                return False
+            self._scan_from = decided
+            return True
+        if term is None or (type(term) is int and len(buf) < self._remaining):
+            return limit is None or self._frame_len + len(buf) <= limit
+        return False
+
+    def _refresh_fast(self) -> None:
+        """Keep `_fast` true to its meaning: the bytes terminator `frames` may search for
+        directly, because no reader is alive, no batch or owed event waits, and the stream
+        has not ended; otherwise None."""
+        term = self._term
+        plain = self._reader is None and self._batch is None and self._owed is None
+        self._fast = term if type(term) is bytes and plain and not self._eof else None
 
     def receive_eof(self) -> Iterator[Event]:
         """Tell the channel the peer will send nothing more; return the last events.
@@ -433,6 +460,7 @@ class Channel:
         """
         self._end_reader()
         self._eof = True
+        self._fast = None
         reader = self._reader = self._events(True)
         return reader
 
@@ -442,6 +470,7 @@ class Channel:
         if reader is not None:
             self._reader = None
             reader.close()
+            self._refresh_fast()
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._reader is not None:
@@ -500,6 +529,13 @@ class Channel:
             self._eos_sent = True
             incomplete = self._frame_len > 0 or (type(self._term) is int and self._remaining > 0)
             yield EndOfStream(incomplete)
+        self._reader_done()
+
+    def _reader_done(self) -> None:
+        """A reader ran to its end.  It is the current one: a new reader closes the old one
+        first, and a closed generator does not run to its end."""
+        self._reader = None
+        self._refresh_fast()
 
     def _frames(self) -> Generator[bytes, None, None]:
         if self._owed is not None:
@@ -509,6 +545,7 @@ class Channel:
         while True:
             result = step(False, False)
             if result is None:
+                self._reader_done()
                 return
             if result is _BATCHED:
                 batch = self._batch
@@ -665,16 +702,22 @@ class Channel:
 
     def _append_bytes(self, data: bytes | memoryview) -> None:
         size = len(data)
-        if size < _COALESCE:
-            if size:
-                tail = self._tail
-                if tail is None:
-                    tail = self._tail = bytearray()
-                    self._queue.append(tail)
-                tail += data
-        else:
-            self._queue.append(data)
+        queue = self._queue
+        if size >= _COALESCE:
+            queue.append(data)
             self._tail = None
+        elif self._tail is not None:
+            self._tail += data
+        elif size:
+            # A lone small push is queued as it is; the second one starts the tail, so a
+            # push-then-send-per-message pattern never pays for a bytearray.
+            last = queue[-1] if queue else None
+            if type(last) is bytes and len(last) < _COALESCE:
+                tail = self._tail = bytearray(last)
+                tail += data
+                queue[-1] = tail
+            else:
+                queue.append(data)
         self._queued_bytes += size
 
     def push_with_producer(self, producer: Producer | bytes | object) -> None:
@@ -737,6 +780,7 @@ class Channel:
         self._owed = None
         self._scan_from = 0
         self._frame_len = 0
+        self._refresh_fast()
         self._queue.clear()
         self._tail = None
         self._queued_bytes = 0
