@@ -130,9 +130,14 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._writing_paused = True
 
     def resume_writing(self) -> None:
-        """The transport's buffer has drained: pull output again."""
+        """The transport's buffer has drained: pull output again, on the next loop turn.
+
+        Not at once: asyncio calls this from inside its write handler, and closing the
+        transport there (if the close point is reached) makes the selector transport report
+        the connection lost twice (seen on CPython 3.11 and 3.13).
+        """
         self._writing_paused = False
-        self._flush()
+        self.output_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Detach the chat, once, with *exc* or the handler's error that closed it."""

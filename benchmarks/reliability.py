@@ -1,0 +1,1401 @@
+"""Reliability scenarios for every driver: load held, faults survived, bad input refused, no loss.
+
+Theory of operation
+-------------------
+This module holds the scenario logic, once, for two users: ``tests/reliability`` (which
+asserts on it, at a tiny scale in the default run and at ``SANSCHAT_RELIABILITY_SCALE`` in
+the slow run) and ``benchmarks/reliability_report.py`` (which prints the figures as a
+table).  It is not part of the library.  Every scenario is a function ``(driver, scale) ->
+Outcome``: it starts its own server, talks to it over 127.0.0.1 only, bounds every wait by
+`TIMEOUT`, closes every socket, thread and process it started, and returns what it saw.
+Failures are collected in ``Outcome.problems`` (a scenario goes on checking after the
+first one, so a report names them all); only a hung wait raises `ScenarioFailed`.
+
+Where the server runs:
+
+* Load and the non-reading peer need the *server's* memory, so the server runs in a
+  subprocess and its peak RSS is the kernel's ``VmHWM`` from ``/proc/PID/status`` (the
+  load uses the real command line, ``python -m sanschat serve echo``; the producer server is
+  this file run as a script).  The load's clients are non-blocking sockets in one
+  `selectors` loop in the calling process.
+* Every other scenario runs the server in a background thread of the calling process
+  (`sanschat.drivers.start_server`), so that a `Chat` subclass can keep the books and the
+  ``sanschat``, ``asyncio`` and ``trio`` log records can be watched (`LogWatch`).
+
+Nothing lost: the bookkeeping chat (`Counted`) counts the bytes its driver fed it
+(``feed``), the bytes it was delivered (frame + terminator, and the unframed tail at end
+of stream), the bytes fed after it asked to close (which `Chat` documents as ignored) and,
+in ``connection_lost``, the bytes still held in its channel.  For every connection
+`Outcome.account` checks ``fed == delivered + ignored + held`` (and ``held ==
+FrameTooLarge.buffered`` when that error closed it), and ``sent == fed`` on the client's
+side unless the server closed first after a documented error (then the unread rest counts as
+reported).  Any byte outside those terms is counted in ``Outcome.silent``: the report's
+"bytes lost silently" is their sum and must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import random
+import re
+import resource
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal
+
+from sanschat import Chat, FrameTooLarge, ProtocolError
+from sanschat.drivers import READ_SIZE, BackgroundServer, start_server
+from sanschat.examples import MAX_FRAME_SIZE
+
+__all__ = [
+    "BAD_INPUTS",
+    "FAULTS",
+    "LOAD",
+    "SCALES",
+    "SCENARIOS",
+    "TIMEOUT",
+    "Outcome",
+    "Scale",
+    "Scenario",
+    "ScenarioFailed",
+    "run_scenario",
+    "scale_from_env",
+]
+
+TIMEOUT = 10.0  # seconds any single wait may take before the scenario fails
+MiB = 1024 * 1024
+CRLF = b"\r\n"
+
+#: Most producer bytes the server may have pulled while its peer reads nothing: the kernel's
+#: socket buffers (``tcp_wmem`` allows 4 MiB), the driver's chunk in flight (256 KiB) and
+#: `HIGH_WATER` (1 MiB), with room to spare; a producer read ahead passes it at once.
+STALL_PULL_BOUND = 16 * MiB
+#: Most the producer server's RSS may grow over its idle RSS while it serves the producer.
+PRODUCER_RSS_BOUND = 32 * MiB
+
+
+# ---------------------------------------------------------------------------- scales
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big each scenario is (see `SCALES`)."""
+
+    name: str
+    connections: int  # load: connections held at once
+    frames: int  # load: frames in one round of a connection's random payload
+    rounds: int  # load: rounds each connection sends (same frames, new random cuts)
+    producer_bytes: int  # fault: what a producer pushes at a peer that stops reading
+    shutdown_connections: int  # fault: extra connections open when the server is stopped
+    flood_bytes: int  # bad input: bytes sent as one-byte writes
+
+
+SCALES = {
+    "tiny": Scale("tiny", connections=20, frames=20, rounds=2, producer_bytes=4 * MiB,
+                  shutdown_connections=6, flood_bytes=2_000),
+    "small": Scale("small", connections=200, frames=50, rounds=10, producer_bytes=32 * MiB,
+                   shutdown_connections=50, flood_bytes=20_000),
+    "full": Scale("full", connections=1000, frames=100, rounds=20, producer_bytes=100 * MiB,
+                  shutdown_connections=200, flood_bytes=100_000),
+}
+
+
+def scale_from_env(default: str = "small") -> Scale:
+    """The scale named by ``SANSCHAT_RELIABILITY_SCALE`` (``tiny``, ``small`` or ``full``)."""
+    name = os.environ.get("SANSCHAT_RELIABILITY_SCALE", default)
+    if name not in SCALES:
+        raise ValueError(
+            f"SANSCHAT_RELIABILITY_SCALE={name!r}: expected one of {', '.join(SCALES)}")
+    return SCALES[name]
+
+
+# ---------------------------------------------------------------------------- outcomes
+
+
+class ScenarioFailed(Exception):
+    """A scenario could not go on (a bounded wait ran out)."""
+
+
+@dataclass
+class Record:
+    """What the server saw on one connection (written on the server's thread)."""
+
+    port: int = 0  # the client's port: how a client socket finds its record
+    fed: int = 0  # bytes the driver fed the chat
+    delivered: int = 0  # bytes delivered: frames with their terminators, unframed tails
+    held: int | None = None  # channel.buffered_input when connection_lost ran
+    ignored: int = 0  # bytes fed after the chat asked to close (documented: ignored)
+    exc: BaseException | None = None  # what connection_lost was told
+    lost: bool = False
+    eof: bool = False
+    max_input: int = 0  # largest channel.buffered_input seen after a feed
+    output: int = 0  # channel.buffered_output after the last feed
+    output_at_eof: int = 0  # channel.buffered_output when the peer's EOF arrived
+
+
+@dataclass
+class Outcome:
+    """What one scenario on one driver saw: problems, byte accounting, figures."""
+
+    scenario: str
+    driver: str
+    problems: list[str] = field(default_factory=list)
+    sent: int = 0  # bytes the clients sent
+    fed: int = 0  # bytes the server's chats were fed
+    delivered: int = 0  # bytes the chats were delivered
+    reported: int = 0  # bytes lost with a documented report (error, reset, close)
+    silent: int = 0  # bytes lost or duplicated without any report: must be 0
+    figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.silent == 0
+
+    def expect(self, condition: bool, problem: str) -> bool:
+        """Record *problem* unless *condition* holds; return *condition*."""
+        if not condition:
+            self.problems.append(problem)
+        return condition
+
+    def account(self, label: str, sent: int, record: Record | None, *,
+                may_hold: bool = False, unread_ok: bool = False) -> None:
+        """Check one connection's books; bytes outside them count as silently lost.
+
+        *may_hold*: the connection ended abnormally (error, reset, server stop), so bytes
+        still held in the channel then are reported (``connection_lost`` can see them as
+        ``channel.buffered_input``).  *unread_ok*: the server closed first after a
+        documented error, so bytes it never read are reported by that error.
+        """
+        self.sent += sent
+        if record is None:
+            self.problems.append(f"{label}: the server never made a chat for it")
+            self.silent += sent
+            return
+        self.fed += record.fed
+        self.delivered += record.delivered
+        if not self.expect(record.lost, f"{label}: connection_lost was never called"):
+            return
+        held = record.held or 0
+        inner = record.fed - record.delivered - held - record.ignored
+        if inner:
+            self.silent += abs(inner)
+            self.problems.append(f"{label}: fed {record.fed} != delivered {record.delivered}"
+                                 f" + held {held} + ignored after close {record.ignored}")
+        self.reported += record.ignored
+        if held and not may_hold:
+            self.silent += held
+            self.problems.append(f"{label}: {held} bytes held but never delivered at a normal"
+                                 " close")
+        else:
+            self.reported += held
+        if isinstance(record.exc, FrameTooLarge) and record.exc.buffered != held:
+            self.silent += abs(record.exc.buffered - held)
+            self.problems.append(f"{label}: FrameTooLarge.buffered={record.exc.buffered} but "
+                                 f"{held} bytes held")
+        unread = sent - record.fed
+        if unread < 0:
+            self.silent -= unread
+            self.problems.append(f"{label}: the chat was fed {-unread} bytes more than sent")
+        elif unread and not unread_ok:
+            self.silent += unread
+            self.problems.append(f"{label}: {unread} bytes sent were never fed to the chat")
+        else:
+            self.reported += unread
+
+    def describe(self) -> str:
+        books = (f"sent={self.sent} fed={self.fed} delivered={self.delivered} "
+                 f"reported={self.reported} silent={self.silent}")
+        return "\n".join([f"{self.scenario} on {self.driver}: {books}", *self.problems])
+
+
+# ---------------------------------------------------------------------------- the server side
+
+
+class Ledger:
+    """The books of one scenario's server: a `Record` per connection, and a condition."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.records: dict[int, Record] = {}
+        self.frames = 0  # a counter for handlers that act on every n-th frame
+
+    def factory(self, cls: type[Counted]) -> Callable[[], Chat]:
+        return lambda: cls(self)
+
+    def changed(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def wait(self, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+        with self.cond:
+            if not self.cond.wait_for(condition, timeout):
+                raise ScenarioFailed(f"timed out ({timeout} s) waiting for {what}")
+
+    def record(self, sock: socket.socket) -> Record:
+        """The server's record of the connection whose client end is *sock* (even closed)."""
+        port = _PORTS[sock]
+        self.wait(lambda: port in self.records, f"the server's chat for port {port}")
+        return self.records[port]
+
+    def fed(self, sock: socket.socket, size: int) -> Record:
+        """Wait until the server has been fed *size* bytes from *sock*; return its record."""
+        record = self.record(sock)
+        self.wait(lambda: record.fed >= size or record.lost,
+                  f"the server to read {size} bytes (read {record.fed})")
+        return record
+
+    def lost(self, sock: socket.socket) -> Record:
+        """Wait until the connection of *sock* is gone on the server; return its record."""
+        record = self.record(sock)
+        self.wait(lambda: record.lost, f"connection_lost for port {record.port}")
+        return record
+
+
+class Counted(Chat):
+    """Echo that keeps the books (see `Outcome.account`); subclasses override `on_frame`."""
+
+    terminator = CRLF
+    max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self.record = Record()
+
+    def connection_made(self) -> None:
+        self.record.port = self.peername[1]
+        with self.ledger.cond:
+            self.ledger.records[self.record.port] = self.record
+            self.ledger.cond.notify_all()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        record = self.record
+        record.fed += len(data)
+        if self.closing:  # documented: once the chat has asked to close, input is ignored
+            record.ignored += len(data)
+        try:
+            super().feed(data)
+        finally:
+            record.max_input = max(record.max_input, self.channel.buffered_input)
+            record.output = self.channel.buffered_output
+            self.ledger.changed()
+
+    def found_frame(self, frame: bytes) -> None:
+        self.record.delivered += len(frame) + len(CRLF)
+        self.on_frame(frame)
+
+    def on_frame(self, frame: bytes) -> None:
+        self.push(frame + CRLF)
+
+    def eof_received(self, unframed: bytes) -> None:
+        self.record.delivered += len(unframed)
+        self.record.output_at_eof = self.channel.buffered_output
+        self.record.eof = True
+        self.ledger.changed()
+        super().eof_received(unframed)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        record = self.record
+        record.held = self.channel.buffered_input
+        record.exc = exc
+        record.lost = True
+        self.ledger.changed()
+
+
+@contextlib.contextmanager
+def serving(driver: str, factory: Callable[[], Chat]) -> Iterator[BackgroundServer]:
+    """A server on *driver* in a background thread, stopped on exit."""
+    server = start_server(driver, factory)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class LogWatch(logging.Handler):
+    """Collects every log record at WARNING and above, and exceptions that end a thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self.thread_errors: list[BaseException | None] = []
+        self._hook = threading.excepthook
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> LogWatch:
+        logging.getLogger().addHandler(self)
+        self._hook = threading.excepthook
+        threading.excepthook = self._thread_error
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        threading.excepthook = self._hook
+        logging.getLogger().removeHandler(self)
+
+    def _thread_error(self, args: threading.ExceptHookArgs) -> None:
+        self.thread_errors.append(args.exc_value)
+
+    def errors(self, kind: type[BaseException]) -> list[logging.LogRecord]:
+        """ERROR records carrying an exception of *kind*."""
+        return [r for r in self.records
+                if r.levelno >= logging.ERROR and r.exc_info and isinstance(r.exc_info[1], kind)]
+
+    def check_failure_logged(self, out: Outcome, record: Record) -> None:
+        """The error that closed *record*'s connection was logged once, naming the peer: a
+        `ProtocolError` (the peer's fault) as one WARNING line without a traceback, anything
+        else (the handler's fault) at ERROR with its traceback."""
+        exc, port = record.exc, str(record.port)
+        found = [r for r in self.records if port in r.getMessage() and exc is not None and (
+            (r.exc_info and r.exc_info[1] is exc) or str(exc) in r.getMessage())]
+        if not out.expect(len(found) == 1, f"{exc!r} was logged {len(found)} times naming port "
+                          f"{port}, expected once"):
+            return
+        if isinstance(exc, ProtocolError):
+            out.expect(found[0].levelno == logging.WARNING and not found[0].exc_info,
+                       f"{type(exc).__name__} should be one WARNING line without a traceback")
+        else:
+            out.expect(found[0].levelno == logging.ERROR and bool(found[0].exc_info),
+                       f"{type(exc).__name__} should be logged at ERROR with its traceback")
+
+    def check_quiet(self, out: Outcome, allowed: int = 0) -> None:
+        """No record at WARNING+ beyond *allowed* expected ones, no thread died."""
+        out.expect(len(self.records) <= allowed,
+                   f"{len(self.records)} log records at WARNING+ (expected {allowed}): "
+                   + "; ".join(r.getMessage()[:120] for r in self.records[:5]))
+        out.expect(not self.thread_errors, f"threads died: {self.thread_errors!r}")
+
+
+# ---------------------------------------------------------------------------- the client side
+
+
+_PORTS: weakref.WeakKeyDictionary[socket.socket, int] = weakref.WeakKeyDictionary()
+
+
+class Clients:
+    """Blocking client sockets (each bounded by `TIMEOUT`), all closed on exit."""
+
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+
+    def connect(self, address: tuple[str, int], rcvbuf: int | None = None) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socks.append(sock)
+        if rcvbuf is not None:  # before connect, so that the window is small from the start
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(TIMEOUT)
+        sock.connect(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _PORTS[sock] = sock.getsockname()[1]  # known after close too
+        return sock
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        try:
+            chunk = sock.recv(size - len(data))
+        except TimeoutError:
+            raise ScenarioFailed(f"timed out after {len(data)} of {size} bytes") from None
+        if not chunk:
+            raise ScenarioFailed(f"EOF after {len(data)} of {size} bytes")
+        data += chunk
+    return bytes(data)
+
+
+def read_to_end(sock: socket.socket) -> tuple[bytes, str]:
+    """Read until the server closes; return the bytes and how it closed (eof or reset)."""
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        return bytes(data), "reset"
+    except TimeoutError:
+        raise ScenarioFailed(f"the server did not close within {TIMEOUT} s") from None
+    return bytes(data), "eof"
+
+
+def send_until_refused(sock: socket.socket, data: bytes, piece: int = 4096) -> int:
+    """Send *data* in pieces until done or the server closes; return the bytes sent."""
+    sent = 0
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        while sent < len(data):
+            sent += sock.send(data[sent : sent + piece])
+    return sent
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with an RST instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def roundtrip(out: Outcome, sock: socket.socket, what: str) -> int:
+    """Echo one line on *sock*; record a problem unless it comes back; return bytes sent."""
+    line = b"control: %s\r\n" % what.encode()
+    try:
+        sock.sendall(line)
+        back = recv_exactly(sock, len(line))
+    except (OSError, ScenarioFailed) as exc:
+        out.problems.append(f"control connection broken {what}: {exc!r}")
+        return len(line)
+    out.expect(back == line, f"control connection answered {back!r} {what}")
+    return len(line)
+
+
+def frames_payload(count: int, size: int = 1000) -> bytes:
+    return b"".join(b"%06d %s\r\n" % (i, b"x" * size) for i in range(count))
+
+
+def fd_count(pid: int | str = "self") -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to *needed* (up to the hard limit); children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# ---------------------------------------------------------------------------- server processes
+
+
+class ServerProcess:
+    """A server in a subprocess that prints ``listening on HOST:PORT``; SIGTERM stops it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by stop())
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._stderr)
+        self.returncode: int | None = None
+        self.stderr = ""
+        try:
+            line = self._readline(30.0)
+            match = re.fullmatch(rb"listening on (\S+):(\d+)\s*", line)
+            if match is None:
+                raise ScenarioFailed(f"the server printed {line!r}")
+            self.address = (match[1].decode(), int(match[2]))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _readline(self, timeout: float) -> bytes:
+        assert self.proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n"):
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    raise ScenarioFailed(f"no 'listening on' line within {timeout} s")
+                chunk = os.read(self.proc.stdout.fileno(), 1024)
+                if not chunk:
+                    raise ScenarioFailed(f"the server exited: {self._read_stderr()}")
+                line += chunk
+        return line
+
+    def status(self, name: str) -> int:
+        """A ``/proc/PID/status`` figure in bytes (``VmRSS``, ``VmHWM``)."""
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        match = re.search(rf"^{name}:\s+(\d+) kB", text, re.MULTILINE)
+        return int(match[1]) * 1024 if match else 0
+
+    def fd_count(self) -> int:
+        return fd_count(self.proc.pid)
+
+    def _read_stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, wait (bounded; kill after), collect the exit status and stderr."""
+        if self.returncode is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.returncode = -9
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.stderr = self._read_stderr()
+            self._stderr.close()
+
+    def check_clean_exit(self, out: Outcome) -> None:
+        out.expect(self.returncode == 0, f"the server exited with {self.returncode}")
+        lines = self.stderr.strip().splitlines()
+        out.expect(not lines, "the server wrote to stderr: "
+                   + " ... ".join(dict.fromkeys([*lines[:1], *lines[-1:]])))
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------- 1. load
+
+
+HELLO = b"hello\r\n"
+LOAD_SEED = 20240601
+LOAD_WINDOW = 32 * 1024  # bytes a load client keeps in flight: no one blocks, nothing piles up
+LOAD_MAX_CUT = 8192  # a load client writes pieces of 1 to this many bytes, cut anywhere
+MAX_PENDING = 64  # connections opened but not yet answered: stays under every listen backlog
+_NO_CRLF = bytes.maketrans(b"\r\n", b"RN")
+
+
+def load_payload(rng: random.Random, frames: int) -> bytes:
+    """*frames* frames of random bytes and random sizes (mostly short, some up to 16 KiB)."""
+    parts = []
+    for _ in range(frames):
+        pick = rng.random()
+        size = (rng.randint(0, 64) if pick < 0.8
+                else rng.randint(65, 1024) if pick < 0.98 else rng.randint(1025, 16384))
+        parts.append(rng.randbytes(size).translate(_NO_CRLF) + CRLF)
+    return b"".join(parts)
+
+
+class _LoadClient:
+    """One load connection: its payload is sent *rounds* times, each time cut anew."""
+
+    __slots__ = ("hello", "payload", "received", "rng", "sent", "sock", "total", "writing")
+
+    def __init__(self, seed: int, frames: int, rounds: int) -> None:
+        self.rng = random.Random(seed)
+        self.payload = load_payload(self.rng, frames)
+        self.total = len(self.payload) * rounds
+        self.sock: socket.socket | None = None
+        self.hello = b""
+        self.sent = self.received = 0
+        self.writing = False
+
+
+def _open_all(address: tuple[str, int], clients: list[_LoadClient],
+              sel: selectors.BaseSelector, deadline: float) -> None:
+    """Connect every client and get its hello echoed, with few connections pending at once."""
+    opened = pending = confirmed = 0
+    while confirmed < len(clients):
+        while opened < len(clients) and pending < MAX_PENDING:
+            client = clients[opened]
+            opened += 1
+            sock = client.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(address)
+            if err not in (0, errno.EINPROGRESS):
+                raise ScenarioFailed(f"connect #{opened} failed: {os.strerror(err)}")
+            sel.register(sock, selectors.EVENT_WRITE, client)
+            pending += 1
+        if time.monotonic() > deadline:
+            raise ScenarioFailed(f"only {confirmed} of {len(clients)} connections answered")
+        for key, _ in sel.select(1.0):
+            client = key.data
+            sock = client.sock
+            if key.events == selectors.EVENT_WRITE:  # connected (or failed)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise ScenarioFailed(f"a connection failed: {os.strerror(err)}")
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.send(HELLO)  # 7 bytes into an empty buffer: taken whole
+                sel.modify(sock, selectors.EVENT_READ, client)
+                continue
+            chunk = sock.recv(64)
+            if not chunk:
+                raise ScenarioFailed("the server closed a connection during the hello")
+            client.hello += chunk
+            if len(client.hello) >= len(HELLO):
+                if client.hello != HELLO:
+                    raise ScenarioFailed(f"hello came back as {client.hello!r}")
+                sel.unregister(sock)
+                pending -= 1
+                confirmed += 1
+
+
+def _stream_all(clients: list[_LoadClient], sel: selectors.BaseSelector, deadline: float) -> None:
+    """Every client sends its payload in random cuts and checks each echoed byte."""
+    both = selectors.EVENT_READ | selectors.EVENT_WRITE
+    for client in clients:
+        assert client.sock is not None
+        client.writing = True
+        sel.register(client.sock, both, client)
+    remaining = len(clients)
+    while remaining:
+        if time.monotonic() > deadline:
+            raise ScenarioFailed(f"{remaining} connections still streaming at the deadline")
+        for key, mask in sel.select(1.0):
+            client = key.data
+            sock, payload, total = client.sock, client.payload, client.total
+            if mask & selectors.EVENT_READ:
+                try:
+                    chunk = sock.recv(262144)
+                except BlockingIOError:
+                    chunk = None
+                except OSError as exc:
+                    raise ScenarioFailed(f"a load connection broke: {exc!r}") from None
+                if chunk is not None:
+                    if not chunk:
+                        raise ScenarioFailed(f"the server closed a connection after "
+                                             f"{client.received} of {total} bytes")
+                    if client.received + len(chunk) > client.sent:
+                        raise ScenarioFailed("more bytes came back than were sent")
+                    _check_echo(payload, client.received, chunk)
+                    client.received += len(chunk)
+                    if client.received == total:
+                        sel.unregister(sock)
+                        remaining -= 1
+                        continue
+                    if (not client.writing and client.sent < total
+                            and client.sent - client.received < LOAD_WINDOW):
+                        client.writing = True
+                        sel.modify(sock, both, client)
+            if mask & selectors.EVENT_WRITE and client.writing:
+                start = client.sent % len(payload)
+                size = min(LOAD_WINDOW - (client.sent - client.received),
+                           client.rng.randint(1, LOAD_MAX_CUT), len(payload) - start)
+                if size > 0:
+                    with contextlib.suppress(BlockingIOError):
+                        client.sent += sock.send(payload[start : start + size])
+                if client.sent == total or client.sent - client.received >= LOAD_WINDOW:
+                    client.writing = False
+                    sel.modify(sock, selectors.EVENT_READ, client)
+
+
+def _check_echo(payload: bytes, offset: int, chunk: bytes) -> None:
+    """*chunk* arrived at stream *offset*: it must equal the repeated payload there."""
+    view, done = memoryview(chunk), 0
+    while done < len(chunk):
+        start = (offset + done) % len(payload)
+        piece = view[done : done + len(payload) - start]
+        if not payload.startswith(piece, start):
+            raise ScenarioFailed(f"the echo differs from what was sent near byte {offset + done}")
+        done += len(piece)
+
+
+def load(driver: str, scale: Scale) -> Outcome:
+    """N connections to ``python -m sanschat serve echo`` at once, each streaming M frames."""
+    out = Outcome("load", driver)
+    n, m = scale.connections, scale.frames * scale.rounds
+    raise_fd_limit(n + 256)  # before the server starts: it inherits the limit
+    clients = [_LoadClient(LOAD_SEED + i, scale.frames, scale.rounds) for i in range(n)]
+    sel = selectors.DefaultSelector()
+    argv = [sys.executable, "-m", "sanschat", "serve", "echo", "--driver", driver, "--port", "0"]
+    with ServerProcess(argv) as server:
+        idle_rss, idle_fds = server.status("VmRSS"), server.fd_count()
+        try:
+            _open_all(server.address, clients, sel, time.monotonic() + 60)
+            held_fds = server.fd_count() - idle_fds
+            held_rss = server.status("VmRSS")  # N connections open, no traffic yet
+            started = time.perf_counter()
+            _stream_all(clients, sel, time.monotonic() + 90)
+            elapsed = time.perf_counter() - started
+            out.expect(server.fd_count() - idle_fds >= n,
+                       f"the server holds {server.fd_count() - idle_fds} sockets, not {n}")
+            peak = server.status("VmHWM")
+        finally:
+            sel.close()
+            for client in clients:
+                if client.sock is not None:
+                    client.sock.close()
+        # Every socket closed: the server's descriptors go back to what it had idle.
+        deadline = time.monotonic() + TIMEOUT
+        while server.fd_count() > idle_fds and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out.expect(server.fd_count() == idle_fds,
+                   f"the server kept {server.fd_count() - idle_fds} descriptors after the clients"
+                   " closed")
+    server.check_clean_exit(out)
+    total = sum(c.total for c in clients)
+    out.sent = out.fed = out.delivered = total + n * len(HELLO)  # every byte came back
+    out.figures.update(connections=n, held=min(held_fds, n), frames=n * m,
+                       frames_per_s=n * m / elapsed, seconds=elapsed, bytes=total,
+                       idle_rss=idle_rss, held_rss=held_rss, peak_rss=peak)
+    # Loose, on purpose: a server that piles bytes up per connection blows it; noise does not.
+    out.expect(peak - idle_rss <= 64 * MiB + n * 256 * 1024,
+               f"server RSS grew by {(peak - idle_rss) / MiB:.0f} MiB under load")
+    return out
+
+
+# ---------------------------------------------------------------------------- 2. faults
+
+
+def reset_mid_frame(driver: str, scale: Scale) -> Outcome:
+    """A peer resets with half a frame sent: only it goes; its bytes are all accounted."""
+    out, ledger = Outcome("peer resets mid-frame", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(Counted)) as server, \
+            Clients() as clients:
+        control = clients.connect(server.address)
+        sent = roundtrip(out, control, "before")
+        victim = clients.connect(server.address)
+        payload = b"frame one\r\nframe two\r\nhalf a fra"
+        victim.sendall(payload)
+        out.expect(recv_exactly(victim, 22) == payload[:22], "the whole frames were not echoed")
+        ledger.fed(victim, len(payload))  # the server has every byte before the reset
+        reset(victim)
+        record = ledger.lost(victim)
+        out.expect(record.exc is None or isinstance(record.exc, OSError),
+                   f"connection_lost got {record.exc!r}")
+        out.account("reset peer", len(payload), record, may_hold=True)
+        sent += roundtrip(out, control, "after the reset")
+        control.close()
+        out.account("control", sent, ledger.lost(control))
+    logs.check_quiet(out)
+    return out
+
+
+class Amplify(Counted):
+    """Answers each frame with `FACTOR` copies of it (a little input, a lot of output), but
+    a control line (see `roundtrip`) once."""
+
+    FACTOR = 256
+
+    def on_frame(self, frame: bytes) -> None:
+        self.push((frame + CRLF) * (1 if frame.startswith(b"control:") else self.FACTOR))
+
+
+def half_close(driver: str, scale: Scale) -> Outcome:
+    """The peer half-closes while megabytes of answers are queued: all arrive, then EOF.
+
+    32 KB in, 8 MB out to a peer that reads nothing until it has sent its EOF: more than the
+    kernel buffers and `HIGH_WATER` hold, so the server stops reading and meets the EOF only
+    once the peer reads, typically with output still queued in the channel (the figure
+    ``queued_at_eof``; how much depends on the driver's write and read interleaving).
+    """
+    out, ledger = Outcome("half-close with output queued", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(Amplify)) as server, \
+            Clients() as clients:
+        sock = clients.connect(server.address, rcvbuf=8192)
+        frames = frames_payload(32)
+        tail = b"a last frame without its terminator"
+        sock.sendall(frames + tail)
+        sock.shutdown(socket.SHUT_WR)
+        data, how = read_to_end(sock)
+        expected = b"".join((f + CRLF) * Amplify.FACTOR for f in frames.split(CRLF)[:-1])
+        out.expect(how == "eof", f"the connection ended with a {how}")
+        out.expect(data == expected, f"got {len(data)} of {len(expected)} bytes back"
+                   + ("" if expected.startswith(data) else ", and they differ"))
+        record = ledger.lost(sock)
+        out.expect(record.eof, "the server never saw the EOF")
+        out.expect(record.exc is None, f"connection_lost got {record.exc!r}")
+        out.account("half-closed peer", len(frames) + len(tail), record)
+        out.figures["queued_at_eof"] = record.output_at_eof
+    logs.check_quiet(out)
+    return out
+
+
+def reset_mid_send(driver: str, scale: Scale) -> Outcome:
+    """A peer resets while the server is sending it 8 MB: only that connection goes.
+
+    32 KB in, 8 MB of answers queued (`Amplify`) for a peer with an 8 KB window that reads
+    nothing: the server is in the middle of sending when the reset comes.
+    """
+    out, ledger = Outcome("peer resets mid-send", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(Amplify)) as server, \
+            Clients() as clients:
+        control = clients.connect(server.address)
+        sent = roundtrip(out, control, "before")
+        victim = clients.connect(server.address, rcvbuf=8192)
+        payload = frames_payload(32)
+        victim.sendall(payload)
+        record = ledger.fed(victim, len(payload))
+        reset(victim)
+        ledger.lost(victim)
+        out.expect(record.exc is None or isinstance(record.exc, OSError),
+                   f"connection_lost got {record.exc!r}")
+        out.account("reset peer", len(payload), record, may_hold=True)
+        sent += roundtrip(out, control, "after the reset")
+        control.close()
+        out.account("control", sent, ledger.lost(control))
+    logs.check_quiet(out)
+    return out
+
+
+BLOCK = 64 * 1024
+_FILL = bytes(range(256)) * (BLOCK // 256)
+
+
+def producer_block(index: int, size: int = BLOCK) -> bytes:
+    """Block *index* of the producer's stream: its number, then a fixed pattern."""
+    return (index.to_bytes(8, "big") + _FILL[8:])[:size]
+
+
+class BlockProducer:
+    """A lazy producer of *total* bytes in numbered 64 KiB blocks; counts what was pulled."""
+
+    pulled: ClassVar[list[int]] = [0]
+
+    def __init__(self, total: int) -> None:
+        self.total, self.index = total, 0
+
+    def more(self) -> bytes:
+        left = self.total - self.index * BLOCK
+        if left <= 0:
+            return b""
+        block = producer_block(self.index, min(BLOCK, left))
+        self.index += 1
+        BlockProducer.pulled[0] += len(block)
+        return block
+
+
+class ProducerServer(Chat):
+    """``produce N``: push an N-byte producer, then close; ``stats``: the bytes pulled so far."""
+
+    terminator = CRLF
+    max_frame_size = 1024
+
+    def found_frame(self, frame: bytes) -> None:
+        command, _, arg = frame.partition(b" ")
+        if command == b"produce":
+            self.push_with_producer(BlockProducer(int(arg)))
+        else:
+            self.push(b"pulled %d\r\n" % BlockProducer.pulled[0])
+        self.close_when_done()
+
+
+def _pulled(address: tuple[str, int]) -> int:
+    with Clients() as clients:
+        sock = clients.connect(address)
+        sock.sendall(b"stats\r\n")
+        data, _ = read_to_end(sock)
+    return int(data.split()[1])
+
+
+def _read_blocks(sock: socket.socket, total: int) -> tuple[int, str | None]:
+    """Read the producer's stream to EOF, checking every byte; return (count, problem)."""
+    buf = bytearray(1024 * 1024)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        try:
+            n = sock.recv_into(buf)
+        except TimeoutError:
+            return offset, f"stalled after {offset} bytes"
+        if not n:
+            return offset, None
+        if offset + n > total:
+            return offset + n, f"{offset + n - total} bytes more than produced"
+        position = 0
+        while position < n:
+            index, start = divmod(offset + position, BLOCK)
+            length = min(n - position, BLOCK - start)
+            expected = producer_block(index, min(BLOCK, total - index * BLOCK))
+            if view[position : position + length] != expected[start : start + length]:
+                return offset, f"byte {offset + position} differs from what was produced"
+            position += length
+        offset += n
+
+
+def non_reading_peer(driver: str, scale: Scale) -> Outcome:
+    """A peer reads nothing while a producer of ``scale.producer_bytes`` is pushed at it."""
+    out = Outcome("non-reading peer, big producer", driver)
+    total = scale.producer_bytes
+    argv = [sys.executable, str(Path(__file__).resolve()), "serve-producer", "--driver", driver]
+    with ServerProcess(argv) as server, Clients() as clients:
+        idle_rss = server.status("VmRSS")
+        sock = clients.connect(server.address, rcvbuf=16384)
+        command = b"produce %d\r\n" % total
+        sock.sendall(command)
+        # The server is stalled when the producer stops being pulled; it answers meanwhile.
+        history: list[int] = []
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            history.append(_pulled(server.address))
+            if history[-1] == total or history[-5:] == [history[-1]] * 5:
+                break  # all pulled, or unchanged over the last 0.2 s
+            time.sleep(0.05)
+        else:
+            out.problems.append(f"the producer was still being pulled after {TIMEOUT} s")
+        stalled = history[-1]
+        stalled_rss = server.status("VmRSS")
+        received, problem = _read_blocks(sock, total)
+        out.expect(problem is None, f"the client's read: {problem}")
+        out.expect(received == total, f"received {received} of {total} bytes")
+        pulled = _pulled(server.address)
+        peak = server.status("VmHWM")
+    server.check_clean_exit(out)
+    out.expect(stalled <= STALL_PULL_BOUND,
+               f"{stalled / MiB:.1f} MiB pulled from the producer while the peer read nothing")
+    out.expect(peak - idle_rss <= PRODUCER_RSS_BOUND,
+               f"the server's RSS grew by {(peak - idle_rss) / MiB:.1f} MiB")
+    out.expect(pulled == total, f"the producer was pulled for {pulled} of {total} bytes")
+    out.sent = out.fed = out.delivered = len(command)
+    out.silent += abs(pulled - received)  # produced (and not refused) but never arrived
+    out.figures.update(idle_rss=idle_rss, peak_rss=peak, stalled_rss=stalled_rss,
+                       pulled_at_stall=stalled, produced=total)
+    return out
+
+
+class Producing(Counted):
+    """``produce N``: push an N-byte producer and close when done; other frames echo."""
+
+    def on_frame(self, frame: bytes) -> None:
+        command, _, arg = frame.partition(b" ")
+        if command == b"produce":
+            self.push_with_producer(BlockProducer(int(arg)))
+            self.close_when_done()
+        else:
+            self.push(frame + CRLF)
+
+
+def slow_reader_close(driver: str, scale: Scale) -> Outcome:
+    """A slow reader takes a 4 MiB producer's output: the connection then closes cleanly.
+
+    The close point is reached while the driver is being told it may write again (the
+    transport's buffer drained): a path where a driver can close twice.  Three rounds.
+    """
+    out, ledger = Outcome("slow reader, close after a producer", driver), Ledger()
+    total = 4 * MiB
+    with LogWatch() as logs, serving(driver, ledger.factory(Producing)) as server, \
+            Clients() as clients:
+        for _ in range(3):
+            sock = clients.connect(server.address, rcvbuf=16384)
+            command = b"produce %d\r\n" % total
+            sock.sendall(command)
+            record = ledger.fed(sock, len(command))
+            received, problem = _read_blocks(sock, total)
+            out.expect(problem is None, f"the client's read: {problem}")
+            out.expect(received == total, f"received {received} of {total} bytes, then EOF")
+            ledger.lost(sock)
+            out.expect(record.exc is None, f"connection_lost got {record.exc!r}")
+            out.account("slow reader", len(command), record)
+    logs.check_quiet(out)
+    return out
+
+
+class Flaky(Counted):
+    """Raises on every tenth numbered frame the server receives (counted across connections)."""
+
+    def on_frame(self, frame: bytes) -> None:
+        if frame.startswith(b"n "):
+            self.ledger.frames += 1
+            if self.ledger.frames % 10 == 0:
+                raise RuntimeError(f"frame {self.ledger.frames} failed on purpose")
+        self.push(frame + CRLF)
+
+
+def handler_raises(driver: str, scale: Scale) -> Outcome:
+    """A handler raises on every tenth frame: exactly those connections close, logged."""
+    out, ledger = Outcome("handler raises on every 10th frame", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(Flaky)) as server, \
+            Clients() as clients:
+        conns = [clients.connect(server.address) for _ in range(12)]
+        sent = dict.fromkeys(conns, 0)
+        alive, failed, number = list(conns), [], 0
+        for _ in range(3):  # one frame at a time, so the numbering is known
+            for sock in list(alive):
+                number += 1
+                frame = b"n %d\r\n" % number
+                sock.sendall(frame)
+                sent[sock] += len(frame)
+                if number % 10 == 0:
+                    data, _ = read_to_end(sock)
+                    out.expect(data == b"", f"frame {number} was answered: {data!r}")
+                    alive.remove(sock)
+                    failed.append(sock)
+                else:
+                    back = recv_exactly(sock, len(frame))
+                    out.expect(back == frame, f"frame {number} came back as {back!r}")
+        # A burst: the failing frame is in the middle of a read, frames after it are held.
+        burst_sock = clients.connect(server.address)
+        burst = [b"n %d\r\n" % (number + i) for i in range(1, 16)]
+        burst_sock.sendall(b"".join(burst))
+        sent[burst_sock] = sum(map(len, burst))
+        data, _ = read_to_end(burst_sock)
+        good = b"".join(f for f in burst if int(f.split()[1]) < (number // 10 + 1) * 10)
+        out.expect(good.startswith(data), f"the burst's echo is not a prefix: {data!r}")
+        failed.append(burst_sock)
+        for sock in failed:
+            record = ledger.lost(sock)
+            out.expect(isinstance(record.exc, RuntimeError),
+                       f"a failed connection was lost with {record.exc!r}")
+            logs.check_failure_logged(out, record)
+            out.account("failed connection", sent[sock], record, may_hold=True)
+        out.expect(len(failed) == 4, f"{len(failed)} connections failed, expected 4")
+        for sock in alive:
+            sent[sock] += roundtrip(out, sock, "on a surviving connection")
+            sock.close()
+            record = ledger.lost(sock)
+            out.expect(record.exc is None, f"a survivor was lost with {record.exc!r}")
+            out.account("survivor", sent[sock], record)
+    logs.check_quiet(out, allowed=len(failed))
+    out.expect(len(logs.errors(RuntimeError)) == len(failed),
+               f"{len(logs.errors(RuntimeError))} errors logged for {len(failed)} failures")
+    return out
+
+
+class Idle(Counted):
+    idle_timeout = 0.5
+
+
+def idle_timeout(driver: str, scale: Scale) -> Outcome:
+    """A silent client is closed after ``idle_timeout``, and only where one is configured."""
+    out = Outcome("silent client, idle timeout", driver)
+    timed, untimed = Ledger(), Ledger()
+    with LogWatch() as logs, serving(driver, timed.factory(Idle)) as server, \
+            serving(driver, untimed.factory(Counted)) as plain, Clients() as clients:
+        started = time.monotonic()
+        silent = clients.connect(server.address)
+        silent_plain = clients.connect(plain.address)
+        active = clients.connect(server.address)
+        sent = 0
+        for i in range(10):  # traffic every 0.1 s keeps this one alive past the 0.5 s timeout
+            sent += roundtrip(out, active, f"tick {i}")
+            time.sleep(0.1)
+        data, how = read_to_end(silent)
+        elapsed = time.monotonic() - started
+        out.expect((data, how) == (b"", "eof"), f"the silent client got {data!r} and {how}")
+        out.expect(elapsed >= 0.45, f"the silent client was closed after {elapsed:.2f} s")
+        silent_plain.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # still open, nothing to read: no timeout
+            out.problems.append(f"without idle_timeout, the silent client got "
+                                f"{silent_plain.recv(1)!r}")
+        sent += roundtrip(out, active, "at the end")
+        record = timed.lost(silent)
+        out.expect(record.exc is None, f"the idle connection was lost with {record.exc!r}")
+        out.account("silent client", 0, record)
+        active.close()
+        silent_plain.close()
+        out.account("active client", sent, timed.lost(active))
+        out.account("silent client without timeout", 0, untimed.lost(silent_plain))
+    logs.check_quiet(out)
+    return out
+
+
+def abrupt_shutdown(driver: str, scale: Scale) -> Outcome:
+    """Stop the server with connections open mid-frame, with output queued, idle: no noise,
+    every chat detached, every socket closed, every client sees EOF or a reset."""
+    out, ledger = Outcome("abrupt server shutdown", driver), Ledger()
+    fds_before = fd_count()
+    with LogWatch() as logs, Clients() as clients:
+        server = start_server(driver, ledger.factory(Counted))
+        try:
+            sent: dict[socket.socket, int] = {}
+            idle = clients.connect(server.address)
+            sent[idle] = 0
+            queued = clients.connect(server.address, rcvbuf=8192)
+            sent[queued] = len(queued_payload := frames_payload(600))
+            queued.sendall(queued_payload)
+            others = [clients.connect(server.address) for _ in range(scale.shutdown_connections)]
+            for i, sock in enumerate(others):
+                data = b"frame %d\r\n" % i + b"half a frame %d" % i
+                sock.sendall(data)
+                sent[sock] = len(data)
+            for sock, size in sent.items():
+                ledger.fed(sock, size)  # ~600 KB of echo pending for a peer with an 8 KB window
+        finally:
+            server.stop()
+        lingering = [t.name for t in threading.enumerate() if t.name.startswith("sanschat")]
+        out.expect(not lingering, f"threads left running: {lingering}")
+        echoes = {idle: b"", queued: queued_payload}
+        echoes.update((sock, b"frame %d\r\n" % i) for i, sock in enumerate(others))
+        for sock, size in sent.items():
+            data, _ = read_to_end(sock)
+            out.expect(echoes[sock].startswith(data), f"a client got {data[:60]!r} at the stop")
+            record = ledger.record(sock)
+            out.expect(record.lost, f"the chat on port {record.port} was never detached")
+            out.account("open at the stop", size, record, may_hold=True)
+    fds_after = fd_count()
+    out.expect(fds_after == fds_before, f"{fds_after - fds_before} descriptors left open")
+    logs.check_quiet(out)
+    return out
+
+
+# ---------------------------------------------------------------------------- 3. bad input
+
+
+class Misbehaving(Counted):
+    """Does something a handler must not do when a frame names it (see `BAD_COMMANDS`)."""
+
+    def on_frame(self, frame: bytes) -> None:
+        action = BAD_COMMANDS.get(frame)
+        if action is None:
+            self.push(frame + CRLF)
+        else:
+            action[0](self)
+
+
+def _str_producer() -> object:
+    class StrProducer:
+        def more(self) -> Any:
+            return "text"
+
+    return StrProducer()
+
+
+BAD_COMMANDS: dict[bytes, tuple[Callable[[Chat], None], type[Exception], str]] = {
+    b"producer-str": (lambda chat: chat.push_with_producer(_str_producer()), TypeError,
+                      "a producer's more() returns str"),
+    b"producer-int": (lambda chat: chat.push_with_producer(iter([b"partial ", 7])), TypeError,
+                      "an iterable producer yields an int"),
+    b"terminator-str": (lambda chat: chat.set_terminator(_any("\r\n")), TypeError,
+                        "a handler sets a str terminator"),
+    b"terminator-bool": (lambda chat: chat.set_terminator(True), TypeError,
+                         "a handler sets a bool terminator"),
+    b"terminator-negative": (lambda chat: chat.set_terminator(-1), ValueError,
+                             "a handler sets a negative int terminator"),
+    b"terminator-empty": (lambda chat: chat.set_terminator(b""), ValueError,
+                          "a handler sets an empty bytes terminator"),
+    b"terminator-empty-tuple": (lambda chat: chat.set_terminator(()), ValueError,
+                                "a handler sets an empty tuple terminator"),
+    b"push-str": (lambda chat: chat.push(_any("text")), TypeError, "a handler pushes str"),
+}
+
+
+def _any(value: object) -> Any:
+    return value
+
+
+def _bad_command(command: bytes) -> Callable[[str, Scale], Outcome]:
+    _, error, title = BAD_COMMANDS[command]
+
+    def scenario(driver: str, scale: Scale) -> Outcome:
+        out, ledger = Outcome(title, driver), Ledger()
+        with LogWatch() as logs, serving(driver, ledger.factory(Misbehaving)) as server, \
+                Clients() as clients:
+            control = clients.connect(server.address)
+            control_sent = roundtrip(out, control, "before")
+            victim = clients.connect(server.address)
+            victim.sendall(b"hello\r\n")
+            out.expect(recv_exactly(victim, 7) == b"hello\r\n", "the victim was not echoed")
+            victim.sendall(command + CRLF)
+            data, _ = read_to_end(victim)
+            out.expect(b"partial ".startswith(data), f"the victim got {data!r} before closing")
+            record = ledger.lost(victim)
+            out.expect(isinstance(record.exc, error), f"connection_lost got {record.exc!r}, "
+                       f"expected {error.__name__}")
+            logs.check_failure_logged(out, record)
+            out.account("victim", 9 + len(command), record, may_hold=True)
+            control_sent += roundtrip(out, control, "after")
+            control.close()
+            out.account("control", control_sent, ledger.lost(control))
+        logs.check_quiet(out, allowed=1)
+        return out
+
+    scenario.__name__ = command.decode().replace("-", "_")
+    scenario.__doc__ = f"{title}: refused with {error.__name__}, that connection only closes."
+    return scenario
+
+
+def oversized_frame(driver: str, scale: Scale) -> Outcome:
+    """A frame at the limit is echoed; one over it is refused with FrameTooLarge."""
+    out, ledger = Outcome("frame over max_frame_size", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(Counted)) as server, \
+            Clients() as clients:
+        control = clients.connect(server.address)
+        control_sent = roundtrip(out, control, "before")
+        victim = clients.connect(server.address)
+        at_limit = b"x" * MAX_FRAME_SIZE + CRLF
+        victim.sendall(at_limit)
+        out.expect(recv_exactly(victim, len(at_limit)) == at_limit, "the frame at the limit")
+        sent = len(at_limit) + send_until_refused(victim, b"y" * (MAX_FRAME_SIZE + 1000) + CRLF)
+        data, _ = read_to_end(victim)
+        out.expect(data == b"", f"the oversized frame was answered: {data[:40]!r}")
+        record = ledger.lost(victim)
+        out.expect(isinstance(record.exc, FrameTooLarge), f"connection_lost got {record.exc!r}")
+        logs.check_failure_logged(out, record)
+        out.account("oversized", sent, record, may_hold=True, unread_ok=True)
+        control_sent += roundtrip(out, control, "after")
+        control.close()
+        out.account("control", control_sent, ledger.lost(control))
+    logs.check_quiet(out, allowed=1)
+    return out
+
+
+class SmallFrames(Counted):
+    max_frame_size = 4096
+
+
+def no_terminator(driver: str, scale: Scale) -> Outcome:
+    """Bytes without a terminator: held up to max_frame_size (plus one read), then refused."""
+    out, ledger = Outcome("terminator never sent", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(SmallFrames)) as server, \
+            Clients() as clients:
+        control = clients.connect(server.address)
+        control_sent = roundtrip(out, control, "before")
+        victim = clients.connect(server.address)
+        sent = send_until_refused(victim, b"z" * (2 * MiB), piece=1024)
+        data, _ = read_to_end(victim)
+        out.expect(data == b"", f"the server answered {data[:40]!r}")
+        record = ledger.lost(victim)
+        bound = SmallFrames.max_frame_size + READ_SIZE
+        out.expect(record.max_input <= bound,
+                   f"the channel held {record.max_input} bytes (bound {bound})")
+        out.expect(isinstance(record.exc, FrameTooLarge), f"connection_lost got {record.exc!r}")
+        logs.check_failure_logged(out, record)
+        out.account("no terminator", sent, record, may_hold=True, unread_ok=True)
+        control_sent += roundtrip(out, control, "after")
+        control.close()
+        out.account("control", control_sent, ledger.lost(control))
+        out.figures["max_held"] = record.max_input
+    logs.check_quiet(out, allowed=1)
+    return out
+
+
+def one_byte_flood(driver: str, scale: Scale) -> Outcome:
+    """Frames arriving one byte per write all come back whole; others are not disturbed."""
+    out, ledger = Outcome("flood of one-byte writes", driver), Ledger()
+    payload = b"".join(b"%07d\r\n" % i for i in range(scale.flood_bytes // 9 + 1))
+    with LogWatch() as logs, serving(driver, ledger.factory(Counted)) as server, \
+            Clients() as clients:
+        control = clients.connect(server.address)
+        control_sent = roundtrip(out, control, "before")
+        flooder = clients.connect(server.address)
+        for i in range(len(payload)):
+            flooder.send(payload[i : i + 1])
+        control_sent += roundtrip(out, control, "during")
+        back = recv_exactly(flooder, len(payload))
+        out.expect(back == payload, "the one-byte frames did not come back identical")
+        flooder.close()
+        out.account("flooder", len(payload), ledger.lost(flooder))
+        control_sent += roundtrip(out, control, "after")
+        control.close()
+        out.account("control", control_sent, ledger.lost(control))
+    logs.check_quiet(out)
+    out.figures["writes"] = len(payload)
+    return out
+
+
+class Quitting(Counted):
+    """``QUIT`` answers with an 8 MiB producer and closes when done; other frames echo."""
+
+    def on_frame(self, frame: bytes) -> None:
+        if frame == b"QUIT":
+            self.push_with_producer(BlockProducer(8 * MiB))
+            self.close_when_done()
+        else:
+            self.push(frame + CRLF)
+
+
+def after_close(driver: str, scale: Scale) -> Outcome:
+    """A peer pipelines frames past QUIT and goes on sending: they are not dispatched (held,
+    then ignored, as `Chat.close_when_done` documents), the reply arrives whole, then EOF.
+
+    The reply is a lazy producer, so the server's queued output stays small and it goes on
+    reading (and ignoring) while the peer drains the reply slowly.
+    """
+    out, ledger = Outcome("input after close_when_done", driver), Ledger()
+    with LogWatch() as logs, serving(driver, ledger.factory(Quitting)) as server, \
+            Clients() as clients:
+        sock = clients.connect(server.address, rcvbuf=8192)
+        first = b"one\r\nQUIT\r\ntwo\r\n"
+        late = b"late frame\r\n" * 100
+        sock.sendall(first)
+        record = ledger.fed(sock, len(first))
+        sock.sendall(late)
+        ledger.fed(sock, len(first) + len(late))
+        data, how = read_to_end(sock)
+        reply = b"".join(producer_block(i) for i in range(8 * MiB // BLOCK))
+        out.expect(how == "eof", f"the connection ended with a {how}")
+        out.expect(data == b"one\r\n" + reply, f"got {len(data)} bytes, expected "
+                   f"{5 + len(reply)}: {data[:20]!r}...")
+        ledger.lost(sock)
+        out.expect(record.exc is None, f"connection_lost got {record.exc!r}")
+        out.expect(record.ignored == len(late), f"{record.ignored} bytes ignored after the "
+                   f"close, expected the {len(late)} sent after it")
+        out.account("pipelining peer", len(first) + len(late), record, may_hold=True)
+        out.figures.update(ignored=record.ignored, held=record.held or 0)
+    logs.check_quiet(out)
+    return out
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario: *scaled* ones grow with the `Scale` (the slow run repeats them)."""
+
+    slug: str
+    kind: Literal["load", "fault", "bad input"]
+    run: Callable[[str, Scale], Outcome]
+    scaled: bool = False
+
+
+LOAD = Scenario("load", "load", load, scaled=True)
+FAULTS = [
+    Scenario("reset-mid-frame", "fault", reset_mid_frame),
+    Scenario("reset-mid-send", "fault", reset_mid_send),
+    Scenario("half-close-queued", "fault", half_close),
+    Scenario("non-reading-peer", "fault", non_reading_peer, scaled=True),
+    Scenario("slow-reader-close", "fault", slow_reader_close),
+    Scenario("handler-raises", "fault", handler_raises),
+    Scenario("idle-timeout", "fault", idle_timeout),
+    Scenario("abrupt-shutdown", "fault", abrupt_shutdown, scaled=True),
+]
+BAD_INPUTS = [
+    Scenario("oversized-frame", "bad input", oversized_frame),
+    Scenario("one-byte-flood", "bad input", one_byte_flood, scaled=True),
+    Scenario("no-terminator", "bad input", no_terminator),
+    Scenario("input-after-close", "bad input", after_close),
+    *(Scenario(c.decode(), "bad input", _bad_command(c)) for c in BAD_COMMANDS),
+]
+SCENARIOS = [LOAD, *FAULTS, *BAD_INPUTS]
+
+
+def run_scenario(scenario: Scenario, driver: str, scale: Scale) -> Outcome:
+    """Run *scenario*; an exception becomes a problem of the outcome (for the report)."""
+    try:
+        return scenario.run(driver, scale)
+    except Exception as exc:
+        out = Outcome(scenario.slug, driver)
+        out.problems.append(f"{type(exc).__name__}: {exc}")
+        return out
+
+
+# ---------------------------------------------------------------------------- script
+
+
+def _serve_producer(driver: str) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server = start_server(driver, ProducerServer)
+    host, port = server.address[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The reliability scenarios' helper servers.")
+    parser.add_argument("command", choices=["serve-producer"])
+    parser.add_argument("--driver", default="select")
+    args = parser.parse_args(argv)
+    return _serve_producer(args.driver)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
