@@ -15,10 +15,15 @@ between two events applies to the very next unread byte.  `_step` keeps these ru
   byte is scanned a bounded number of times however it is cut into chunks;
 * when a bytes terminator occurs more than once in the buffer, every complete frame is cut
   at once with ``bytes.split`` (C speed) into a *batch*, a list iterator kept on the
-  channel.  Iterators drain the batch before looking at ``_buf`` again.  Because the
-  iterator lives on the channel, an abandoned ``for`` loop loses nothing; because
+  channel: of frames for `frames`, or of ready-made events for `receive` (``_batch_events``).
+  A call that cuts the batch returns ``chain(batch, reader)``, so the batch is iterated with
+  no Python step per item.  Readers drain the batch before looking at ``_buf`` again.
+  Because the iterator lives on the channel, an abandoned ``for`` loop loses nothing; because
   `set_terminator` drains what is left of it back into ``_buf`` (`_unbatch`), a loop that
-  changes the terminator mid-batch ends that batch and the rest is framed anew.
+  changes the terminator mid-batch ends that batch and the rest is framed anew.  A new
+  reader moves the rest of the batch to a fresh iterator, so an older loop ends too.
+* ``_fast`` is the bytes terminator `frames` may search for directly, without a generator,
+  while the channel is plain (no reader alive, nothing batched or owed, stream not ended).
 * ``_owed`` holds a `TerminatorFound` whose frame data has been yielded but which has not
   been yielded itself, so that an abandoned loop cannot lose a frame boundary either.
 
@@ -39,6 +44,7 @@ import enum
 import re
 from collections import deque
 from collections.abc import Generator, Iterator
+from itertools import chain, repeat
 from typing import Any, Final, Literal, TypeAlias, final
 
 from ._errors import FrameTooLarge
@@ -155,6 +161,7 @@ class Channel:
 
     __slots__ = (
         "_batch",
+        "_batch_events",
         "_batch_term",
         "_batch_tf",
         "_buf",
@@ -186,7 +193,8 @@ class Channel:
     ) -> None:
         self._default_limit = _check_limit(max_frame_size)
         self._buf = bytearray()
-        self._batch: Iterator[bytes] | None = None
+        self._batch: Iterator[Any] | None = None
+        self._batch_events = False  # _batch yields Data, TerminatorFound, ... (else frames)
         self._batch_term = b""
         self._batch_tf = TerminatorFound(b"")
         self._owed: TerminatorFound | None = None
@@ -344,9 +352,18 @@ class Channel:
         pending = len(self._buf)
         if self._batch is not None:
             rest = list(self._batch)
-            self._batch = iter(rest)
-            pending += sum(map(len, rest)) + len(rest) * len(self._batch_term)
+            self._batch = iter(rest)  # a loop paused on the old iterator moves to this one
+            frames, _ = self._frames_of(rest)
+            pending += sum(map(len, frames)) + len(frames) * len(self._batch_term)
         return pending
+
+    def _frames_of(self, rest: list[Any]) -> tuple[list[bytes], TerminatorFound | None]:
+        """The frames left in a batch, and the `TerminatorFound` already owed if an events
+        batch stopped between a frame's `Data` and its end."""
+        if not self._batch_events:
+            return rest, None
+        odd = len(rest) % 2
+        return [event.data for event in rest[odd::2]], rest[0] if odd else None
 
     def take_unframed(self) -> bytes:
         """Remove and return every byte received but not yet delivered, in stream order.
@@ -384,6 +401,9 @@ class Channel:
         self._feed(data)
         self._fast = None
         reader = self._reader = self._events(False)
+        if self._cut_early(True) and self._batch_events:
+            assert self._batch is not None
+            return chain(self._batch, reader)
         return reader
 
     def frames(self, data: bytes | bytearray | memoryview = b"") -> Iterator[bytes]:
@@ -421,7 +441,28 @@ class Channel:
                 return _NOTHING
         self._fast = None
         reader = self._reader = self._frames()
+        if self._cut_early(False):
+            assert self._batch is not None
+            return chain(self._batch, reader)
         return reader
+
+    def _cut_early(self, events: bool) -> bool:
+        """Cut a batch now if the bytes held end two frames or more; True if one was cut.
+
+        The caller then returns ``chain(batch, reader)``: the batch is iterated at C speed,
+        with no generator step per item, and the reader takes over for the rest.  Cutting
+        now decides nothing early: a terminator set before or during the loop puts the
+        rest of the batch back (`set_terminator` -> `_unbatch`), which ends the batch's
+        part of the chain, and the reader frames those bytes anew.
+        """
+        term = self._term
+        if type(term) is not bytes or self._batch is not None or self._owed is not None:
+            return False
+        buf = self._buf
+        index = buf.find(term, self._scan_from)
+        if index < 0 or buf.find(term, index + len(term)) < 0:
+            return False
+        return self._cut_batch(term, events)
 
     def _no_frame_can_end(self) -> bool:
         """True if no frame can end in the bytes held (and no limit is crossed)."""
@@ -470,6 +511,10 @@ class Channel:
         if reader is not None:
             self._reader = None
             reader.close()
+            if self._batch is not None:
+                # The loop may be iterating the batch itself (see `_cut_early`): hand the
+                # rest to a new iterator and leave the old one drained, so that loop ends.
+                self._batch = iter(list(self._batch))
             self._refresh_fast()
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -496,6 +541,14 @@ class Channel:
             if result is _BATCHED:
                 batch = self._batch
                 assert batch is not None
+                if self._batch_events:
+                    yield from batch  # prepared events: no Python step per event
+                    if self._batch is batch:
+                        self._batch = None
+                    if self._owed is not None:  # the batch was put back mid-frame
+                        owed, self._owed = self._owed, None
+                        yield owed
+                    continue
                 tf = self._batch_tf
                 for frame in batch:
                     if frame:
@@ -548,6 +601,12 @@ class Channel:
                 self._reader_done()
                 return
             if result is _BATCHED:
+                if self._batch_events:
+                    assert self._batch is not None
+                    frames, owed = self._frames_of(list(self._batch))
+                    self._batch, self._batch_events = iter(frames), False
+                    if owed is not None:
+                        yield b""  # the rest of a frame already delivered as Data
                 batch = self._batch
                 assert batch is not None
                 yield from batch
@@ -559,8 +618,11 @@ class Channel:
     def _unbatch(self) -> None:
         """Put the frames of an unfinished batch back in front of the buffer."""
         assert self._batch is not None
-        rest = list(self._batch)  # drains the iterator, which ends any loop over it
+        # Draining the iterator ends any loop over it.
+        rest, owed = self._frames_of(list(self._batch))
         self._batch = None
+        if owed is not None:
+            self._owed = owed  # its frame's Data is out: the match is made
         if rest:
             term = self._batch_term
             self._buf[:0] = term.join(rest) + term
@@ -590,7 +652,7 @@ class Channel:
                     raise self._too_large(self._frame_len + index)
                 end = index + len(term)
                 if buf.find(term, end) >= 0:
-                    if self._cut_batch(term):
+                    if self._cut_batch(term, partial):
                         return _BATCHED
                     scanned = 0
                 else:  # no terminator starts in buf[end:], so later searches skip it
@@ -649,8 +711,14 @@ class Channel:
         self._scan_from = decided
         return None
 
-    def _cut_batch(self, term: bytes) -> bool:
-        """Split every complete frame in the buffer at once; False if one is too large."""
+    def _cut_batch(self, term: bytes, events: bool) -> bool:
+        """Split every complete frame in the buffer at once; False if one is too large.
+
+        For the event API (*events*) the batch is the events themselves, made with C-level
+        loops (one `Data` object per frame, the cached `TerminatorFound` between them), so
+        that iterating it runs no Python code; frames with no bytes need no `Data`, and
+        take the frame-by-frame way instead.
+        """
         buf = self._buf
         parts = bytes(buf).split(term)
         rest = parts.pop()
@@ -672,7 +740,16 @@ class Channel:
         self._frame_len = 0
         self._batch_term = term
         self._batch_tf = self._tf
-        self._batch = iter(parts)
+        if events and b"" not in parts:
+            datas = list(map(_new, repeat(Data, len(parts))))
+            deque(map(_set_data, datas, parts), maxlen=0)
+            flat: list[Event] = [self._tf] * (2 * len(datas))
+            flat[::2] = datas
+            self._batch = iter(flat)
+            self._batch_events = True
+        else:
+            self._batch = iter(parts)
+            self._batch_events = False
         return True
 
     # ------------------------------------------------------------------ send
