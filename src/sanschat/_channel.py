@@ -426,19 +426,27 @@ class Channel:
         """
         term = self._fast
         if term is not None and type(data) is bytes:
-            # The hot path, for a chunk that ends no frame: no generator, few lookups.
+            # The hot path: few lookups, and no generator for a chunk that ends no frame.
             buf = self._buf
             buf += data
-            if buf.find(term, self._scan_from) < 0:
+            index = buf.find(term, self._scan_from)
+            if index < 0:
                 decided = len(buf) - (_held_back(buf, term) if len(term) > 1 else 0)
                 limit = self._limit
                 if limit is None or self._frame_len + decided <= limit:
                     self._scan_from = decided
                     return _NOTHING
-        else:
-            self._feed(data)
-            if self._no_frame_can_end():
-                return _NOTHING
+            self._fast = None
+            reader = self._reader = self._frames()
+            if index >= 0 and buf.find(term, index + len(term)) >= 0 and self._cut_batch(
+                term, False
+            ):
+                assert self._batch is not None
+                return chain(self._batch, reader)
+            return reader
+        self._feed(data)
+        if self._no_frame_can_end():
+            return _NOTHING
         self._fast = None
         reader = self._reader = self._frames()
         if self._cut_early(False):
