@@ -6,6 +6,7 @@ import importlib.util
 from collections.abc import Callable, Iterator
 
 import pytest
+from netutil import ServerStarter
 
 from sanschat import Chat
 from sanschat.drivers import DRIVERS, BackgroundServer, start_server
@@ -20,9 +21,6 @@ def driver(request: pytest.FixtureRequest) -> str:
     """Each driver in turn (trio only where it is installed)."""
     name: str = request.param
     return name
-
-
-ServerStarter = Callable[[Callable[[], Chat]], BackgroundServer]
 
 
 @pytest.fixture

@@ -6,7 +6,11 @@ import socket
 import time
 from collections.abc import Callable
 
+from sanschat import Chat
 from sanschat.drivers import BackgroundServer
+
+#: What the ``serve`` fixture gives a test: start a server for a chat factory.
+ServerStarter = Callable[[Callable[[], Chat]], BackgroundServer]
 
 TIMEOUT = 10.0  # seconds any single wait in these tests may take before it fails
 

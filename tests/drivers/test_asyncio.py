@@ -231,7 +231,7 @@ def test_a_consumer_that_does_not_iterate_stops_the_reading() -> None:
             sender = asyncio.ensure_future(write_all(writer, b"x" * 1023 + b"\n", total))
             while not conn.protocol._reading_paused:
                 await asyncio.sleep(0.01)
-            assert conn._channel.buffered_input <= HIGH_WATER + READ_SIZE
+            assert conn.channel.buffered_input <= HIGH_WATER + READ_SIZE
             assert not sender.done(), "the whole flood was read ahead"
             received = 0
             async for frame in conn.frames():
@@ -274,7 +274,7 @@ def test_send_waits_while_the_peer_does_not_read() -> None:
                 while True:  # stops when send() blocks: the peer does not read
                     await asyncio.wait_for(conn.send(block), 0.5)
                     sent += len(block)
-            assert conn._channel.buffered_output <= HIGH_WATER + len(block)
+            assert conn.channel.buffered_output <= HIGH_WATER + len(block)
             assert conn.protocol._writing_paused
             conn.abort()
             writer.close()

@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import ServerStarter
-from netutil import TIMEOUT, connect, recv_exactly, recv_until_eof, wait_for
+from netutil import TIMEOUT, ServerStarter, connect, recv_exactly, recv_until_eof, wait_for
 
 from sanschat import Chat
 from sanschat.examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory

@@ -25,13 +25,13 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from .._channel import _CHANNEL_LIMIT, TerminatorLike, _Default
+from .._channel import TerminatorLike
 from .._chat import Chat
-from .._events import Data, Event, TerminatorFound
 from . import HIGH_WATER, READ_SIZE, BackgroundServer, log_failure
+from ._pull import PullReader
 
 __all__ = [
     "FLUSH_BUDGET",
@@ -353,7 +353,7 @@ class _StreamChat(Chat):
         self._conn._received(0, eof=exc is None, error=exc)
 
 
-class Connection:
+class Connection(PullReader):
     """One connection, read with ``async for`` and written with ``await send``.
 
     Made by `open_connection` and `serve_connections`, or by hand: pass
@@ -377,103 +377,16 @@ class Connection:
     ) -> None:
         chat = _StreamChat(self)
         chat.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+        super().__init__(chat.channel)
         self.protocol = ChatProtocol(chat)
         """The asyncio protocol carrying this connection."""
-        self.unframed = b""
-        """After `frames` has stopped: bytes of a last frame that never got its terminator."""
-        self._channel = chat.channel
-        self._events: Iterator[Event] | None = None
-        self._frames: Iterator[bytes] | None = None
-        self._pending = bytearray()  # received, not yet given to the channel
         self._unread = 0  # bytes received since the consumer last ran dry
-        self._eof = False  # the peer ended its stream, or we closed without an error
-        self._eof_fed = False  # the channel was told (receive_eof)
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._eof_sent = False
         self._on_made: Callable[[], object] | None = None
 
-    def set_terminator(
-        self, terminator: TerminatorLike, *, max_frame_size: int | _Default | None = _CHANNEL_LIMIT
-    ) -> None:
-        """Set how the next frame ends (see `Channel.set_terminator`)."""
-        self._channel.set_terminator(terminator, max_frame_size=max_frame_size)
-
-    def __aiter__(self) -> Connection:
-        return self
-
-    async def __anext__(self) -> Event:
-        """The next event: `Data`, `TerminatorFound`, and at the end `EndOfStream`."""
-        while True:
-            events = self._events
-            if events is None:
-                self._frames = None
-                channel = self._channel
-                if self._pending:
-                    events = channel.receive(self._take_pending())
-                elif self._eof:
-                    self._eof_fed = True
-                    events = channel.receive_eof()
-                else:
-                    events = channel.receive(b"")
-                self._events = events
-            try:
-                event = next(events, None)
-            except BaseException:
-                self._events = None
-                raise
-            if event is not None:
-                return event
-            self._events = None
-            if self._eof_fed:
-                raise StopAsyncIteration
-            if not (self._pending or self._eof):
-                await self._wait()
-
-    def frames(self) -> AsyncIterator[bytes]:
-        """An async iterator of whole frames; it stops at end of stream."""
-        return _Frames(self)
-
-    async def _next_frame(self) -> bytes:
-        while True:
-            frames = self._frames
-            if frames is None:
-                self._events = None
-                frames = iter(()) if self._eof_fed else self._channel.frames(self._take_pending())
-                self._frames = frames
-            try:
-                frame = next(frames, None)
-            except BaseException:
-                self._frames = None
-                raise
-            if frame is not None:
-                return frame
-            self._frames = None
-            if self._pending:
-                continue
-            if self._eof:
-                return self._last_frame()
-            await self._wait()
-
-    def _take_pending(self) -> bytes:
-        data = bytes(self._pending)
-        self._pending.clear()
-        return data
-
-    def _last_frame(self) -> bytes:
-        """At end of stream: a frame that a shorter tuple alternative ends, or stop."""
-        self._eof_fed = True
-        unframed = bytearray()
-        for event in self._channel.receive_eof():
-            if type(event) is Data:
-                unframed += event.data
-            elif type(event) is TerminatorFound:
-                return bytes(unframed)
-        if unframed:
-            self.unframed = bytes(unframed)
-        raise StopAsyncIteration
-
-    async def _wait(self) -> None:
+    async def _more(self) -> None:
         """The consumer has read everything received: resume reading and wait for more."""
         self._unread = 0
         if self.protocol._input_full:
@@ -514,9 +427,9 @@ class Connection:
             raise ConnectionResetError("the connection is closed") from protocol._error
         if self._eof_sent:
             raise RuntimeError("send() after send_eof()")
-        self._channel.push(data)
+        self.channel.push(data)
         protocol.output_ready()
-        if protocol._writing_paused or self._channel.buffered_output > HIGH_WATER:
+        if protocol._writing_paused or self.channel.buffered_output > HIGH_WATER:
             await protocol._drain(empty=False)
 
     async def send_eof(self) -> None:
@@ -551,7 +464,7 @@ class Connection:
             return
         if not protocol._closing:
             protocol._closing = True
-            while chunk := self._channel.data_to_send(SEND_SIZE):
+            while chunk := self.channel.data_to_send(SEND_SIZE):
                 transport.write(chunk)
             transport.close()
         try:
@@ -569,19 +482,6 @@ class Connection:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The transport's extra info (``"peername"``, ``"socket"``, ``"ssl_object"``, ...)."""
         return self.protocol.get_extra_info(name, default)
-
-
-class _Frames:
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def __aiter__(self) -> _Frames:
-        return self
-
-    def __anext__(self) -> Awaitable[bytes]:
-        return self._conn._next_frame()
 
 
 async def open_connection(

@@ -30,15 +30,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
 
 import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
 
-from .._channel import _CHANNEL_LIMIT, Channel, TerminatorLike, _Default
+from .._channel import Channel, TerminatorLike
 from .._chat import Chat
-from .._events import Data, Event, TerminatorFound
 from . import HIGH_WATER, READ_SIZE, log_failure
+from ._pull import PullReader
 
 __all__ = [
     "RECEIVE_SIZE",
@@ -346,7 +346,7 @@ async def connect(chat: Chat, host: str, port: int) -> None:
 
 
 @final
-class Connection:
+class Connection(PullReader):
     """A trio stream read by pulling, with ``async for``; made by `open_connection` or by hand.
 
     * ``async for event in conn`` yields the channel's events (`Data`, `TerminatorFound`)
@@ -375,86 +375,15 @@ class Connection:
         terminator: TerminatorLike = b"\r\n",
         max_frame_size: int | None = None,
     ) -> None:
+        super().__init__(Channel(terminator, max_frame_size=max_frame_size))
         self.stream = stream
         """The trio stream read and written."""
-        self.channel = Channel(terminator, max_frame_size=max_frame_size)
-        """The `Channel` that frames what is read."""
-        self.unframed = b""
-        """After `frames` ended: bytes of a last frame that never got its terminator."""
-        self._events: Iterator[Event] | None = None  # the channel iterator of each style;
-        self._frames: Iterator[bytes] | None = None  # dropping one loses nothing
-        self._eof = False  # the stream is at EOF
-        self._eof_fed = False  # the channel knows (receive_eof was called)
 
-    def set_terminator(
-        self, terminator: TerminatorLike, *, max_frame_size: int | _Default | None = _CHANNEL_LIMIT
-    ) -> None:
-        """Set how the next frame ends (see `Channel.set_terminator`)."""
-        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
-
-    def __aiter__(self) -> Connection:
-        return self
-
-    async def __anext__(self) -> Event:
-        """The next event; raises `StopAsyncIteration` after `EndOfStream`."""
-        while True:
-            events = self._events
-            if events is None:
-                self._frames = None
-                self._eof_fed = self._eof
-                channel = self.channel
-                events = self._events = channel.receive_eof() if self._eof else channel.receive(b"")
-            try:
-                event = next(events, None)
-            except BaseException:
-                self._events = None  # a generator that raised is spent: make a new one
-                raise
-            if event is not None:
-                return event
-            self._events = None
-            if self._eof:
-                raise StopAsyncIteration
-            await self._receive()
-
-    def frames(self) -> AsyncIterator[bytes]:
-        """Whole frames as `bytes`, until end of stream (then see `unframed`)."""
-        return _Frames(self)
-
-    async def _next_frame(self) -> bytes:
-        while True:
-            frames = self._frames
-            if frames is None:
-                self._events = None
-                frames = self._frames = iter(()) if self._eof_fed else self.channel.frames()
-            try:
-                frame = next(frames, None)
-            except BaseException:
-                self._frames = None
-                raise
-            if frame is not None:
-                return frame
-            self._frames = None
-            if self._eof:
-                return self._last_frame()
-            await self._receive()
-
-    def _last_frame(self) -> bytes:
-        """At EOF: a last frame ended by a shorter tuple alternative, else stop."""
-        self._eof_fed = True
-        unframed = bytearray()
-        for event in self.channel.receive_eof():
-            if type(event) is Data:
-                unframed += event.data
-            elif type(event) is TerminatorFound:
-                return bytes(unframed)
-        if unframed:
-            self.unframed = bytes(unframed)
-        raise StopAsyncIteration
-
-    async def _receive(self) -> None:
+    async def _more(self) -> None:
+        """Read once: only when the consumer has run dry (pull-based backpressure)."""
         data = await self.stream.receive_some(RECEIVE_SIZE)
         if data:
-            self.channel.receive(data)  # takes the bytes at once; events are decided later
+            self._pending += data
         else:
             self._eof = True
 
@@ -486,22 +415,6 @@ class Connection:
         """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
         value = _extra_info(self.stream, name)
         return default if value is None else value
-
-
-@final
-class _Frames:
-    """`Connection.frames`: no extra coroutine per frame."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def __aiter__(self) -> _Frames:
-        return self
-
-    def __anext__(self) -> Awaitable[bytes]:
-        return self._conn._next_frame()
 
 
 async def open_connection(
