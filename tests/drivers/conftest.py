@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 
 import pytest
 from netutil import ServerStarter
 
 from sanschat import Chat
-from sanschat.drivers import DRIVERS, BackgroundServer, start_server
-
-
-def _available(driver: str) -> bool:
-    return driver != "trio" or importlib.util.find_spec("trio") is not None
-
-
-@pytest.fixture(params=[d for d in DRIVERS if _available(d)])
-def driver(request: pytest.FixtureRequest) -> str:
-    """Each driver in turn (trio only where it is installed)."""
-    name: str = request.param
-    return name
+from sanschat.drivers import BackgroundServer, start_server
 
 
 @pytest.fixture
