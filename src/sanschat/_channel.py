@@ -437,10 +437,21 @@ class Channel:
                     self._scan_from = decided
                     return _NOTHING
             self._fast = None
+            end = index + len(term)
+            if index >= 0 and buf.find(term, end) < 0:
+                limit = self._limit
+                if limit is None or max(self._frame_len + index, len(buf) - end) <= limit:
+                    # One frame, and the rest cannot end another: a one-frame batch, and a
+                    # reader that only looks again if the terminator changes meanwhile.
+                    batch: Iterator[bytes] = iter((_take(buf, index, end),))
+                    self._batch = batch
+                    self._batch_term, self._batch_tf, self._batch_events = term, self._tf, False
+                    self._scan_from = max(0, len(buf) - len(term) + 1)
+                    self._frame_len = 0
+                    reader = self._reader = self._frames(settled=(term, limit, batch))
+                    return chain(batch, reader)
             reader = self._reader = self._frames()
-            if index >= 0 and buf.find(term, index + len(term)) >= 0 and self._cut_batch(
-                term, False
-            ):
+            if index >= 0 and self._cut_batch(term, False):
                 assert self._batch is not None
                 return chain(self._batch, reader)
             return reader
@@ -598,7 +609,17 @@ class Channel:
         self._reader = None
         self._refresh_fast()
 
-    def _frames(self) -> Generator[bytes, None, None]:
+    def _frames(
+        self, settled: tuple[bytes, int | None, Iterator[bytes]] | None = None
+    ) -> Generator[bytes, None, None]:
+        if settled is not None:
+            # Made with a one-frame batch whose rest ends no frame: if the terminator, the
+            # limit and the batch are unchanged, there is nothing more to decide.
+            term_then, limit_then, batch_then = settled
+            if self._term is term_then and self._limit == limit_then and self._batch is batch_then:
+                self._batch = None
+                self._reader_done()
+                return
         if self._owed is not None:
             self._owed = None
             yield b""
