@@ -695,3 +695,24 @@ def test_discard_buffers_ends_a_paused_iterator_and_forgets_its_owed_terminator(
     channel.discard_buffers()
     assert list(events) == []
     assert list(channel.receive(b"d\n")) == [Data(b"d"), TerminatorFound(b"\n")]
+
+
+def test_terminator_changed_after_the_only_frame_of_a_chunk_reframes_the_rest() -> None:
+    channel = Channel(b"\n")
+    frames = []
+    for frame in channel.frames(b"HEAD\nbody;more;tail"):
+        frames.append(frame)
+        if frame == b"HEAD":
+            channel.set_terminator(b";")
+    assert frames == [b"HEAD", b"body", b"more"]
+    assert channel.take_unframed() == b"tail"
+
+
+def test_limit_changed_after_the_only_frame_of_a_chunk_applies_to_the_rest() -> None:
+    channel = Channel(b"\n")
+    got = []
+    with pytest.raises(FrameTooLarge):
+        for frame in channel.frames(b"a\nlonger than four"):
+            got.append(frame)
+            channel.set_terminator(b"\n", max_frame_size=4)
+    assert got == [b"a"]
