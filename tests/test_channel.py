@@ -716,3 +716,13 @@ def test_limit_changed_after_the_only_frame_of_a_chunk_applies_to_the_rest() -> 
             got.append(frame)
             channel.set_terminator(b"\n", max_frame_size=4)
     assert got == [b"a"]
+
+
+def test_a_batch_put_back_before_it_is_read_keeps_the_open_frames_size() -> None:
+    channel = Channel(b"\n", max_frame_size=5)
+    assert list(channel.receive(b"abc")) == [Data(b"abc")]  # 3 bytes of the frame are out
+    channel.receive(b"de\nf\n")  # cuts a batch at once; nothing of it is read yet
+    channel.set_terminator(b";", max_frame_size=5)  # puts it back: the frame is still open
+    with pytest.raises(FrameTooLarge) as info:
+        list(channel.receive(b""))
+    assert info.value.size == 8  # "abc" delivered + "de\nf\n", all data under ";"

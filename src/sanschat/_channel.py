@@ -161,6 +161,7 @@ class Channel:
 
     __slots__ = (
         "_batch",
+        "_batch_cut",
         "_batch_events",
         "_batch_term",
         "_batch_tf",
@@ -195,6 +196,7 @@ class Channel:
         self._buf = bytearray()
         self._batch: Iterator[Any] | None = None
         self._batch_events = False  # _batch yields Data, TerminatorFound, ... (else frames)
+        self._batch_cut = (0, 0)  # frames in the batch when cut, and _frame_len before it
         self._batch_term = b""
         self._batch_tf = TerminatorFound(b"")
         self._owed: TerminatorFound | None = None
@@ -446,6 +448,7 @@ class Channel:
                     batch: Iterator[bytes] = iter((_take(buf, index, end),))
                     self._batch = batch
                     self._batch_term, self._batch_tf, self._batch_events = term, self._tf, False
+                    self._batch_cut = (1, self._frame_len)
                     self._scan_from = max(0, len(buf) - len(term) + 1)
                     self._frame_len = 0
                     reader = self._reader = self._frames(settled=(term, limit, batch))
@@ -652,6 +655,11 @@ class Channel:
         self._batch = None
         if owed is not None:
             self._owed = owed  # its frame's Data is out: the match is made
+        count, open_frame = self._batch_cut
+        if owed is None and len(rest) == count:
+            # Nothing of the batch went out: its first frame is again the open frame, with
+            # whatever of it was delivered before the cut.
+            self._frame_len = open_frame
         if rest:
             term = self._batch_term
             self._buf[:0] = term.join(rest) + term
@@ -766,6 +774,7 @@ class Channel:
             consumed = sum(map(len, parts)) + first * len(term)
         del buf[:consumed]
         self._scan_from = 0
+        self._batch_cut = (len(parts), self._frame_len)
         self._frame_len = 0
         self._batch_term = term
         self._batch_tf = self._tf
