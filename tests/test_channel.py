@@ -726,3 +726,14 @@ def test_a_batch_put_back_before_it_is_read_keeps_the_open_frames_size() -> None
     with pytest.raises(FrameTooLarge) as info:
         list(channel.receive(b""))
     assert info.value.size == 8  # "abc" delivered + "de\nf\n", all data under ";"
+
+
+def test_terminator_changed_after_frames_yields_the_rest_of_a_delivered_frame() -> None:
+    channel = Channel(b"\n")
+    events = channel.receive(b"a\nb\n")
+    assert next(events) == Data(b"a")
+    frames = channel.frames(b"")
+    assert next(frames) == b""  # the rest of frame "a", whose Data is out
+    channel.set_terminator(b";")
+    assert list(frames) == []
+    assert channel.take_unframed() == b"b\n"

@@ -639,6 +639,7 @@ class Channel:
                     self._batch, self._batch_events = iter(frames), False
                     if owed is not None:
                         yield b""  # the rest of a frame already delivered as Data
+                        continue  # the loop may have changed the terminator meanwhile
                 batch = self._batch
                 assert batch is not None
                 yield from batch
