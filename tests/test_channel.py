@@ -737,3 +737,40 @@ def test_terminator_changed_after_frames_yields_the_rest_of_a_delivered_frame() 
     channel.set_terminator(b";")
     assert list(frames) == []
     assert channel.take_unframed() == b"b\n"
+
+
+def test_nothing_follows_end_of_stream_even_after_a_new_terminator() -> None:
+    channel = Channel(None)
+    assert list(channel.receive_eof()) == [EOS_CLEAN]
+    channel.set_terminator(0)
+    assert list(channel.receive_eof()) == []
+
+
+def test_a_limit_lowered_with_the_same_terminator_object_still_applies() -> None:
+    term = b"\n"
+    channel = Channel(term)
+    events = channel.receive(b"abc")
+    assert next(events) == Data(b"abc")
+    channel.set_terminator(term, max_frame_size=1)
+    with pytest.raises(FrameTooLarge):
+        list(events)
+
+
+def test_discard_buffers_drops_a_close_already_reached() -> None:
+    channel = Channel()
+    channel.push(b"x")
+    channel.close_when_done()
+    drain(channel)
+    assert channel.wants_close
+    channel.discard_buffers()
+    channel.push(b"hello")
+    assert (channel.closing, channel.wants_close, channel.wants_write) == (False, False, True)
+    assert channel.data_to_send() == b"hello"
+
+
+def test_frames_with_a_tuple_terminator_returns_at_once_when_no_frame_can_end() -> None:
+    channel = Channel((b"\r", b"\r\n"))
+    frames = channel.frames(b"abc")
+    channel.set_terminator(b"b")  # set between the call and its loop: applies from the next call
+    assert list(frames) == []
+    assert list(channel.frames()) == [b"a"]

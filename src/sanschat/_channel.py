@@ -503,6 +503,15 @@ class Channel:
             return True
         if term is None or (type(term) is int and len(buf) < self._remaining):
             return limit is None or self._frame_len + len(buf) <= limit
+        if isinstance(term, tuple):
+            assert self._regex is not None
+            if self._regex.search(buf, self._scan_from) is not None:
+                return False  # a frame may end (or wait for one more byte): the reader decides
+            decided = len(buf) - max(_held_back(buf, alt) for alt in term)
+            if limit is not None and self._frame_len + decided > limit:
+                return False
+            self._scan_from = decided
+            return True
         return False
 
     def _refresh_fast(self) -> None:
@@ -551,12 +560,15 @@ class Channel:
         self._buf += data
 
     def _events(self, final: bool) -> Generator[Event, None, None]:
+        if final and self._eos_sent:
+            self._reader_done()
+            return  # EndOfStream was the last event: nothing follows it
         if self._owed is not None:
             owed, self._owed = self._owed, None
             yield owed
         step = self._step
         while True:
-            term = self._term
+            term, limit = self._term, self._limit
             result = step(True, final)
             if result is None:
                 break
@@ -590,7 +602,7 @@ class Channel:
             _set_data(event, data)
             if found is None:
                 yield event
-                if self._term is term:
+                if self._term is term and self._limit == limit:
                     break  # only held-back bytes are left: nothing more can be decided
                 continue
             if data:
@@ -901,6 +913,7 @@ class Channel:
         self._tail = None
         self._queued_bytes = 0
         self._closing = False
+        self._wants_close = False
 
     def data_to_send(self, max_bytes: int = DEFAULT_SEND_SIZE) -> bytes | memoryview:
         """Return the next chunk to write, at most *max_bytes* long; ``b""`` if none.

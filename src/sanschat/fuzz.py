@@ -267,8 +267,12 @@ def _run_hypothesis(target: Callable[[bytes], None], runs: int, seconds: float, 
 
 def _run_atheris(target: Callable[[bytes], None], runs: int, seconds: float, seed: int) -> int:
     atheris = importlib.import_module("atheris")
+    # sanschat (and a --target's module) are imported already: instrument what is loaded,
+    # so that libFuzzer sees coverage and grows a corpus instead of guessing blindly.
+    atheris.instrument_all()
     budget = max(1, int(seconds))
-    argv = [sys.argv[0], f"-runs={runs}", f"-max_total_time={budget}", f"-seed={seed}"]
+    # libFuzzer takes -seed=0 as "pick one at random": shift by one to stay reproducible.
+    argv = [sys.argv[0], f"-runs={runs}", f"-max_total_time={budget}", f"-seed={seed + 1}"]
     atheris.Setup(argv, target)
     atheris.Fuzz()  # exits the process: 0 when the budget is spent with no finding
     return 0  # pragma: no cover
@@ -282,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=10_000, help="inputs to try (default 10000)")
     parser.add_argument("--seconds", type=float, default=60.0, help="time budget (default 60)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed (default 0); the same seed, same run"
+    )
     parser.add_argument(
         "--engine",
         choices=("auto", "atheris", "hypothesis"),
