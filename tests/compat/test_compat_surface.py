@@ -23,7 +23,9 @@ COMPAT = sanschat_mods()
 needs_stdlib = pytest.mark.skipif(STDLIB is None, reason="no stdlib asynchat in this Python")
 PAIRS = ["asynchat", "asyncore"]
 # Private to the stdlib modules' deprecation, which sanschat.compat does not issue.
-NOT_COPIED = {"_DEPRECATION_MSG", "_deprecated"}
+# Deprecation plumbing, and (3.10 only) asynchat's module-level import of warnings.warn:
+# the surface copied is 3.11's.
+NOT_COPIED = {"_DEPRECATION_MSG", "_deprecated", "warn"}
 
 
 def _modules(name: str) -> tuple[Any, Any]:

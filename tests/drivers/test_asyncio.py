@@ -636,6 +636,10 @@ def tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="asyncio's SSL transport on 3.10 reports an error from __del__ at loop teardown",
+)
 def test_echo_over_tls(tmp_path: Path) -> None:
     server_ctx, client_ctx = tls_contexts(tmp_path)
 
