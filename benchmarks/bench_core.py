@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from _report import table
+
 import sanschat
 from sanschat import Channel, Data, TerminatorFound
 
@@ -723,21 +725,6 @@ def add_targets(workloads: dict[str, Workload]) -> None:
             result = verdict(workloads[key], name, peer, at_least)
             if result is not None:
                 workloads[key].targets.append(result)
-
-
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return lines
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
 def render_workload(workload: Workload, markdown: bool) -> list[str]:

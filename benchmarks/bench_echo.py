@@ -49,6 +49,8 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from _report import table
+
 import sanschat
 from sanschat.drivers import start_server as sanschat_start_server
 from sanschat.examples import factory as example_factory
@@ -824,20 +826,6 @@ def measure(contenders: list[Contender], config: Config) -> None:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def table(headers: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return lines + ["| " + " | ".join(row) + " |" for row in rows]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
 def header(markdown: bool, config: Config, quick: bool) -> list[str]:

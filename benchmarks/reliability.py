@@ -60,6 +60,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 from sanschat import Chat, FrameTooLarge, ProtocolError
+from sanschat.__main__ import announce_and_wait
 from sanschat.drivers import READ_SIZE, BackgroundServer, start_server
 from sanschat.examples import MAX_FRAME_SIZE
 
@@ -1378,14 +1379,7 @@ def _serve_producer(driver: str) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    server = start_server(driver, ProducerServer)
-    host, port = server.address[:2]
-    print(f"listening on {host}:{port}", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
+    announce_and_wait(start_server(driver, ProducerServer), stop)
     return 0
 
 

@@ -72,14 +72,19 @@ def _serve(name: str, driver: str, host: str, port: int, max_frame: int) -> int:
     except (OSError, ImportError) as error:
         print(f"error: cannot serve {name} on {driver}: {error}", file=sys.stderr)
         return 1
-    bound_host, bound_port = server.address[:2]
-    print(f"listening on {bound_host}:{bound_port}", flush=True)
+    announce_and_wait(server, stop)
+    return 0
+
+
+def announce_and_wait(server: BackgroundServer, stop: threading.Event) -> None:
+    """Print ``listening on HOST:PORT``, wait until *stop* is set, then stop *server*."""
+    host, port = server.address[:2]
+    print(f"listening on {host}:{port}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
         server.stop()
-    return 0
 
 
 # ---------------------------------------------------------------- demo
