@@ -1,0 +1,284 @@
+"""Readers: one small class per terminator kind, each deciding the next piece of a stream.
+
+Theory of operation: `Channel` keeps the received bytes in one ``bytearray`` and one reader,
+the one its terminator calls for (`reader_for`); `Channel.set_terminator` swaps it.  A
+reader's `Reader.step` looks at the buffer and decides the next piece under its rule:
+
+* ``(frame, found)``: the rest of a complete frame (removed from the buffer, terminator
+  bytes included), and the `TerminatorFound` that ends it;
+* ``(piece, None)``: decided bytes of a frame whose end has not arrived (only when the
+  caller asks for *partial* pieces: the event API; whole-frame reading keeps them buffered);
+* ``None``: nothing can be decided until more bytes arrive.
+
+A reader keeps its own held-back rule (the suffix that could still start its terminator
+stays in the buffer; with *final* nothing is held back) and its own scan memo (where the
+next search may resume, so each byte is scanned a bounded number of times however the
+stream is cut).  The memo is only an optimisation: `Reader.restore` may drop it at any time.
+A reader raises `TooLarge` before deciding any byte beyond its ``limit``; the channel turns
+that into `FrameTooLarge`.  `CountReader` is the only one-shot reader: once its frame ends,
+the channel swaps in a `NoneReader`.  `BytesReader.split` is the batch: every complete
+frame in the buffer cut at once by ``bytes.split`` (C speed), used when many frames sit in
+one read.
+
+Readers never do I/O, never look at anything but the buffer they are given, and never
+deliver a byte twice.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, TypeAlias
+
+from ._events import TerminatorFound
+
+__all__ = [
+    "BytesReader",
+    "CountReader",
+    "NoneReader",
+    "Reader",
+    "TooLarge",
+    "TupleReader",
+    "reader_for",
+]
+
+#: A terminator as the channel stores it: see `Channel.set_terminator`.
+Terminator: TypeAlias = "bytes | int | tuple[bytes, ...] | None"
+
+#: What a step decides: ``(bytes, TerminatorFound | None)``, or None for "need more bytes".
+Step: TypeAlias = "tuple[bytes, TerminatorFound | None] | None"
+
+#: Above this size a frame is copied out of the buffer through a memoryview, which avoids
+#: the intermediate ``bytearray`` that ``bytes(buf[:n])`` makes.
+_VIEW_COPY: Final = 1024
+
+
+class TooLarge(Exception):
+    """Internal: the open frame would grow past the reader's limit; ``size`` is how far."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def take(buf: bytearray, size: int, end: int) -> bytes:
+    """Return ``buf[:size]`` as bytes and delete ``buf[:end]``, copying once."""
+    if end == len(buf) and size == end:
+        data = bytes(buf)
+        buf.clear()
+        return data
+    if size > _VIEW_COPY:
+        with memoryview(buf) as view:
+            data = view[:size].tobytes()
+    else:
+        data = bytes(buf[:size])
+    del buf[:end]
+    return data
+
+
+def held_back(buf: bytearray, term: bytes) -> int:
+    """Length of the longest suffix of *buf* that is a proper prefix of *term*."""
+    for n in range(min(len(term) - 1, len(buf)), 0, -1):
+        if buf.endswith(term[:n]):
+            return n
+    return 0
+
+
+class Reader:
+    """Base of the readers: the frame size *limit* (None: no limit) and the shared rules."""
+
+    __slots__ = ("limit",)
+
+    #: True for a reader whose frame ends once (`CountReader`): the channel then swaps in
+    #: a `NoneReader` with the same limit.
+    one_shot: bool = False
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+
+    @property
+    def terminator(self) -> Terminator:
+        """What `Channel.get_terminator` shows for this reader."""
+        raise NotImplementedError
+
+    def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
+        """Decide the next piece of *buf* (see the module docstring).
+
+        *frame_len* is how many bytes of the open frame were delivered before; *partial*
+        allows ``(piece, None)`` results; *final* means no more bytes will come.
+        """
+        raise NotImplementedError
+
+    def state(self) -> int:
+        """What `restore` needs to put this reader back as it is now (its count, if any)."""
+        return 0
+
+    def restore(self, state: int) -> None:
+        """Put the reader back to a `state` it had; forgets the scan memo."""
+
+    def undecided(self, buf: bytearray, frame_len: int, partial: bool, decided: int) -> Step:
+        """The open frame's end is not in *buf*; its first *decided* bytes are settled."""
+        limit = self.limit
+        if limit is not None and frame_len + decided > limit:
+            raise TooLarge(frame_len + decided)
+        if partial and decided:
+            return take(buf, decided, decided), None
+        return None
+
+
+class NoneReader(Reader):
+    """Terminator ``None``: every byte is frame data and no frame ever ends."""
+
+    __slots__ = ()
+
+    @property
+    def terminator(self) -> Terminator:
+        return None
+
+    def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
+        return self.undecided(buf, frame_len, partial, len(buf))
+
+
+class CountReader(Reader):
+    """An ``int`` terminator: the frame is the next *count* bytes, then it is spent."""
+
+    __slots__ = ("found", "remaining")
+    one_shot = True
+
+    def __init__(self, count: int, limit: int | None) -> None:
+        super().__init__(limit)
+        self.found = TerminatorFound(count)
+        self.remaining = count
+
+    @property
+    def terminator(self) -> Terminator:
+        return self.remaining
+
+    def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
+        wanted = self.remaining
+        if len(buf) >= wanted:
+            size = frame_len + wanted
+            if self.limit is not None and size > self.limit:
+                raise TooLarge(size)
+            self.remaining = 0
+            return take(buf, wanted, wanted), self.found
+        result = self.undecided(buf, frame_len, partial, len(buf))
+        if result is not None:
+            self.remaining -= len(result[0])
+        return result
+
+    def state(self) -> int:
+        return self.remaining
+
+    def restore(self, state: int) -> None:
+        self.remaining = state
+
+
+class BytesReader(Reader):
+    """A bytes terminator: a frame ends where the bytes occur; in force frame after frame."""
+
+    __slots__ = ("found", "scan_from", "term")
+
+    def __init__(self, term: bytes, limit: int | None) -> None:
+        super().__init__(limit)
+        self.term = term
+        self.found = TerminatorFound(term)
+        self.scan_from = 0  # no terminator starts in buf[:scan_from]
+
+    @property
+    def terminator(self) -> Terminator:
+        return self.term
+
+    def restore(self, state: int) -> None:
+        self.scan_from = 0
+
+    def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
+        term = self.term
+        index = buf.find(term, self.scan_from)
+        if index >= 0:
+            if self.limit is not None and frame_len + index > self.limit:
+                raise TooLarge(frame_len + index)
+            self.scan_from = 0
+            return take(buf, index, index + len(term)), self.found
+        decided = len(buf) - (0 if final or len(term) == 1 else held_back(buf, term))
+        result = self.undecided(buf, frame_len, partial, decided)
+        self.scan_from = 0 if result is not None else decided
+        return result
+
+    def split(self, buf: bytearray, frame_len: int) -> list[bytes]:
+        """Remove every complete frame from *buf* at once and return them (the batch).
+
+        Stops before the first frame over the limit, so that `step` raises at exactly
+        that frame; raises `TooLarge` if it is the first one.
+        """
+        term = self.term
+        parts = bytes(buf).split(term)
+        rest = parts.pop()
+        if not parts:
+            return parts
+        limit = self.limit
+        if limit is not None:
+            if frame_len + len(parts[0]) > limit:
+                raise TooLarge(frame_len + len(parts[0]))
+            if max(map(len, parts)) > limit:
+                del parts[next(i for i, part in enumerate(parts) if len(part) > limit) :]
+                del buf[: sum(map(len, parts)) + len(parts) * len(term)]
+                self.scan_from = 0
+                return parts
+        if rest:
+            del buf[: len(buf) - len(rest)]
+        else:
+            buf.clear()
+        self.scan_from = 0
+        return parts
+
+
+class TupleReader(Reader):
+    """A tuple of bytes: the earliest alternative that matches ends the frame; at one
+    position the longest wins, so a shorter one waits until the longer one is decided."""
+
+    __slots__ = ("alternatives", "found", "maxlen", "regex", "scan_from")
+
+    def __init__(self, alternatives: tuple[bytes, ...], limit: int | None) -> None:
+        super().__init__(limit)
+        self.alternatives = alternatives
+        self.found = {alt: TerminatorFound(alt) for alt in alternatives}
+        self.maxlen = max(map(len, alternatives))
+        longest_first = sorted(alternatives, key=len, reverse=True)
+        self.regex = re.compile(b"|".join(map(re.escape, longest_first)))
+        self.scan_from = 0
+
+    @property
+    def terminator(self) -> Terminator:
+        return self.alternatives
+
+    def restore(self, state: int) -> None:
+        self.scan_from = 0
+
+    def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
+        match = self.regex.search(buf, self.scan_from)
+        size = len(buf)
+        held = 0
+        if not final and (match is None or match.start() > size - self.maxlen):
+            held = max(held_back(buf, alt) for alt in self.alternatives)
+        if match is not None and match.start() < size - held:
+            start = match.start()
+            if self.limit is not None and frame_len + start > self.limit:
+                raise TooLarge(frame_len + start)
+            found = self.found[match.group()]  # before take(): the match reads buf lazily
+            self.scan_from = 0
+            return take(buf, start, match.end()), found
+        result = self.undecided(buf, frame_len, partial, size - held)
+        self.scan_from = 0 if result is not None else size - held
+        return result
+
+
+def reader_for(term: Terminator, limit: int | None) -> Reader:
+    """The reader that frames under *term* (already validated) with *limit*."""
+    if type(term) is bytes:
+        return BytesReader(term, limit)
+    if term is None:
+        return NoneReader(limit)
+    if type(term) is int:
+        return CountReader(term, limit)
+    assert isinstance(term, tuple)
+    return TupleReader(term, limit)

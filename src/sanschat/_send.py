@@ -1,0 +1,249 @@
+"""The send queue: pushes and producers in, chunks for the socket out.
+
+Theory of operation: a FIFO (``_queue``) of bytes-like items, producers and the close
+marker.  Small pushes are appended to one ``bytearray`` at the tail of the queue
+(``_tail``), which is never written again once `SendQueue.data_to_send` has handed any of
+it out; large ones are queued as they are, so large bytes travel as ``memoryview`` slices,
+never as re-sliced copies.  `SendQueue.data_to_send` takes items from the front until it
+has ``max_bytes``; it calls a producer's ``more()`` only while bytes are still wanted, joins
+small items into one chunk, and returns a large item (or the part of it that fits) as a
+``memoryview`` without copying.  Nothing is lost: a failing producer leaves everything
+taken before it in the queue, and `SendQueue.unsend` puts the unsent end of a partial write
+back in front.
+
+`Channel` inherits these methods (the queue is its send side); nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Final, Literal, TypeAlias
+
+from ._producers import Producer, as_producer, checked_chunk
+
+__all__ = ["DEFAULT_SEND_SIZE", "SendQueue"]
+
+#: Default for `Channel.data_to_send`: 64 KiB is what a loopback or LAN socket takes in one
+#: ``send`` without blocking, and large enough that per-call overhead is negligible.
+DEFAULT_SEND_SIZE: Final = 65536
+
+#: Pushes shorter than this are copied into one growing ``bytearray`` at the tail of the send
+#: queue instead of queued one by one: a burst of small replies then costs one queue item
+#: and one slice, not a Python step per reply.  Longer ones are queued without a copy.
+_COALESCE: Final = 8192
+
+
+class _Marker(enum.Enum):
+    CLOSE = "close when done"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+_CLOSE: Final = _Marker.CLOSE
+
+_QueueItem: TypeAlias = "bytes | bytearray | memoryview | Producer | Literal[_Marker.CLOSE]"
+
+
+class SendQueue:
+    """The send side of a `Channel`: a FIFO of bytes and producers, pulled by the driver."""
+
+    __slots__ = ("_closing", "_queue", "_queued_bytes", "_tail", "_wants_close")
+
+    def __init__(self) -> None:
+        self._queue: deque[_QueueItem] = deque()
+        self._queued_bytes = 0
+        self._tail: bytearray | None = None
+        self._closing = False
+        self._wants_close = False
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes to send, after everything queued before.
+
+        ``bytes`` and read-only memoryviews are queued without copying (and sent as
+        memoryview slices when large); mutable buffers are copied, so changing them after
+        the call changes nothing.  Empty data is ignored.
+
+        Raises:
+            TypeError: if *data* is not bytes-like (``str``, ``int``, ...).
+            ValueError: after `close_when_done`.
+        """
+        if type(data) is not bytes:
+            data = _checked_push(data)
+        if self._closing:
+            raise ValueError("push() after close_when_done(): the data would never be sent")
+        size = len(data)
+        tail = self._tail
+        if tail is not None and size < _COALESCE:  # the hot path: one more small reply
+            tail += data
+            self._queued_bytes += size
+        else:
+            self._append_bytes(data)
+
+    def _append_bytes(self, data: bytes | memoryview) -> None:
+        size = len(data)
+        queue = self._queue
+        if size >= _COALESCE:
+            queue.append(data)
+            self._tail = None
+        elif self._tail is not None:
+            self._tail += data
+        elif size:
+            # A lone small push is queued as it is; the second one starts the tail, so a
+            # push-then-send-per-message pattern never pays for a bytearray.
+            last = queue[-1] if queue else None
+            if type(last) is bytes and len(last) < _COALESCE:
+                tail = self._tail = bytearray(last)
+                tail += data
+                queue[-1] = tail
+            else:
+                queue.append(data)
+        self._queued_bytes += size
+
+    def push_with_producer(self, producer: Producer | bytes | object) -> None:
+        """Queue a producer, pulled by `data_to_send` only when its bytes are wanted.
+
+        Accepts an object with ``more() -> bytes`` (``b""`` = exhausted), a bytes-like value
+        (queued as by `push`), or any iterable of bytes-like chunks (a list, a generator).
+
+        Raises:
+            TypeError: for anything else, naming it; `data_to_send` raises `TypeError`
+                naming the producer if ``more()`` returns something that is not bytes.
+            ValueError: after `close_when_done`.
+        """
+        item = as_producer(producer)
+        if self._closing:
+            raise ValueError("push_with_producer() after close_when_done(): it would never be sent")
+        if isinstance(item, (bytes, memoryview)):
+            self._append_bytes(item)
+        else:
+            self._queue.append(item)
+            self._tail = None
+
+    def close_when_done(self) -> None:
+        """Ask for the connection to close once everything queued so far has been sent.
+
+        When `data_to_send` reaches this point it returns ``b""`` and `wants_close` becomes
+        true.  Nothing may be pushed after it.  Calling it twice is harmless.
+        """
+        if not self._closing:
+            self._closing = True
+            self._queue.append(_CLOSE)
+            self._tail = None
+
+    @property
+    def closing(self) -> bool:
+        """True once `close_when_done` has been called (until `discard_buffers`)."""
+        return self._closing
+
+    def _discard_output(self) -> None:
+        """Drop everything queued, and the close request."""
+        self._queue.clear()
+        self._tail = None
+        self._queued_bytes = 0
+        self._closing = False
+        self._wants_close = False
+
+    def data_to_send(self, max_bytes: int = DEFAULT_SEND_SIZE) -> bytes | memoryview:
+        """Return the next chunk to write, at most *max_bytes* long; ``b""`` if none.
+
+        Queued items are taken in order and small ones are joined into one chunk.  A
+        producer's ``more()`` is called only while bytes are still wanted, and what it
+        returns beyond *max_bytes* stays queued.  A large item comes back as a
+        ``memoryview`` slice, not a copy.  If a write sends only part of the chunk, give the
+        rest back with `unsend`.  When the point of `close_when_done` is reached, returns
+        ``b""`` and `wants_close` becomes true.
+
+        Raises:
+            ValueError: if *max_bytes* is less than 1.
+            TypeError: naming the producer, if a producer's ``more()`` returns non-bytes.
+        """
+        queue = self._queue
+        if not queue:
+            return b""
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        out: list[bytes | bytearray | memoryview] = []
+        size = 0
+        while queue:
+            item = queue[0]
+            if isinstance(item, (bytes, memoryview, bytearray)):
+                if item is self._tail:
+                    self._tail = None  # handed out: later pushes start a new tail
+                room = max_bytes - size
+                length = len(item)
+                if length <= room:
+                    queue.popleft()
+                    out.append(item)
+                    size += length
+                    self._queued_bytes -= length
+                    if size == max_bytes:
+                        break
+                    continue
+                view = item if isinstance(item, memoryview) else memoryview(item)
+                out.append(view[:room])
+                queue[0] = view[room:]
+                self._queued_bytes -= room
+                break
+            if item is _CLOSE:
+                if not out:
+                    self._wants_close = True
+                break
+            try:
+                chunk: bytes | memoryview = item.more()
+                if type(chunk) is not bytes:
+                    chunk = checked_chunk(item, chunk)
+            except BaseException:
+                queue.extendleft(reversed(out))  # nothing taken before the failure is lost
+                self._queued_bytes += size
+                raise
+            if not chunk:
+                queue.popleft()
+                continue
+            queue.appendleft(chunk)
+            self._queued_bytes += len(chunk)
+        if not out:
+            return b""
+        if len(out) == 1:
+            single = out[0]
+            return memoryview(single) if isinstance(single, bytearray) else single
+        return b"".join(out)
+
+    def unsend(self, data: bytes | bytearray | memoryview) -> None:
+        """Give back the unsent end of a chunk from `data_to_send` after a partial write.
+
+        It goes back to the front of the queue and is the first thing the next
+        `data_to_send` returns.  ``chunk[sent:]`` is the usual argument.
+        """
+        if type(data) is not bytes:
+            data = _checked_push(data)
+        if data:
+            self._queue.appendleft(data)
+            self._queued_bytes += len(data)
+
+    @property
+    def wants_write(self) -> bool:
+        """True while `data_to_send` may return bytes or reach the close point."""
+        return bool(self._queue) and not self._wants_close
+
+    @property
+    def wants_close(self) -> bool:
+        """True once everything queued before `close_when_done` has been handed out."""
+        return self._wants_close
+
+    @property
+    def buffered_output(self) -> int:
+        """Bytes queued to send and not yet handed out (producers' bytes not counted)."""
+        return self._queued_bytes
+
+
+def _checked_push(data: object) -> bytes | memoryview:
+    """Return *data* as a queue item: read-only views kept, mutable buffers copied."""
+    if isinstance(data, memoryview):
+        return data.cast("B") if data.readonly else bytes(data)
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        raise TypeError(f"push() takes bytes, not str: {data!r:.60} (encode it first)")
+    raise TypeError(f"push() takes bytes-like data, not {type(data).__name__}: {data!r:.60}")
