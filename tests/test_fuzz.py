@@ -28,7 +28,7 @@ def test_decoding_is_deterministic() -> None:
 
 
 def test_check_channel_rejects_a_core_that_loses_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sanschat import _readers
+    from sanschat import _channel, _readers
 
     def lossy_take(buf: bytearray, size: int, end: int) -> bytes:
         data = bytes(buf[: max(0, size - 1)])  # drops the last byte of every piece
@@ -36,6 +36,7 @@ def test_check_channel_rejects_a_core_that_loses_bytes(monkeypatch: pytest.Monke
         return data
 
     monkeypatch.setattr(_readers, "take", lossy_take)
+    monkeypatch.setattr(_channel, "take", lossy_take)
     with pytest.raises(AssertionError):
         for seed in range(50):
             check_channel(bytes([1, 0, 10, 3, 5, 1, 0]) + b"abc\n" * (seed + 1))

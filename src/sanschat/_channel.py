@@ -53,7 +53,9 @@ from ._readers import (
     Reader,
     Terminator,
     TooLarge,
+    held_back,
     reader_for,
+    take,
 )
 from ._send import DEFAULT_SEND_SIZE, SendQueue
 
@@ -248,9 +250,9 @@ class Channel(SendQueue):
         match was already made.  Set inside the loop of a `receive` or `frames` call, it
         applies to the rest of that loop, and a frame that it makes too large raises
         `FrameTooLarge` from that loop's iterator when the loop reaches it.  (One exception:
-        a `frames` call made with no limit in force hands out a plain list iterator, which
-        cannot raise; there `set_terminator` raises the error itself if the frame is the
-        loop's next, and otherwise the next call raises it.)
+        the iterator of a `frames` call that found no frame too large is a plain list
+        iterator, which cannot raise; there `set_terminator` raises the error itself if the
+        frame is the loop's next, and otherwise the next call raises it.)
 
         Raises:
             TypeError: for a ``str`` (encode it), a ``bool``, a list, or anything else not
@@ -277,9 +279,9 @@ class Channel(SendQueue):
             assert out is not None
             before = len(out)
             too_large = self._cut()  # the running loop goes on with what the reader decides
-            if too_large is not None and len(out) == before:
-                # An outbox that cannot raise (whole frames, no limit when the call was made):
-                # the loop's next piece is already too large, so the loop ends here.
+            if too_large is not None and len(out) == before and not self._out_guarded:
+                # A plain list iterator cannot raise: the loop's next piece is already too
+                # large, so the loop ends here, with the error.
                 raise FrameTooLarge(*too_large, self.buffered_input)
 
     @staticmethod
@@ -381,8 +383,61 @@ class Channel(SendQueue):
             ValueError: if called after `receive_eof`.
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
-        self._feed(data)
+        reader = self._reader
+        if type(reader) is BytesReader and type(data) is bytes and self._plain():
+            # The hot path, as in `frames`: one frame ending the read, or a piece of one.
+            buf = self._buf
+            buf += data
+            term = reader.term
+            index = buf.find(term, reader.scan_from)
+            limit = reader.limit
+            frame_len = self._frame_len
+            if index >= 0 and index + len(term) == len(buf):
+                if limit is None or frame_len + index <= limit:
+                    found = reader.found
+                    if index:
+                        out: list[Any] = [_data(take(buf, index, len(buf))), found]
+                    else:
+                        buf.clear()
+                        out = [found]
+                    self._frame_len = 0
+                    reader.scan_from = 0
+                    return self._hand_out(out, reader, frame_len, found)
+            elif index < 0:
+                decided = len(buf) if len(term) == 1 else len(buf) - held_back(buf, term)
+                if limit is None or frame_len + decided <= limit:
+                    if not decided:
+                        reader.scan_from = 0
+                        return self._hand_out([], reader, frame_len, None)
+                    reader.scan_from = 0
+                    self._frame_len = frame_len + decided
+                    piece = _data(take(buf, decided, decided))
+                    return self._hand_out([piece], reader, frame_len, None)
+        else:
+            self._feed(data)
         return self._serve(True)
+
+    def _plain(self) -> bool:
+        """True if nothing is pending from an earlier call (its loop reached its end, no
+        frame end is owed) and the stream goes on: a new call may skip `_retire`."""
+        if self._owed is not None or self._eof:
+            return False
+        out = self._out
+        if out is not None:
+            if length_hint(self._out_it):
+                return False
+            self._out = None
+        return True
+
+    def _hand_out(
+        self, out: list[Any], reader: Reader, frame_len: int, found: TerminatorFound | None
+    ) -> Iterator[Event]:
+        """Hand out a one-step events outbox that the hot path of `receive` decided."""
+        self._out = out
+        self._out_events = self._out_guarded = True
+        self._marks = [(0, reader, 0, frame_len, found, False)]
+        iterator = self._out_it = iter(out)
+        return filter(None, iterator)
 
     def frames(self, data: bytes | bytearray | memoryview = b"") -> Iterator[bytes]:
         """Add received bytes; return a lazy iterator of whole frames, terminators excluded.
@@ -402,7 +457,40 @@ class Channel(SendQueue):
             ValueError: if called after `receive_eof`.
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
-        self._feed(data)
+        reader = self._reader
+        if type(reader) is BytesReader and type(data) is bytes and self._plain():
+            # The hot path (bytes terminator, nothing pending from an earlier call): no
+            # frame, or exactly one ending the read, is decided here with a few C calls.
+            buf = self._buf
+            term = reader.term
+            limit = reader.limit
+            if buf:
+                buf += data
+                index = buf.find(term, reader.scan_from)
+                whole = index + len(term) == len(buf)
+            else:  # search the read itself: a read that is one frame is copied once
+                index = data.find(term)
+                whole = index + len(term) == len(data)
+                too_large = limit is not None and self._frame_len + index > limit
+                if index < 0 or not whole or too_large:
+                    buf += data
+            if index < 0:
+                decided = len(buf) if len(term) == 1 else len(buf) - held_back(buf, term)
+                if limit is None or self._frame_len + decided <= limit:
+                    reader.scan_from = decided
+                    return _NOTHING
+            elif whole and (limit is None or self._frame_len + index <= limit):
+                frame = take(buf, index, len(buf)) if buf else data[:index]
+                out = [frame]
+                self._out = out
+                self._out_events = self._out_guarded = False
+                self._marks = [(0, reader, 0, self._frame_len, reader.found, False)]
+                self._frame_len = 0
+                reader.scan_from = 0
+                iterator = self._out_it = iter(out)
+                return iterator
+        else:
+            self._feed(data)
         frames = self._serve(False)
         if not self._out:
             self._out = None
@@ -468,15 +556,17 @@ class Channel(SendQueue):
             self._owed = None
             self._marks.append((0, self._reader, self._reader.state(), 0, owed, True))
             out.append(owed if events else b"")
-        # Items are handed out by C-level iterators only.  An _Overflow item raises when a
-        # wrapper touches it; plain frames with no limit in force need no wrapper.
-        guarded = self._out_guarded = events or self._reader.limit is not None
-        self._cut()
+        # Items are handed out by C-level iterators only.  An _Overflow item raises when the
+        # wrapper touches it.  Frames need a wrapper only if this cut already hit a frame too
+        # large (see set_terminator for one found later); events always have one.
+        self._out_guarded = True
+        too_large = self._cut()
         iterator = self._out_it = iter(out)
         if events:
             return filter(None, iterator)  # events are true; an _Overflow raises
-        if guarded:
+        if too_large is not None:
             return map(_SAME, iterator)  # frame[:] is the frame itself; an _Overflow raises
+        self._out_guarded = False
         return iterator
 
     def _cut(self) -> tuple[int, int] | None:
