@@ -183,6 +183,7 @@ class Channel(SendQueue):
         "_eof",
         "_eos_sent",
         "_frame_len",
+        "_hot",
         "_marks",
         "_out",
         "_out_events",
@@ -206,8 +207,9 @@ class Channel(SendQueue):
         self._out_it: Iterator[Any] = _NOTHING
         self._out_events = False  # the outbox holds events (else frames)
         self._out_guarded = False  # the outbox is handed out through a wrapper that can raise
-        self._marks: list[_Mark] = []
+        self._marks: list[_Mark] | None = []  # None: one mark, see _mark_list
         self._owed: TerminatorFound | None = None
+        self._hot: BytesReader | None = None
         self.set_terminator(terminator)
 
     def __repr__(self) -> str:
@@ -274,6 +276,7 @@ class Channel(SendQueue):
         live = self._out is not None and not _exhausted(self._out_it)
         self._take_back()
         self._reader = reader_for(term, limit)
+        self._rehot()
         if live:
             out = self._out
             assert out is not None
@@ -383,8 +386,10 @@ class Channel(SendQueue):
             ValueError: if called after `receive_eof`.
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
-        reader = self._reader
-        if type(reader) is BytesReader and type(data) is bytes and self._plain():
+        reader = self._hot
+        if reader is not None and type(data) is bytes and (
+            self._out is None or not length_hint(self._out_it)
+        ):
             # The hot path, as in `frames`: one frame ending the read, or a piece of one.
             buf = self._buf
             buf += data
@@ -417,17 +422,22 @@ class Channel(SendQueue):
             self._feed(data)
         return self._serve(True)
 
-    def _plain(self) -> bool:
-        """True if nothing is pending from an earlier call (its loop reached its end, no
-        frame end is owed) and the stream goes on: a new call may skip `_retire`."""
-        if self._owed is not None or self._eof:
-            return False
-        out = self._out
-        if out is not None:
-            if length_hint(self._out_it):
-                return False
-            self._out = None
-        return True
+    def _rehot(self) -> None:
+        """Keep `_hot` true to its meaning: the reader, when it is a `BytesReader`, no
+        frame end is owed and the stream goes on (the hot paths of `frames` and `receive`
+        need nothing else, besides the earlier loop having reached its end); else None."""
+        reader = self._reader
+        plain = type(reader) is BytesReader and self._owed is None and not self._eof
+        self._hot = reader if plain and type(reader) is BytesReader else None  # (for mypy)
+
+    def _mark_list(self) -> list[_Mark]:
+        """The outbox's marks; the hot path of `frames` leaves them implicit (None)."""
+        marks = self._marks
+        if marks is None:
+            reader = self._reader
+            assert type(reader) is BytesReader
+            marks = self._marks = [(0, reader, 0, 0, reader.found, False)]
+        return marks
 
     def _hand_out(
         self, out: list[Any], reader: Reader, frame_len: int, found: TerminatorFound | None
@@ -457,10 +467,12 @@ class Channel(SendQueue):
             ValueError: if called after `receive_eof`.
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
-        reader = self._reader
-        if type(reader) is BytesReader and type(data) is bytes and self._plain():
-            # The hot path (bytes terminator, nothing pending from an earlier call): no
-            # frame, or exactly one ending the read, is decided here with a few C calls.
+        reader = self._hot
+        if reader is not None and type(data) is bytes and (
+            self._out is None or not length_hint(self._out_it)
+        ):
+            # The hot path (see _hot): a read that ends no frame, or exactly one, is decided
+            # here with a few C calls; anything else takes the general way below.
             buf = self._buf
             term = reader.term
             limit = reader.limit
@@ -471,22 +483,25 @@ class Channel(SendQueue):
             else:  # search the read itself: a read that is one frame is copied once
                 index = data.find(term)
                 whole = index + len(term) == len(data)
-                too_large = limit is not None and self._frame_len + index > limit
-                if index < 0 or not whole or too_large:
+                if index < 0 or not whole or self._frame_len or limit is not None:
                     buf += data
             if index < 0:
                 decided = len(buf) if len(term) == 1 else len(buf) - held_back(buf, term)
                 if limit is None or self._frame_len + decided <= limit:
                     reader.scan_from = decided
+                    self._out = None
                     return _NOTHING
-            elif whole and (limit is None or self._frame_len + index <= limit):
-                frame = take(buf, index, len(buf)) if buf else data[:index]
-                out = [frame]
+            elif whole and not self._frame_len and (limit is None or index <= limit):
+                if buf:
+                    del buf[index:]
+                    out = [bytes(buf)]
+                    buf.clear()
+                    reader.scan_from = 0
+                else:
+                    out = [data[:index]]
                 self._out = out
                 self._out_events = self._out_guarded = False
-                self._marks = [(0, reader, 0, self._frame_len, reader.found, False)]
-                self._frame_len = 0
-                reader.scan_from = 0
+                self._marks = None  # one mark: (0, reader, 0, 0, reader.found, False)
                 iterator = self._out_it = iter(out)
                 return iterator
         else:
@@ -507,6 +522,7 @@ class Channel(SendQueue):
         """
         self._retire()
         self._eof = True
+        self._hot = None
         return self._serve(True)
 
     def interrupt(self) -> None:
@@ -531,6 +547,7 @@ class Channel(SendQueue):
         self._buf.clear()
         self._frame_len = 0
         self._reader.restore(self._reader.state())
+        self._rehot()
         self._discard_output()
 
     # ------------------------------------------------------------------ the outbox
@@ -554,6 +571,7 @@ class Channel(SendQueue):
         owed = self._owed
         if owed is not None:  # the end of a frame whose Data a loop reached: it comes first
             self._owed = None
+            self._rehot()
             self._marks.append((0, self._reader, self._reader.state(), 0, owed, True))
             out.append(owed if events else b"")
         # Items are handed out by C-level iterators only.  An _Overflow item raises when the
@@ -579,7 +597,7 @@ class Channel(SendQueue):
             return None  # EndOfStream was the last event: nothing follows it
         out = self._out
         assert out is not None
-        marks = self._marks
+        marks = self._mark_list()
         buf = self._buf
         events = self._out_events
         final = self._eof
@@ -615,8 +633,10 @@ class Channel(SendQueue):
                 self._frame_len = 0
                 if reader.one_shot:
                     self._reader = NoneReader(reader.limit)
+                    self._hot = None
         except TooLarge as exc:
             assert reader.limit is not None
+            self._rehot()
             if self._out_guarded:
                 marks.append((len(out), reader, reader.state(), self._frame_len, None, False))
                 out.append(_Overflow(self, reader.limit, exc.size))
@@ -642,7 +662,7 @@ class Channel(SendQueue):
         k = size - length_hint(self._out_it)
         if k >= size:
             return None
-        marks = self._marks
+        marks = self._mark_list()
         i = len(marks) - 1
         while marks[i][0] > k:
             i -= 1
@@ -681,7 +701,7 @@ class Channel(SendQueue):
                 elif type(item) is TerminatorFound and type(item.terminator) is bytes:
                     pieces.append(item.terminator)
             return b"".join(pieces)
-        marks = self._marks
+        marks = self._mark_list()
         for j, (start, _, _, _, found, _) in enumerate(marks):
             end = marks[j + 1][0] if j + 1 < len(marks) else len(out)
             frames = out[max(start, keep) : end]
@@ -706,13 +726,14 @@ class Channel(SendQueue):
         if self._eos_sent and type(out[-1]) is EndOfStream:
             self._eos_sent = False
         del out[keep:]
-        marks = self._marks
+        marks = self._mark_list()
         while marks and marks[-1][0] >= keep:
             marks.pop()
         self._buf[:0] = raw
         self._reader = reader
         reader.restore(state)
         self._frame_len = frame_len
+        self._rehot()
 
     def _retire(self) -> None:
         """End the outbox of the latest call: take back what its loop did not reach and
@@ -723,7 +744,8 @@ class Channel(SendQueue):
         self._take_back()
         k = len(out) - length_hint(self._out_it)
         if k < len(out):  # the owed frame end that _take_back kept
-            self._owed = out[k] if self._out_events else self._marks[-1][4]
+            self._owed = out[k] if self._out_events else self._mark_list()[-1][4]
             del out[k:]
+            self._rehot()
         self._out = None
         self._marks = []
