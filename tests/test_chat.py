@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 
 from sanschat import Channel, Chat, FrameTooLarge
@@ -274,3 +276,82 @@ def test_set_terminator_outside_a_callback_frames_what_is_already_buffered() -> 
     chat.set_terminator(b"\n")  # e.g. from a timer: the two lines are framed at once
     assert chat.frames == [b"A", b"B"]
     assert transport.output_ready_calls == 2  # once per set_terminator: replies may be queued
+
+
+# ---------------------------------------------------------------------- found_frames (batch hook)
+
+
+class _Batches(Chat):
+    terminator = b"\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[bytes]] = []
+
+    def found_frames(self, frames: list[bytes]) -> None:
+        self.batches.append(list(frames))
+
+
+def test_found_frames_gets_every_frame_of_one_read_in_one_call() -> None:
+    chat = _Batches()
+    chat.feed(b"a\nb\nc\npartial")
+    chat.feed(b"\nd\n")
+    assert chat.batches == [[b"a", b"b", b"c"], [b"partial", b"d"]]
+
+
+def test_found_frames_is_not_called_for_a_read_that_ends_no_frame() -> None:
+    chat = _Batches()
+    chat.feed(b"no end yet")
+    assert chat.batches == []
+
+
+def test_a_terminator_set_in_found_frames_applies_after_the_last_frame_of_the_batch() -> None:
+    class Switch(_Batches):
+        def found_frames(self, frames: list[bytes]) -> None:
+            super().found_frames(frames)
+            if frames[-1] == b"LEN":
+                self.set_terminator(3)  # the 3 bytes after the batch are one frame
+            elif self.get_terminator() is None:
+                self.set_terminator(b"\n")
+
+    chat = Switch()
+    chat.feed(b"x\nLEN\nabc")  # the batch is cut under b"\n"; b"abc" waits
+    chat.feed(b"y\nz\n")
+    assert chat.batches == [[b"x", b"LEN"], [b"abc"], [b"y", b"z"]]
+
+
+def test_frames_before_a_frame_too_large_reach_found_frames_before_the_error() -> None:
+    class Limited(_Batches):
+        max_frame_size = 4
+
+    chat = Limited()
+    with pytest.raises(FrameTooLarge):
+        chat.feed(b"ok\nfine\nmuch too long\n")
+    assert chat.batches == [[b"ok", b"fine"]]
+
+
+def test_found_frames_wins_over_found_frame_and_gets_the_last_frame_at_eof() -> None:
+    class Both(_Batches):
+        terminator = (b"\r\n", b"\r")
+        calls: ClassVar[list[bytes]] = []
+
+        def found_frame(self, frame: bytes) -> None:
+            self.calls.append(frame)
+
+    chat = Both()
+    chat.feed(b"one\r\ntwo\r")  # b"\r" could still start b"\r\n": held back
+    chat.feed_eof()
+    assert chat.batches == [[b"one"], [b"two"]]
+    assert Both.calls == []
+
+
+def test_close_when_done_in_found_frames_stops_later_batches() -> None:
+    class Quit(_Batches):
+        def found_frames(self, frames: list[bytes]) -> None:
+            super().found_frames(frames)
+            self.set_terminator(b";")  # would make the rest a new batch
+            self.close_when_done()
+
+    chat = Quit()
+    chat.feed(b"a\nb\nc;d;")
+    assert chat.batches == [[b"a", b"b"]]

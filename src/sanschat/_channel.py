@@ -716,6 +716,8 @@ class Channel(SendQueue):
 
     def _take_back(self) -> None:
         """Undo the outbox items the consumer has not reached (see the top)."""
+        if self._out is not None:
+            self._mark_list()  # made now, while the reader is still the one it implies
         point = self._restore_point()
         if point is None:
             return

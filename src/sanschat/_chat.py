@@ -5,9 +5,9 @@ side of the connection) with `Chat.attach`, calls `Chat.feed` with every chunk i
 `Chat.feed_eof` once at end of stream and `Chat.detach` when the connection is gone.  The
 chat runs the channel's iterator and turns its events into asynchat's callbacks
 (`collect_incoming_data`, `found_terminator`) or, if the subclass overrides `found_frame`,
-into whole frames.  The handler answers with
-the verbs (`push`, `set_terminator`, `close_when_done`, ...), which only touch the channel.
-After each chunk the driver pulls the channel's output itself; a verb used *outside* a
+into whole frames (with `found_frames`, into one list of the frames each read completes).
+The handler answers with the verbs (`push`, `set_terminator`, `close_when_done`, ...),
+which only touch the channel.  After each chunk the driver pulls the channel's output itself; a verb used *outside* a
 callback (a timer, another connection's handler) tells the transport with
 `Transport.output_ready`, so output never waits for the next read.
 
@@ -18,7 +18,7 @@ callback propagates to it, and it logs the error and closes this connection only
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
 from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
@@ -94,7 +94,9 @@ class Chat:
       arrive and `found_terminator` is called when the frame ends;
     * whole frames: if the subclass overrides `found_frame`, it receives each complete
       frame as ``bytes`` instead (the faster path; partial frames wait inside the channel,
-      bounded by `max_frame_size`).
+      bounded by `max_frame_size`);
+    * batches: if the subclass overrides `found_frames`, it receives the whole frames of each
+      read as one list (the fastest path, for pipelined protocols).
 
     Every hook has a default, documented with it.  Verbs (`push`, `set_terminator`, ...)
     may be called from any hook; from another thread, use `push_threadsafe` and
@@ -118,7 +120,8 @@ class Chat:
         """The driver's side of the connection; a placeholder until `connection_made`."""
         self._dispatching = False
         self._closed = False
-        self._frames_mode = type(self).found_frame is not Chat.found_frame
+        self._batch_mode = type(self).found_frames is not Chat.found_frames
+        self._frames_mode = self._batch_mode or type(self).found_frame is not Chat.found_frame
 
     # ------------------------------------------------------------------ hooks
 
@@ -148,6 +151,19 @@ class Chat:
 
         Overriding this selects the whole-frame style: `collect_incoming_data` and
         `found_terminator` are then not called while the stream lasts.
+        """
+
+    def found_frames(self, frames: list[bytes]) -> None:
+        """Called with all the whole frames one read completes, if the subclass overrides it.
+
+        The batch hook, for pipelined protocols (a client that sends many commands before it
+        reads a reply): one Python call per read instead of one per frame, so a handler can
+        answer them all with one `push`.  The frames are cut under the terminator in force
+        when the bytes arrived; a terminator set here applies after the last of them (the
+        bytes after it are framed anew, and a new call follows if they end frames).  Frames
+        are never empty lists.  Overriding it selects the whole-frame style, and wins over
+        `found_frame`, which is then not called.  Use `found_frame` when a frame can change
+        how the next one is cut (HTTP headers, then a body by length).
         """
 
     def eof_received(self, unframed: bytes) -> None:
@@ -279,7 +295,9 @@ class Chat:
             return
         self._dispatching = True
         try:
-            if self._frames_mode:
+            if self._batch_mode:
+                self._feed_batches(self.channel.frames(data))
+            elif self._frames_mode:
                 found = self.found_frame
                 for frame in self.channel.frames(data):
                     found(frame)
@@ -294,6 +312,25 @@ class Chat:
         finally:
             self._dispatching = False
 
+    def _feed_batches(self, frames: Iterator[bytes]) -> None:
+        """Hand *frames* to `found_frames` as one list, then any frames the bytes after them
+        end under a terminator it set; frames before an error are handed over first."""
+        channel = self.channel
+        while True:
+            batch: list[bytes] = []
+            try:
+                batch.extend(frames)
+            except BaseException:
+                if batch:
+                    self.found_frames(batch)
+                raise
+            if not batch:
+                return
+            self.found_frames(batch)
+            if self._closed or channel.closing:
+                return
+            frames = channel.frames()
+
     def feed_eof(self) -> None:
         """Driver API: the peer ended its stream; deliver what was held, then `eof_received`."""
         if self._closed or self.channel.closing:
@@ -302,7 +339,11 @@ class Chat:
         try:
             unframed = bytearray()
             frames_mode = self._frames_mode
-            if frames_mode:
+            if self._batch_mode:
+                self._feed_batches(self.channel.frames())
+                if self._closed or self.channel.closing:
+                    return
+            elif frames_mode:
                 for frame in self.channel.frames():
                     self.found_frame(frame)
                 if self._closed or self.channel.closing:
@@ -314,7 +355,10 @@ class Chat:
                     else:
                         self.collect_incoming_data(event.data)
                 elif isinstance(event, TerminatorFound):
-                    if frames_mode:
+                    if self._batch_mode:
+                        self.found_frames([bytes(unframed)])
+                        unframed.clear()
+                    elif frames_mode:
                         self.found_frame(bytes(unframed))
                         unframed.clear()
                     else:
