@@ -7,9 +7,9 @@ chat runs the channel's iterator and turns its events into asynchat's callbacks
 (`collect_incoming_data`, `found_terminator`) or, if the subclass overrides `found_frame`,
 into whole frames (with `found_frames`, into one list of the frames each read completes).
 The handler answers with the verbs (`push`, `set_terminator`, `close_when_done`, ...),
-which only touch the channel.  After each chunk the driver pulls the channel's output itself; a verb used *outside* a
-callback (a timer, another connection's handler) tells the transport with
-`Transport.output_ready`, so output never waits for the next read.
+which only touch the channel.  After each chunk the driver pulls the channel's output
+itself; a verb used *outside* a callback (a timer, another connection's handler) tells
+the transport with `Transport.output_ready`, so output never waits for the next read.
 
 A chat never blocks, never sleeps and never touches a socket, so a test can drive it with
 plain method calls (see `sanschat.testing`).  The driver owns errors: an exception from a
