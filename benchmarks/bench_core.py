@@ -1002,19 +1002,26 @@ def fmt_ratio(rates: dict[str, float], name: str, peer: str) -> str:
     return f"{rates[name] / rates[peer]:.2f}x"
 
 
+def asynchat_peer(rates: dict[str, float]) -> str:
+    """The row the "x asynchat" column divides by (W7's is asynchat's push)."""
+    if ASYNCHAT in rates:
+        return ASYNCHAT
+    return next((name for name in rates if name.startswith(ASYNCHAT)), ASYNCHAT)
+
+
 def render_table(table_: Table, targets: list[Target], markdown: bool) -> list[str]:
     rates = table_.rates
-    peer_asynchat = ASYNCHAT if ASYNCHAT in rates else None
+    peer_asynchat = asynchat_peer(rates)
     headers = [
         "contender",
         table_.unit,
-        "x asynchat" if peer_asynchat else "",
+        "x asynchat" if peer_asynchat in rates else "",
         "x Twisted LOR" if TWISTED in rates else "",
     ]
     rows = []
     for name in sorted(rates, key=lambda n: -rates[n]):
         row = [name, f"{rates[name] / table_.scale:,.3f}"]
-        row.append(fmt_ratio(rates, name, ASYNCHAT) if peer_asynchat else "")
+        row.append(fmt_ratio(rates, name, peer_asynchat) if peer_asynchat in rates else "")
         row.append(fmt_ratio(rates, name, TWISTED) if TWISTED in rates else "")
         rows.append(row)
     keep = [i for i, h in enumerate(headers) if h]
@@ -1119,9 +1126,9 @@ def render_two(a: Result, b: Result, markdown: bool) -> list[str]:
                     [
                         name,
                         f"{ta.rates[name] / ta.scale:,.3f}",
-                        fmt_ratio(ta.rates, name, ASYNCHAT),
+                        fmt_ratio(ta.rates, name, asynchat_peer(ta.rates)),
                         "n/a" if rb is None else f"{rb / tb.scale:,.3f}",
-                        fmt_ratio(tb.rates, name, ASYNCHAT),
+                        fmt_ratio(tb.rates, name, asynchat_peer(tb.rates)),
                         "n/a" if rb is None else f"{rb / ta.rates[name]:.2f}x",
                     ]
                 )
