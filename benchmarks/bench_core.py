@@ -1162,8 +1162,6 @@ def render_two(a: Result, b: Result, markdown: bool) -> list[str]:
 def run_child(directory: str, args: argparse.Namespace) -> Result:
     """Run this script again with ``PYTHONPATH=directory`` and return what it measured."""
     directory = os.path.abspath(directory)
-    if not os.path.isdir(os.path.join(directory, "sanschat")):
-        raise SystemExit(f"--compiled-path {directory}: no sanschat package in it")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         argv = [sys.executable, os.path.abspath(__file__), "--json-out", out]
@@ -1207,6 +1205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
+
+    if args.compiled_path and not os.path.isdir(os.path.join(args.compiled_path, "sanschat")):
+        parser.error(f"--compiled-path {args.compiled_path}: no sanschat package in it")
 
     started = time.perf_counter()
     result = run_all(sizes, args.quick, args.gc_off)
