@@ -11,6 +11,18 @@ gets it wrong stops the script, because a wrong benchmark is worse than none.  R
 only ever taken within one run.  Nothing here asserts a time: targets are printed as
 MET/NOT MET.
 
+The read shapes (W1-W5) are the ones servers see: one short request per read, 1-byte
+reads, 1 KiB and 64 KiB reads of 16-byte lines, and 64 KiB frames in 4 KiB reads.  Each is
+read through every sanschat API a user has (``frames()``, ``receive()`` events with
+``isinstance`` and with ``type() is`` dispatch, and ``Chat.feed`` in both handler styles)
+next to stdlib asynchat, Twisted and a plain-Python floor.  The garbage collector stays on
+while timing, as in a server (``--gc-off`` gives the secondary figure).
+
+Builds: the header says which sanschat build this process loaded (``sanschat.COMPILED``).
+With ``--compiled-path DIR`` the script also runs itself in a child process with
+``PYTHONPATH=DIR`` and prints both builds side by side; each build's ratios are taken
+against the peers measured in its own process.
+
 Lines end in ``b"\\n"`` (16-byte lines are 15 digits + ``b"\\n"``).  Run with ``--help``.
 """
 
@@ -21,10 +33,13 @@ import asyncio
 import dataclasses
 import datetime
 import gc
+import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import warnings
@@ -32,10 +47,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _report import table
+import _report
 
 import sanschat
-from sanschat import Channel, Data, TerminatorFound
+from sanschat import Channel, Chat, Data, TerminatorFound
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -149,6 +164,56 @@ def sanschat_events_match(chunks: Iterable[bytes]) -> Outcome:
                 case TerminatorFound():
                     n += 1
     return n, payload
+
+
+class FrameCounter(Chat):
+    """A whole-frame handler: counts frames and keeps the last one."""
+
+    terminator = b"\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.last = b""
+
+    def found_frame(self, frame: bytes) -> None:
+        self.count += 1
+        self.last = frame
+
+
+class CollectingChat(Chat):
+    """An asynchat-style handler, written as asynchat's documentation shows."""
+
+    terminator = b"\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ibuffer: list[bytes] = []
+        self.count = 0
+        self.last = b""
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.ibuffer.append(data)
+
+    def found_terminator(self) -> None:
+        self.last = b"".join(self.ibuffer)
+        self.ibuffer = []
+        self.count += 1
+
+
+def _chat(chat: FrameCounter | CollectingChat, chunks: Iterable[bytes]) -> Outcome:
+    feed = chat.feed
+    for chunk in chunks:
+        feed(chunk)
+    return chat.count, chat.last
+
+
+def chat_frames(chunks: Iterable[bytes]) -> Outcome:
+    return _chat(FrameCounter(), chunks)
+
+
+def chat_collect(chunks: Iterable[bytes]) -> Outcome:
+    return _chat(CollectingChat(), chunks)
 
 
 # --------------------------------------------------------------------------- baselines
@@ -417,14 +482,10 @@ class Contender:
 class Workload:
     key: str
     title: str
-    unit: str  # e.g. "frames/s"
+    unit: str  # e.g. "M frames/s"
     scale: float  # the unit's multiplier, e.g. 1e6 for "M frames/s"
     contenders: list[Contender]
     notes: list[str] = field(default_factory=list)
-    targets: list[tuple[str, bool]] = field(default_factory=list)
-
-    def get(self, name: str) -> Contender | None:
-        return next((c for c in self.contenders if c.name == name), None)
 
 
 def check(contender: Contender, outcome: Outcome) -> None:
@@ -434,11 +495,18 @@ def check(contender: Contender, outcome: Outcome) -> None:
         )
 
 
-def timed(contender: Contender) -> float:
-    """Seconds for one round of *contender* (``number`` runs), verified, gc paused."""
+def timed(contender: Contender, gc_off: bool) -> float:
+    """Seconds for one round of *contender* (``number`` runs), verified.
+
+    The collector runs during the round, as it does in a server (objects a contender
+    allocates per frame cost their share of collections); the heap is collected before
+    the round so that one contender's garbage is not charged to the next.  With *gc_off*
+    the collector is paused during the round instead.
+    """
     run, data = contender.run, contender.data
     gc.collect()
-    gc.disable()
+    if gc_off:
+        gc.disable()
     try:
         start = time.perf_counter()
         for _ in range(contender.number):
@@ -450,16 +518,16 @@ def timed(contender: Contender) -> float:
     return elapsed
 
 
-def measure(workload: Workload, repeat: int, min_time: float) -> None:
+def measure(workload: Workload, repeat: int, min_time: float, gc_off: bool) -> None:
     """Best of *repeat* interleaved rounds for every contender of *workload*."""
     contenders = workload.contenders
     for contender in contenders:  # warm-up, verification and calibration
-        once = timed(contender)
+        once = timed(contender, gc_off)
         contender.number = max(1, math.ceil(min_time / max(once, 1e-9)))
     for round_ in range(repeat):
         shift = round_ % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
-            elapsed = timed(contender) / contender.number
+            elapsed = timed(contender, gc_off) / contender.number
             contender.best = min(contender.best, elapsed)
     progress(f"  {workload.key} done")
 
@@ -473,25 +541,63 @@ def progress(message: str) -> None:
 
 @dataclass(frozen=True)
 class Sizes:
-    short_bytes: int  # workload 1
-    trickle_bytes: int  # workload 2
-    long_bytes: int  # workload 3
-    memory_bytes: int  # workload 4
-    messages: int  # workload 5
+    single_lines: int  # W1: lines, one per read
+    trickle_bytes: int  # W2
+    kib_bytes: int  # W3
+    bulk_bytes: int  # W4
+    long_bytes: int  # W5
+    memory_bytes: int  # W6
+    messages: int  # W7
     repeat: int
     min_time: float
 
 
-FULL = Sizes(4 * MiB, 300_000, 32 * MiB, 64 * MiB, 100_000, repeat=5, min_time=0.25)
-QUICK = Sizes(1 * MiB, 60_000, 8 * MiB, 16 * MiB, 100_000, repeat=3, min_time=0.03)
+FULL = Sizes(
+    100_000, 300_000, 4 * MiB, 4 * MiB, 32 * MiB, 64 * MiB, 100_000, repeat=5, min_time=0.25
+)
+QUICK = Sizes(20_000, 40_000, 1 * MiB, 1 * MiB, 8 * MiB, 16 * MiB, 100_000, repeat=5, min_time=0.12)
+
+Entry = tuple[str, Callable[[Sequence[bytes]], Outcome], bool]
+
+FRAMES = "sanschat frames()"
+EVENTS = "sanschat receive() events"
+EVENTS_TYPE = "sanschat receive() events, type() is"
+EVENTS_MATCH = "sanschat receive() events, match"
+CHAT_FRAME = "sanschat Chat.feed, found_frame"
+CHAT_COLLECT = "sanschat Chat.feed, collect_incoming_data"
+SPLIT = "bytes.split + carry"
+FIND = "find + copy"
+ASYNCHAT = "asynchat"
+TWISTED = "Twisted LineOnlyReceiver"
+TWISTED_LR = "Twisted LineReceiver"
+
+
+def sanschat_entries(match: bool = False) -> list[Entry]:
+    """sanschat's every way of reading a stream; the flag says "event API" (payload checked)."""
+    entries: list[Entry] = [
+        (FRAMES, sanschat_frames, False),
+        (EVENTS, sanschat_events, True),
+        (EVENTS_TYPE, sanschat_events_type, True),
+    ]
+    if match:
+        entries.append((EVENTS_MATCH, sanschat_events_match, True))
+    entries += [(CHAT_FRAME, chat_frames, False), (CHAT_COLLECT, chat_collect, False)]
+    return entries
+
+
+def peer_entries(line_receiver: bool) -> list[Entry]:
+    entries: list[Entry] = []
+    if asynchat is not None:
+        entries.append((ASYNCHAT, asynchat_lines, False))
+    if LineOnlyReceiver is not None:
+        entries.append((TWISTED, twisted_line_only, False))
+        if line_receiver:
+            entries.append((TWISTED_LR, twisted_line, False))
+    return entries
 
 
 def _lines_contenders(
-    entries: Iterable[tuple[str, Callable[[Sequence[bytes]], Outcome], bool]],
-    chunks: list[bytes],
-    count: int,
-    last: bytes,
-    payload: int,
+    entries: Iterable[Entry], chunks: list[bytes], count: int, last: bytes, payload: int
 ) -> list[Contender]:
     """Contenders over one stream of lines; the flag says "event API" (payload checked)."""
     return [
@@ -500,21 +606,63 @@ def _lines_contenders(
     ]
 
 
-def short_lines_workload(sizes: Sizes) -> Workload:
-    count = sizes.short_bytes // 16
+def short_lines_workload(
+    key: str, title: str, chunks: list[bytes], entries: list[Entry], notes: list[str]
+) -> Workload:
+    """16-byte lines cut into *chunks*; every contender frames the whole stream."""
+    data = b"".join(chunks)
+    count = len(data) // 16
+    return Workload(
+        key,
+        title,
+        "M frames/s",
+        1e6,
+        _lines_contenders(entries, chunks, count, data[-16:-1], count * 15),
+        notes,
+    )
+
+
+def single_workload(sizes: Sizes) -> Workload:
+    count = sizes.single_lines
+    entries = [*sanschat_entries(), (SPLIT, bytes_split, False), *peer_entries(True)]
+    return short_lines_workload(
+        "W1",
+        f"one 16-byte line per read ({count} reads): request/response traffic",
+        cut(short_lines(count), 16),
+        entries,
+        ["Each chunk is exactly one line: the cost of one call that completes one frame."],
+    )
+
+
+def trickle_workload(sizes: Sizes) -> Workload:
+    count = sizes.trickle_bytes // 16
+    entries = [*sanschat_entries(), (SPLIT, bytes_split, False), *peer_entries(True)]
+    return short_lines_workload(
+        "W2",
+        f"16-byte lines in 1-byte reads ({count * 16 / 1000:.0f} kB, {count} lines)",
+        cut(short_lines(count), 1),
+        entries,
+        [],
+    )
+
+
+def kib_workload(sizes: Sizes) -> Workload:
+    count = sizes.kib_bytes // 16
+    entries = [*sanschat_entries(), (SPLIT, bytes_split, False), *peer_entries(True)]
+    return short_lines_workload(
+        "W3",
+        f"16-byte lines in 1 KiB reads ({count * 16 / MiB:.0f} MiB, {count} lines)",
+        cut(short_lines(count), 1023),
+        entries,
+        ["Chunks are 1023 bytes, so every cut falls at a different offset inside a line."],
+    )
+
+
+def bulk_workload(sizes: Sizes) -> Workload:
+    count = sizes.bulk_bytes // 16
     data = short_lines(count)
     chunks = cut(data, 65535)
-    entries: list[tuple[str, Callable[[Sequence[bytes]], Outcome], bool]] = [
-        ("sanschat frames()", sanschat_frames, False),
-        ("sanschat receive() events", sanschat_events, True),
-        ("sanschat receive() events, type() is", sanschat_events_type, True),
-        ("sanschat receive() events, match", sanschat_events_match, True),
-        ("bytes.split + carry", bytes_split, False),
-    ]
-    if asynchat is not None:
-        entries.append(("asynchat", asynchat_lines, False))
-    if LineOnlyReceiver is not None:
-        entries.append(("Twisted LineOnlyReceiver", twisted_line_only, False))
+    entries = [*sanschat_entries(match=True), (SPLIT, bytes_split, False), *peer_entries(False)]
     entries.append(("asyncio StreamReader.readline", asyncio_readline, False))
     if anyio is not None:
         entries.append(("anyio receive_until", anyio_receive_until, False))
@@ -528,7 +676,7 @@ def short_lines_workload(sizes: Sizes) -> Workload:
         tail = part[: part.rindex(b"\n")]
         contenders.append(
             Contender(
-                "Twisted LineReceiver (1/16 of the stream)",
+                f"{TWISTED_LR} (1/16 of the stream)",
                 twisted_line,
                 few,
                 (few_count, tail[tail.rfind(b"\n") + 1 :]),
@@ -536,38 +684,15 @@ def short_lines_workload(sizes: Sizes) -> Workload:
             )
         )
     return Workload(
-        "W1",
-        f"16-byte lines in 64 KiB chunks ({len(data) / MiB:.0f} MiB, {count} lines)",
+        "W4",
+        f"16-byte lines in 64 KiB reads, bulk ({len(data) / MiB:.0f} MiB, {count} lines)",
         "M frames/s",
         1e6,
         contenders,
         notes=[
-            'Lines are 15 digits + b"\\n". Chunks are 65535 bytes, so every cut falls at a '
-            "different offset inside a line.",
+            "Chunks are 65535 bytes, so every cut falls at a different offset inside a line.",
             "trio: no in-process line splitter, measured end to end by the driver benchmark.",
         ],
-    )
-
-
-def trickle_workload(sizes: Sizes) -> Workload:
-    count = sizes.trickle_bytes // 16
-    data = short_lines(count)
-    chunks = cut(data, 1)
-    entries: list[tuple[str, Callable[[Sequence[bytes]], Outcome], bool]] = [
-        ("sanschat receive() events", sanschat_events, True),
-        ("sanschat frames()", sanschat_frames, False),
-    ]
-    if asynchat is not None:
-        entries.append(("asynchat", asynchat_lines, False))
-    if LineOnlyReceiver is not None:
-        entries.append(("Twisted LineOnlyReceiver", twisted_line_only, False))
-        entries.append(("Twisted LineReceiver", twisted_line, False))
-    return Workload(
-        "W2",
-        f"16-byte lines in 1-byte chunks ({len(data) / 1000:.0f} kB, {count} lines)",
-        "M frames/s",
-        1e6,
-        _lines_contenders(entries, chunks, count, data[-16:-1], count * 15),
     )
 
 
@@ -575,21 +700,13 @@ def long_lines_workload(sizes: Sizes) -> Workload:
     line = long_line(64 * KiB)
     count = sizes.long_bytes // len(line)
     chunks = list(lazy_chunks(line, count, 4 * KiB))
-    entries: list[tuple[str, Callable[[Sequence[bytes]], Outcome], bool]] = [
-        ("sanschat frames()", sanschat_frames, False),
-        ("sanschat receive() events", sanschat_events, True),
-        ("find + copy", find_copy, False),
-    ]
-    if asynchat is not None:
-        entries.append(("asynchat", asynchat_lines, False))
-    if LineOnlyReceiver is not None:
-        entries.append(("Twisted LineOnlyReceiver", twisted_line_only, False))
+    entries = [*sanschat_entries(), (FIND, find_copy, False), *peer_entries(False)]
     contenders = _lines_contenders(entries, chunks, count, line[:-1], count * (len(line) - 1))
     for contender in contenders:
         contender.units = count * len(line)  # bytes, for MiB/s
     return Workload(
-        "W3",
-        f"64 KiB lines in 4 KiB chunks ({count * len(line) / MiB:.0f} MiB)",
+        "W5",
+        f"64 KiB lines in 4 KiB reads ({count * len(line) / MiB:.0f} MiB)",
         "MiB/s",
         MiB,
         contenders,
@@ -623,12 +740,12 @@ def send_workload(sizes: Sizes) -> Workload:
             )
         )
     return Workload(
-        "W5",
+        "W7",
         f"send: {len(messages)} pushes of 16 bytes",
         "M messages/s",
         1e6,
         contenders,
-        notes=["Fake sockets accept every byte; 64 KiB chunks; no DESIGN target."],
+        notes=["Fake sockets accept every byte; 64 KiB chunks; no target."],
     )
 
 
@@ -668,127 +785,141 @@ def memory_workload(sizes: Sizes) -> tuple[list[MemoryResult], int, int]:
             chat.handle_read()
         return chat.count, chat.last
 
-    runs: list[tuple[str, Callable[[int], Outcome]]] = [("sanschat frames()", sanschat_lazy)]
+    runs: list[tuple[str, Callable[[int], Outcome]]] = [(FRAMES, sanschat_lazy)]
     if asynchat is not None:
-        runs.append(("asynchat", asynchat_lazy))
+        runs.append((ASYNCHAT, asynchat_lazy))
     results = [
         MemoryResult(
             name, peak_memory(name, run, line, count), peak_memory(name, run, line, count // 4)
         )
         for name, run in runs
     ]
-    progress("  W4 done")
+    progress("  W6 done")
     return results, len(line), count * len(line)
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- results
+#
+# What one process measured, in a form that survives JSON: a child process measuring
+# another build (--compiled-path) hands its Result back to the parent this way.
 
 
-def ratio(contender: Contender, peer: Contender | None) -> float | None:
-    return None if peer is None else contender.rate / peer.rate
+@dataclass
+class Target:
+    key: str  # the workload it judges
+    text: str  # with the measured ratio
+    met: bool
 
 
-def fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+@dataclass
+class Table:
+    key: str
+    title: str
+    unit: str
+    scale: float
+    rates: dict[str, float]  # contender name -> units per second, in measurement order
+    notes: list[str]
 
 
-def verdict(
-    workload: Workload, name: str, peer_name: str, at_least: float
-) -> tuple[str, bool] | None:
-    contender, peer = workload.get(name), workload.get(peer_name)
-    if contender is None or peer is None:
+@dataclass
+class Result:
+    build: str  # "pure Python" or "compiled"
+    location: str  # the directory sanschat was imported from
+    facts: list[str]
+    tables: list[Table]
+    memory: list[MemoryResult]
+    memory_frame: int
+    memory_stream: int
+    targets: list[Target]
+
+    def table(self, key: str) -> Table:
+        return next(t for t in self.tables if t.key == key)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        raw = json.loads(text)
+        raw["tables"] = [Table(**t) for t in raw["tables"]]
+        raw["memory"] = [MemoryResult(**m) for m in raw["memory"]]
+        raw["targets"] = [Target(**t) for t in raw["targets"]]
+        return cls(**raw)
+
+
+def compiled() -> bool:
+    """Whether the loaded sanschat is the compiled build (False before that build exists)."""
+    return bool(getattr(sanschat, "COMPILED", False))
+
+
+def build_name() -> str:
+    return "compiled" if compiled() else "pure Python"
+
+
+# --------------------------------------------------------------------------- targets
+
+#: (workload, contender, peer, at least this many times the peer's rate): issue 9's targets,
+#: judged for every build.
+TARGETS: list[tuple[str, str, str, float]] = [
+    ("W1", FRAMES, TWISTED, 1.0),
+    ("W1", FRAMES, ASYNCHAT, 2.0),
+    ("W1", EVENTS, ASYNCHAT, 1.0),
+    ("W2", FRAMES, ASYNCHAT, 2.0),
+    ("W2", EVENTS, ASYNCHAT, 1.0),
+    ("W4", EVENTS, ASYNCHAT, 4.5),
+    ("W4", EVENTS_TYPE, ASYNCHAT, 4.5),
+    ("W4", FRAMES, TWISTED, 2.0),
+    ("W4", FRAMES, ASYNCHAT, 15.0),
+    ("W5", FRAMES, ASYNCHAT, 1.0),
+    ("W5", EVENTS, ASYNCHAT, 1.0),
+]
+
+#: Judged only when the loaded build is the compiled one.
+COMPILED_TARGETS: list[tuple[str, str, str, float]] = [
+    ("W4", EVENTS, ASYNCHAT, 7.0),
+    ("W4", EVENTS_TYPE, ASYNCHAT, 7.0),
+    ("W1", FRAMES, TWISTED, 2.0),
+    ("W2", FRAMES, ASYNCHAT, 3.0),
+]
+
+
+def judge(tables: list[Table], wanted: list[tuple[str, str, str, float]], tag: str) -> list[Target]:
+    """The targets of *wanted* whose contender and peer were both measured."""
+    by_key = {t.key: t for t in tables}
+    targets = []
+    for key, name, peer, at_least in wanted:
+        rates = by_key[key].rates
+        if name not in rates or peer not in rates:
+            continue
+        value = rates[name] / rates[peer]
+        met = value >= at_least
+        text = f"{tag}{name} >= {at_least:g}x {peer}: {value:.2f}x, {'MET' if met else 'NOT MET'}"
+        targets.append(Target(key, text, met))
+    return targets
+
+
+def memory_target(result: Result) -> Target | None:
+    sans = next((r for r in result.memory if r.name == FRAMES), None)
+    if sans is None:
         return None
-    value = contender.rate / peer.rate
-    met = value >= at_least
-    text = f"{name} >= {at_least:g}x {peer_name}: {value:.2f}x, {'MET' if met else 'NOT MET'}"
-    return text, met
-
-
-def add_targets(workloads: dict[str, Workload]) -> None:
-    wanted = {
-        "W1": [
-            ("sanschat frames()", "Twisted LineOnlyReceiver", 2.0),
-            ("sanschat frames()", "asynchat", 15.0),
-            ("sanschat receive() events", "asynchat", 5.0),
-        ],
-        "W2": [
-            ("sanschat receive() events", "asynchat", 2.0),
-            ("sanschat frames()", "asynchat", 2.0),
-        ],
-        "W3": [
-            ("sanschat frames()", "asynchat", 1.0),
-            ("sanschat receive() events", "asynchat", 1.0),
-        ],
-    }
-    for key, triples in wanted.items():
-        for name, peer, at_least in triples:
-            result = verdict(workloads[key], name, peer, at_least)
-            if result is not None:
-                workloads[key].targets.append(result)
-
-
-def render_workload(workload: Workload, markdown: bool) -> list[str]:
-    asyn = workload.get("asynchat") or next(
-        (c for c in workload.contenders if c.name.startswith("asynchat")), None
+    # "Bounded by the largest frame, not the stream": the peak must not grow when the
+    # stream is four times longer (10% slack for allocator noise).
+    met = sans.peak <= 1.1 * sans.peak_quarter
+    stream = result.memory_stream
+    text = (
+        f"{FRAMES} peak independent of the stream length: "
+        f"{sans.peak_quarter / KiB:,.0f} KiB for {stream // 4 // MiB} MiB, "
+        f"{sans.peak / KiB:,.0f} KiB for {stream // MiB} MiB "
+        f"({sans.peak / result.memory_frame:.2f}x the largest frame), "
+        f"{'MET' if met else 'NOT MET'}"
     )
-    twisted = workload.get("Twisted LineOnlyReceiver")
-    headers = ["contender", workload.unit, "x asynchat"]
-    if twisted is not None:
-        headers.append("x Twisted LOR")
-    rows = []
-    for contender in sorted(workload.contenders, key=lambda c: -c.rate):
-        row = [
-            contender.name,
-            f"{contender.rate / workload.scale:,.3f}",
-            fmt_ratio(ratio(contender, asyn)),
-        ]
-        if twisted is not None:
-            row.append(fmt_ratio(ratio(contender, twisted)))
-        rows.append(row)
-    out = [
-        f"### {workload.key}: {workload.title}"
-        if markdown
-        else f"== {workload.key}: {workload.title}",
-        "",
-    ]
-    out += table(headers, rows, markdown)
-    extra = [f"target: {text}" for text, _ in workload.targets] + workload.notes
-    if extra:
-        out.append("")
-        out += [f"- {text}" if markdown else f"  {text}" for text in extra]
-    out.append("")
-    return out
+    return Target("W6", text, met)
 
 
-def render_memory(
-    results: list[MemoryResult], frame: int, stream: int, markdown: bool
-) -> tuple[list[str], tuple[str, bool] | None]:
-    title = f"W4: peak memory (tracemalloc), {stream / MiB:.0f} MiB of 64 KiB lines in 4 KiB chunks"
-    headers = ["contender", "peak KiB", "x largest frame", "peak KiB, 1/4 of the stream"]
-    rows = [
-        [r.name, f"{r.peak / KiB:,.0f}", f"{r.peak / frame:.2f}x", f"{r.peak_quarter / KiB:,.0f}"]
-        for r in results
-    ]
-    out = [f"### {title}" if markdown else f"== {title}", "", *table(headers, rows, markdown)]
-    out.append("")
-    target = None
-    sans = next((r for r in results if r.name.startswith("sanschat")), None)
-    if sans is not None:
-        # "Bounded by the largest frame, not the stream": the peak must not grow when the
-        # stream is four times longer (10% slack for allocator noise).
-        met = sans.peak <= 1.1 * sans.peak_quarter
-        target = (
-            f"sanschat frames() peak independent of the stream length: "
-            f"{sans.peak_quarter / KiB:,.0f} KiB for {stream // 4 // MiB} MiB, "
-            f"{sans.peak / KiB:,.0f} KiB for {stream // MiB} MiB "
-            f"({sans.peak / frame:.2f}x the largest frame), {'MET' if met else 'NOT MET'}",
-            met,
-        )
-        out += [f"- target: {target[0]}" if markdown else f"  target: {target[0]}", ""]
-    return out, target
+# --------------------------------------------------------------------------- one build
 
 
-def header(markdown: bool, sizes: Sizes, quick: bool) -> list[str]:
+def facts(sizes: Sizes, quick: bool, gc_off: bool) -> list[str]:
     uname = platform.uname()
     versions = [f"sanschat {sanschat.__version__}"]
     if LineOnlyReceiver is not None:
@@ -799,7 +930,7 @@ def header(markdown: bool, sizes: Sizes, quick: bool) -> list[str]:
         from importlib.metadata import version
 
         versions.append(f"anyio {version('anyio')}")
-    facts = [
+    return [
         f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"python: {platform.python_implementation()} {platform.python_version()}",
         f"processor: {platform.processor() or '(not reported)'}; uname: {uname.system} "
@@ -807,56 +938,289 @@ def header(markdown: bool, sizes: Sizes, quick: bool) -> list[str]:
         f"cpu count: {os.cpu_count()}",
         f"peers: {', '.join(versions)}",
         f"mode: {'quick' if quick else 'full'}; best of {sizes.repeat} interleaved rounds, "
-        f"each >= {sizes.min_time:g} s",
+        f"each >= {sizes.min_time:g} s; garbage collector "
+        + ("OFF during rounds (--gc-off: not how targets are judged)" if gc_off else "on"),
     ]
+
+
+def run_all(sizes: Sizes, quick: bool, gc_off: bool) -> Result:
+    """Measure every workload with the sanschat this process loaded."""
+    location = os.path.dirname(os.path.abspath(sanschat.__file__))
+    progress(f"measuring the {build_name()} build from {location} (progress on stderr) ...")
+    tables = []
+    builders = (
+        single_workload,
+        trickle_workload,
+        kib_workload,
+        bulk_workload,
+        long_lines_workload,
+        send_workload,
+    )
+    for build in builders:
+        workload = build(sizes)
+        measure(workload, sizes.repeat, sizes.min_time, gc_off)
+        tables.append(
+            Table(
+                workload.key,
+                workload.title,
+                workload.unit,
+                workload.scale,
+                {c.name: c.rate for c in workload.contenders},
+                workload.notes,
+            )
+        )
+        del workload  # free the inputs before the next workload is built
+    memory, frame, stream = memory_workload(sizes)
+    result = Result(
+        build_name(), location, facts(sizes, quick, gc_off), tables, memory, frame, stream, []
+    )
+    result.targets = judge(tables, TARGETS, "")
+    if compiled():
+        result.targets += judge(tables, COMPILED_TARGETS, "compiled: ")
+    mem = memory_target(result)
+    if mem is not None:
+        result.targets.append(mem)
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+ORDER = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+
+
+def heading(text: str, markdown: bool) -> str:
+    return f"### {text}" if markdown else f"== {text}"
+
+
+def bullets(lines: Iterable[str], markdown: bool) -> list[str]:
+    return [f"- {text}" if markdown else f"  {text}" for text in lines]
+
+
+def fmt_ratio(rates: dict[str, float], name: str, peer: str) -> str:
+    if name not in rates or peer not in rates:
+        return "n/a"
+    return f"{rates[name] / rates[peer]:.2f}x"
+
+
+def asynchat_peer(rates: dict[str, float]) -> str:
+    """The row the "x asynchat" column divides by (W7's is asynchat's push)."""
+    if ASYNCHAT in rates:
+        return ASYNCHAT
+    return next((name for name in rates if name.startswith(ASYNCHAT)), ASYNCHAT)
+
+
+def render_table(table_: Table, targets: list[Target], markdown: bool) -> list[str]:
+    rates = table_.rates
+    peer_asynchat = asynchat_peer(rates)
+    headers = [
+        "contender",
+        table_.unit,
+        "x asynchat" if peer_asynchat in rates else "",
+        "x Twisted LOR" if TWISTED in rates else "",
+    ]
+    rows = []
+    for name in sorted(rates, key=lambda n: -rates[n]):
+        row = [name, f"{rates[name] / table_.scale:,.3f}"]
+        row.append(fmt_ratio(rates, name, peer_asynchat) if peer_asynchat in rates else "")
+        row.append(fmt_ratio(rates, name, TWISTED) if TWISTED in rates else "")
+        rows.append(row)
+    keep = [i for i, h in enumerate(headers) if h]
+    out = [heading(f"{table_.key}: {table_.title}", markdown), ""]
+    out += _report.table([headers[i] for i in keep], [[r[i] for i in keep] for r in rows], markdown)
+    extra = [f"target: {t.text}" for t in targets] + table_.notes
+    if extra:
+        out += ["", *bullets(extra, markdown)]
+    return [*out, ""]
+
+
+def memory_title(result: Result) -> str:
+    return (
+        f"W6: peak memory (tracemalloc), {result.memory_stream / MiB:.0f} MiB of 64 KiB lines "
+        "in 4 KiB reads"
+    )
+
+
+def render_memory(result: Result, markdown: bool) -> list[str]:
+    headers = ["contender", "peak KiB", "x largest frame", "peak KiB, 1/4 of the stream"]
+    rows = [
+        [
+            r.name,
+            f"{r.peak / KiB:,.0f}",
+            f"{r.peak / result.memory_frame:.2f}x",
+            f"{r.peak_quarter / KiB:,.0f}",
+        ]
+        for r in result.memory
+    ]
+    out = [heading(memory_title(result), markdown), "", *_report.table(headers, rows, markdown)]
+    targets = [f"target: {t.text}" for t in result.targets if t.key == "W6"]
+    if targets:
+        out += ["", *bullets(targets, markdown)]
+    return [*out, ""]
+
+
+def render_header(result: Result, markdown: bool) -> list[str]:
+    lines = [*result.facts, f"build: {result.build} (sanschat from {result.location})"]
     if markdown:
-        return ["## sanschat core benchmark", "", *(f"- {fact}" for fact in facts), ""]
-    return ["sanschat core benchmark", *(f"  {fact}" for fact in facts), ""]
+        return ["## sanschat core benchmark", "", *bullets(lines, True), ""]
+    return ["sanschat core benchmark", *bullets(lines, False), ""]
+
+
+def render_summary(result: Result, markdown: bool, label: str = "") -> list[str]:
+    met = sum(t.met for t in result.targets)
+    summary = f"{label}targets met: {met} of {len(result.targets)}"
+    missed = [f"missed: {t.key} {t.text}" for t in result.targets if not t.met]
+    return [f"**{summary}**" if markdown else summary, *bullets(missed, markdown)]
+
+
+def render_one(result: Result, markdown: bool) -> list[str]:
+    out = render_header(result, markdown)
+    for key in ORDER:
+        if key == "W6":
+            out += render_memory(result, markdown)
+        else:
+            targets = [t for t in result.targets if t.key == key]
+            out += render_table(result.table(key), targets, markdown)
+    return out + render_summary(result, markdown)
+
+
+def render_two(a: Result, b: Result, markdown: bool) -> list[str]:
+    """Both builds' tables side by side; each build's ratios are against its own peers."""
+    la, lb = f"A ({a.build})", f"B ({b.build}, --compiled-path)"
+    out = render_header(a, markdown)[:-1]
+    out += bullets(
+        [
+            f"A: {a.build}, sanschat from {a.location}",
+            f"B: {b.build}, sanschat from {b.location}, measured in a child process "
+            "after A; its ratios are against the peers measured in that process",
+        ],
+        markdown,
+    )
+    out.append("")
+    for key in ORDER:
+        if key == "W6":
+            out.append(heading(memory_title(a), markdown))
+            out.append("")
+            peaks = {r.name: r for r in b.memory}
+            rows = [
+                [
+                    r.name,
+                    f"{r.peak / KiB:,.0f}",
+                    f"{r.peak_quarter / KiB:,.0f}",
+                    f"{peaks[r.name].peak / KiB:,.0f}" if r.name in peaks else "n/a",
+                    f"{peaks[r.name].peak_quarter / KiB:,.0f}" if r.name in peaks else "n/a",
+                ]
+                for r in a.memory
+            ]
+            out += _report.table(
+                ["contender", "A peak KiB", "A 1/4 stream", "B peak KiB", "B 1/4 stream"],
+                rows,
+                markdown,
+            )
+        else:
+            ta, tb = a.table(key), b.table(key)
+            out += [heading(f"{key}: {ta.title}", markdown), ""]
+            rows = []
+            for name in sorted(ta.rates, key=lambda n: -ta.rates[n]):
+                rb = tb.rates.get(name)
+                rows.append(
+                    [
+                        name,
+                        f"{ta.rates[name] / ta.scale:,.3f}",
+                        fmt_ratio(ta.rates, name, asynchat_peer(ta.rates)),
+                        "n/a" if rb is None else f"{rb / tb.scale:,.3f}",
+                        fmt_ratio(tb.rates, name, asynchat_peer(tb.rates)),
+                        "n/a" if rb is None else f"{rb / ta.rates[name]:.2f}x",
+                    ]
+                )
+            out += _report.table(
+                [
+                    "contender",
+                    f"A {ta.unit}",
+                    "A x asynchat",
+                    f"B {tb.unit}",
+                    "B x asynchat",
+                    "B / A",
+                ],
+                rows,
+                markdown,
+            )
+        extra = [f"target A: {t.text}" for t in a.targets if t.key == key]
+        extra += [f"target B: {t.text}" for t in b.targets if t.key == key]
+        if key != "W6":
+            extra += a.table(key).notes
+        if extra:
+            out += ["", *bullets(extra, markdown)]
+        out.append("")
+    out += render_summary(a, markdown, f"{la}: ")
+    out += render_summary(b, markdown, f"{lb}: ")
+    return out
 
 
 # --------------------------------------------------------------------------- main
 
 
+def run_child(directory: str, args: argparse.Namespace) -> Result:
+    """Run this script again with ``PYTHONPATH=directory`` and return what it measured."""
+    directory = os.path.abspath(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        argv = [sys.executable, os.path.abspath(__file__), "--json-out", out]
+        if args.quick:
+            argv.append("--quick")
+        if args.repeat:
+            argv += ["--repeat", str(args.repeat)]
+        if args.gc_off:
+            argv.append("--gc-off")
+        env = dict(os.environ, PYTHONPATH=directory)
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        with open(out, encoding="utf-8") as file:
+            result = Result.from_json(file.read())
+    if os.path.commonpath([result.location, directory]) != directory:
+        raise SystemExit(
+            f"--compiled-path {directory}: the child imported sanschat from "
+            f"{result.location} instead"
+        )
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller inputs, ~10 s")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, about a minute")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
     parser.add_argument("--repeat", type=int, help="rounds per contender (best is kept)")
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="pause the garbage collector during rounds (a secondary figure: targets are "
+        "judged with it on)",
+    )
+    parser.add_argument(
+        "--compiled-path",
+        metavar="DIR",
+        help="also measure the sanschat installed in DIR (e.g. pip install --target DIR), "
+        "in a child process with PYTHONPATH=DIR, and print both builds side by side",
+    )
+    parser.add_argument("--json-out", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
 
+    if args.compiled_path and not os.path.isdir(os.path.join(args.compiled_path, "sanschat")):
+        parser.error(f"--compiled-path {args.compiled_path}: no sanschat package in it")
+
     started = time.perf_counter()
-    progress("building inputs and measuring (progress on stderr) ...")
-    workloads: dict[str, Workload] = {}
-    for build in (short_lines_workload, trickle_workload, long_lines_workload, send_workload):
-        workload = build(sizes)
-        measure(workload, sizes.repeat, sizes.min_time)
-        workloads[workload.key] = workload
-        for contender in workload.contenders:
-            contender.data = ()  # free the inputs before the next workload is built
-    memory, frame, stream = memory_workload(sizes)
-    add_targets(workloads)
-
-    md = args.markdown
-    out = header(md, sizes, args.quick)
-    for key in ("W1", "W2", "W3"):
-        out += render_workload(workloads[key], md)
-    memory_lines, memory_target = render_memory(memory, frame, stream, md)
-    out += memory_lines
-    out += render_workload(workloads["W5"], md)
-
-    targets = [t for w in workloads.values() for t in w.targets]
-    if memory_target is not None:
-        targets.append(memory_target)
-    met = sum(ok for _, ok in targets)
-    summary = f"targets met: {met} of {len(targets)}"
-    missed = [text for text, ok in targets if not ok]
-    out.append(f"**{summary}**" if md else summary)
-    out += [f"- missed: {text}" if md else f"  missed: {text}" for text in missed]
-    out.append("")
-    out.append(f"(total run time {time.perf_counter() - started:.0f} s)")
+    result = run_all(sizes, args.quick, args.gc_off)
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as file:
+            file.write(result.to_json())
+        return 0
+    if args.compiled_path:
+        other = run_child(args.compiled_path, args)
+        out = render_two(result, other, args.markdown)
+    else:
+        out = render_one(result, args.markdown)
+    out += ["", f"(total run time {time.perf_counter() - started:.0f} s)"]
     print("\n".join(out))
     return 0
 
