@@ -2,15 +2,34 @@
 
 Theory of operation: `run_chat` runs a connection in its own cancel scope, with three tasks.
 
-* The reader: ``receive_some(RECEIVE_SIZE)`` -> `Chat.feed` (``b""`` -> `Chat.feed_eof`), then
-  it wakes the writer.  While the chat's unsent output is above `HIGH_WATER` it waits for
-  the writer to drain it instead of reading: a peer that never reads stops being read.
-* The writer (the connection's own task) waits for a wake-up (after each feed, and from
-  `Transport.output_ready`), then pulls one ``data_to_send`` chunk at a time and awaits
-  ``send_all`` for it, so a producer is pulled only once the previous chunk was taken.
-  Queue drained and ``wants_close`` set: it stops the reader and closes the stream.
+* The reader feeds what it reads to `Chat.feed` (end of stream: `Chat.feed_eof`).  While
+  the chat's unsent output is above `HIGH_WATER` it waits for the writer to drain it
+  instead of reading: a peer that never reads stops being read.
+* The writer (the connection's own task) waits for a wake-up (from the reader, and from
+  `Transport.output_ready`), then sends what the channel has.  Queue drained and
+  ``wants_close`` set: it stops the reader and closes the stream.
 * The idle watchdog, only once an idle timeout is set: reader and writer merely stamp the
   time of the last traffic; it sleeps until stamp + timeout and re-arms lazily.
+
+Reading and writing take one of two paths, chosen once per connection:
+
+* Any stream (TLS ``SSLStream``, memory streams, ...): ``receive_some(RECEIVE_SIZE)``, which
+  makes a new ``bytes`` per read, then the reader wakes the writer; the writer pulls one
+  ``data_to_send`` chunk at a time and awaits ``send_all`` for it, so a producer is pulled
+  only once the previous chunk was taken.
+* A plain TCP ``trio.SocketStream`` (POSIX): the select driver's way inside trio.  The
+  reader awaits ``wait_readable``, then reads with ``os.readv`` on the socket's descriptor
+  (non-blocking, as trio keeps it) into the run's one shared buffer of `READ_SIZE` bytes
+  and feeds a view of it *before any other await*: no other connection can run, hence
+  overwrite the buffer, until `Chat.feed` has returned, and the channel copies what it
+  keeps.  Then the reader sends the replies itself, synchronously, as far as the socket
+  takes them (``os.write``; the unsent rest goes back with `Channel.unsend`), and wakes the
+  writer only when the socket is full or the chat wants to close; the writer then awaits
+  ``wait_writable`` and sends the same way.  No output ever waits outside the channel
+  across an await, so reader and writer cannot reorder it.  (Awaiting the trio socket's
+  ``recv_into`` instead would not do: trio yields after the system call, so a shared
+  buffer could be overwritten before the feed, and 1,000 busy connections peaked higher
+  than with ``receive_some``.)
 
 Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
 ``sanschat`` logger), the peer going away (logged at debug level only), the writer's close.
@@ -21,14 +40,15 @@ stopping) detaches with ``None`` and propagates.
 `Connection` is the pull style: it reads only when the consumer asks for an event or a
 frame that the buffered bytes do not decide, so not asking is the backpressure.
 
-Framing is the channel's alone.  trio's ``receive_some`` returns new ``bytes``: there is no
-receive-into call through which a buffer could be reused.
+Framing is the channel's alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
@@ -58,12 +78,35 @@ logger = logging.getLogger("sanschat")
 #: leaves in one call.
 SEND_SIZE: Final = READ_SIZE
 
-#: Bytes asked of ``receive_some``.  trio has no read into a reused buffer: each call makes a
-#: new buffer of this size, so it is smaller than `READ_SIZE` (1,000 busy connections peaked
-#: at 174 MiB with 256 KiB reads).
+#: Bytes asked of ``receive_some``, on every stream but a plain TCP one (which reads into a
+#: reused buffer of `READ_SIZE` bytes).  Each call makes a new buffer of this size, so it is
+#: smaller than `READ_SIZE` (1,000 busy connections peaked at 174 MiB with 256 KiB reads).
 RECEIVE_SIZE: Final = 64 * 1024
 
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+#: One read buffer per trio run, shared by all its plain TCP connections: see the module
+#: docstring for why that is safe.
+_READ_BUFFER: trio.lowlevel.RunVar[memoryview] = trio.lowlevel.RunVar("sanschat.read_buffer")
+
+
+def _read_buffer() -> memoryview:
+    """This trio run's shared read buffer (`READ_SIZE` bytes), made on first use."""
+    try:
+        return _READ_BUFFER.get()
+    except LookupError:
+        view = memoryview(bytearray(READ_SIZE))
+        _READ_BUFFER.set(view)
+        return view
+
+
+def _raw_socket(stream: trio.abc.Stream) -> Any:
+    """The trio socket of *stream* if the driver may read and write its descriptor directly
+    (a plain ``trio.SocketStream`` on POSIX), else None: the stream's own methods are used."""
+    if sys.platform != "win32" and isinstance(stream, trio.SocketStream):
+        return stream.socket
+    return None
 
 
 def _socket_of(stream: Any) -> Any:
@@ -106,6 +149,7 @@ class _StreamTransport:
         self._finished = False
         self._error: BaseException | None = None
         self._peername = _extra_info(stream, "peername")
+        self._sock = _raw_socket(stream)  # None: the stream's own receive_some / send_all
 
     # -------------------------------------------------------------- Transport
 
@@ -159,7 +203,8 @@ class _StreamTransport:
                 else:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        nursery.start_soon(self._reader)
+                        reader = self._stream_reader if self._sock is None else self._socket_reader
+                        nursery.start_soon(reader)
                         if self._idle_timeout is not None:
                             self._watching = True
                             nursery.start_soon(self._watchdog)
@@ -192,7 +237,7 @@ class _StreamTransport:
         if self._closing:  # our own graceful close raced the other task
             return
         cause = exc.__cause__
-        error = cause if isinstance(cause, OSError) else exc
+        error = cause if isinstance(cause, OSError) and not isinstance(exc, OSError) else exc
         if self._error is None:
             self._error = error
         logger.debug("sanschat: connection with %s lost: %r", self._peername, error)
@@ -213,23 +258,32 @@ class _StreamTransport:
             self._resume = None
             resume.set()
 
-    async def _reader(self) -> None:
+    async def _wait_for_drain(self) -> None:
+        """Backpressure: wait until the writer has brought the output down to `HIGH_WATER`."""
+        resume = self._resume = trio.Event()
+        self._wakeup.set()
+        await resume.wait()
+
+    def _stamp(self) -> None:
+        if self._idle_timeout is not None:
+            self._last_activity = trio.current_time()
+
+    # ------------------------------------------------- any stream: receive_some / send_all
+
+    async def _stream_reader(self) -> None:
         chat = self._chat
         channel = chat.channel
         receive_some = self._stream.receive_some
         with self._read_scope:
             while True:
                 if channel.buffered_output > HIGH_WATER:
-                    resume = self._resume = trio.Event()
-                    self._wakeup.set()
-                    await resume.wait()
+                    await self._wait_for_drain()
                 try:
                     data = await receive_some(RECEIVE_SIZE)
                 except _PEER_GONE as exc:
                     self._lost(exc)
                     return
-                if self._idle_timeout is not None:
-                    self._last_activity = trio.current_time()
+                self._stamp()
                 try:
                     if data:
                         chat.feed(data)
@@ -242,34 +296,123 @@ class _StreamTransport:
                 if not data:
                     return
 
-    async def _writer(self) -> None:
+    async def _stream_drain(self) -> bool:
+        """Send the queued output with ``send_all``, one chunk at a time; False if the
+        connection failed meanwhile."""
         channel = self._chat.channel
-        stream = self._stream
-        send_all = stream.send_all
+        send_all = self._stream.send_all
         while True:
-            wakeup = self._wakeup = trio.Event()  # fresh before draining: no wake-up is lost
+            try:
+                chunk = channel.data_to_send(SEND_SIZE)
+            except Exception as exc:
+                self._fail(exc)
+                return False
+            if not chunk:
+                return True
+            try:
+                await send_all(chunk)
+            except _PEER_GONE as exc:
+                self._lost(exc)
+                return False
+            self._stamp()
+            self._maybe_resume()
+
+    # ------------------------------------------------- plain TCP: the descriptor, no await
+
+    async def _socket_reader(self) -> None:
+        chat = self._chat
+        channel = chat.channel
+        sock = self._sock
+        view = _read_buffer()
+        buffers = [view]
+        with self._read_scope:
+            while True:
+                if channel.buffered_output > HIGH_WATER:
+                    await self._wait_for_drain()
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except _PEER_GONE as exc:
+                    self._lost(exc)
+                    return
+                # From here to the feed nothing awaits: the shared buffer stays ours.
+                try:
+                    n = os.readv(sock.fileno(), buffers)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._lost(exc)
+                    return
+                self._stamp()
+                try:
+                    if n:
+                        chat.feed(view[:n])
+                    else:
+                        chat.feed_eof()
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+                if self._scope.cancel_called:  # closed from a callback: unsent output is dropped
+                    return
+                if self._send_what_fits() or channel.wants_close:
+                    self._wakeup.set()
+                if not n:
+                    return
+
+    def _send_what_fits(self) -> bool:
+        """Send queued output now, without awaiting, until the socket is full or the queue is
+        empty; True if output is left for the writer (False too if the connection failed)."""
+        channel = self._chat.channel
+        fd = self._sock.fileno()
+        try:
             while True:
                 try:
                     chunk = channel.data_to_send(SEND_SIZE)
                 except Exception as exc:
                     self._fail(exc)
-                    return
+                    return False
                 if not chunk:
-                    break
+                    return False
                 try:
-                    await send_all(chunk)
-                except _PEER_GONE as exc:
+                    sent = os.write(fd, chunk)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
                     self._lost(exc)
-                    return
-                if self._idle_timeout is not None:
-                    self._last_activity = trio.current_time()
-                self._maybe_resume()
+                    return False
+                if sent:
+                    self._stamp()
+                if sent < len(chunk):
+                    channel.unsend(memoryview(chunk)[sent:])
+                    return True
+        finally:
+            self._maybe_resume()
+
+    async def _socket_drain(self) -> bool:
+        """Send the queued output, waiting for the socket to take it; False if the connection
+        failed meanwhile."""
+        while self._send_what_fits():
+            try:
+                await trio.lowlevel.wait_writable(self._sock)
+            except _PEER_GONE as exc:
+                self._lost(exc)
+                return False
+        return not self._scope.cancel_called
+
+    # ------------------------------------------------- writer and watchdog
+
+    async def _writer(self) -> None:
+        channel = self._chat.channel
+        drain = self._stream_drain if self._sock is None else self._socket_drain
+        while True:
+            wakeup = self._wakeup = trio.Event()  # fresh before draining: no wake-up is lost
+            if not await drain():
+                return
             self._maybe_resume()
             if channel.wants_close:
                 self._closing = True
                 self._read_scope.cancel()
                 with contextlib.suppress(trio.BrokenResourceError):
-                    await stream.aclose()
+                    await self._stream.aclose()
                 return
             await wakeup.wait()
 
