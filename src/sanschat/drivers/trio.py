@@ -129,37 +129,52 @@ def _extra_info(stream: Any, name: str) -> Any:
         return None
 
 
-class _StreamTransport:
-    """The `Transport` of one connection run by `run_chat`; also runs it (`run`)."""
+class _Transport:
+    """What both transports share: the `Transport` API, failure handling, the idle watchdog.
+
+    `run` opens the connection's nursery, whose cancel scope is the connection's: everything
+    that ends the connection cancels it.  `_serve` (per transport) moves the bytes.
+    """
+
+    __slots__ = (
+        "_chat",
+        "_error",
+        "_finished",
+        "_idle_changed",
+        "_idle_timeout",
+        "_last_activity",
+        "_nursery",
+        "_peername",
+        "_resume",
+        "_stream",
+        "_token",
+        "_watching",
+    )
 
     def __init__(self, stream: trio.abc.Stream, chat: Chat) -> None:
         self._stream = stream
         self._chat = chat
         self._token = trio.lowlevel.current_trio_token()
-        self._scope = trio.CancelScope()  # everything that ends the connection cancels this
-        self._read_scope = trio.CancelScope()
-        self._wakeup = trio.Event()
-        self._resume: trio.Event | None = None
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # open while the connection runs
+        self._resume: trio.Event | None = None  # set when the output is back under HIGH_WATER
         self._idle_timeout: float | None = None
-        self._idle_changed = trio.Event()
+        self._idle_changed: trio.Event | None = None  # the watchdog's, once it runs
         self._watching = False
         self._last_activity = trio.current_time()
-        self._closing = False
         self._finished = False
         self._error: BaseException | None = None
         self._peername = _extra_info(stream, "peername")
-        self._sock = _raw_socket(stream)  # None: the stream's own receive_some / send_all
 
     # -------------------------------------------------------------- Transport
 
     def output_ready(self) -> None:
-        """Wake the writer: output was queued outside a callback."""
-        self._wakeup.set()
+        """Output was queued outside a callback: send it (subclasses say how)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """End the connection now; queued output is dropped.  Idempotent."""
-        self._scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run *callback* in this connection's trio run, soon; callable from any thread.
@@ -180,7 +195,8 @@ class _StreamTransport:
             raise ValueError(f"idle timeout must be > 0 seconds or None, not {seconds!r}")
         self._idle_timeout = seconds
         self._last_activity = trio.current_time()
-        self._idle_changed.set()
+        if self._idle_changed is not None:
+            self._idle_changed.set()
         if seconds is not None and not self._watching and self._nursery is not None:
             self._watching = True
             self._nursery.start_soon(self._watchdog)
@@ -195,21 +211,15 @@ class _StreamTransport:
     async def run(self) -> None:
         chat = self._chat
         try:
-            with self._scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 try:
-                    chat.attach(self)
+                    chat.attach(self)  # may start the watchdog (set_idle_timeout)
                 except Exception as exc:
                     self._fail(exc)
                 else:
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        reader = self._stream_reader if self._sock is None else self._socket_reader
-                        nursery.start_soon(reader)
-                        if self._idle_timeout is not None:
-                            self._watching = True
-                            nursery.start_soon(self._watchdog)
-                        await self._writer()
-                        nursery.cancel_scope.cancel()
+                    await self._serve(nursery)
+                nursery.cancel_scope.cancel()  # the reader and the watchdog, if still running
         finally:
             self._nursery = None
             self._finished = True
@@ -225,32 +235,39 @@ class _StreamTransport:
                         self._peername,
                     )
 
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        """Move the bytes until the connection ends (it may also just cancel the nursery)."""
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        """End the connection: cancel its nursery (idempotent)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     def _fail(self, exc: BaseException) -> None:
         """A handler, producer or frame limit raised: log it, end this connection only."""
         if self._error is None:
             self._error = exc
         log_failure(type(self._chat).__name__, self._peername, exc)
-        self._scope.cancel()
+        self._end()
 
     def _lost(self, exc: BaseException) -> None:
         """The stream broke (peer reset, or closed under us): end quietly."""
-        if self._closing:  # our own graceful close raced the other task
-            return
         cause = exc.__cause__
         error = cause if isinstance(cause, OSError) and not isinstance(exc, OSError) else exc
         if self._error is None:
             self._error = error
         logger.debug("sanschat: connection with %s lost: %r", self._peername, error)
-        self._scope.cancel()
+        self._end()
 
     def _dispatch(self, callback: Callable[[], object]) -> None:
-        """Run a handler callback outside `Chat.feed`, then wake the writer."""
+        """Run a handler callback outside `Chat.feed`, then send what it queued."""
         try:
             callback()
         except Exception as exc:
             self._fail(exc)
         else:
-            self._wakeup.set()
+            self.output_ready()
 
     def _maybe_resume(self) -> None:
         resume = self._resume
@@ -259,24 +276,62 @@ class _StreamTransport:
             resume.set()
 
     async def _wait_for_drain(self) -> None:
-        """Backpressure: wait until the writer has brought the output down to `HIGH_WATER`."""
+        """Backpressure: wait until the output is back down to `HIGH_WATER`."""
         resume = self._resume = trio.Event()
-        self._wakeup.set()
         await resume.wait()
 
     def _stamp(self) -> None:
         if self._idle_timeout is not None:
             self._last_activity = trio.current_time()
 
-    # ------------------------------------------------- any stream: receive_some / send_all
+    async def _watchdog(self) -> None:
+        while True:
+            changed = self._idle_changed = trio.Event()
+            timeout = self._idle_timeout
+            if timeout is None:
+                await changed.wait()
+                continue
+            deadline = self._last_activity + timeout
+            if trio.current_time() < deadline:
+                with trio.move_on_at(deadline):
+                    await changed.wait()
+                continue  # re-arm: traffic or a new timeout may have moved the deadline
+            self._last_activity = trio.current_time()
+            self._dispatch(self._chat.idle)
 
-    async def _stream_reader(self) -> None:
+
+@final
+class _StreamTransport(_Transport):
+    """Any trio stream: a reader task (``receive_some``) and a writer (``send_all``)."""
+
+    __slots__ = ("_closing", "_read_scope", "_wakeup")
+
+    def __init__(self, stream: trio.abc.Stream, chat: Chat) -> None:
+        super().__init__(stream, chat)
+        self._read_scope = trio.CancelScope()
+        self._wakeup = trio.Event()
+        self._closing = False  # the writer is closing the stream gracefully
+
+    def output_ready(self) -> None:
+        """Wake the writer: output was queued outside a callback."""
+        self._wakeup.set()
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self._closing:  # else our own graceful close raced the reader
+            super()._lost(exc)
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._reader)
+        await self._writer()
+
+    async def _reader(self) -> None:
         chat = self._chat
         channel = chat.channel
         receive_some = self._stream.receive_some
         with self._read_scope:
             while True:
                 if channel.buffered_output > HIGH_WATER:
+                    self._wakeup.set()
                     await self._wait_for_drain()
                 try:
                     data = await receive_some(RECEIVE_SIZE)
@@ -296,71 +351,102 @@ class _StreamTransport:
                 if not data:
                     return
 
-    async def _stream_drain(self) -> bool:
-        """Send the queued output with ``send_all``, one chunk at a time; False if the
-        connection failed meanwhile."""
+    async def _writer(self) -> None:
         channel = self._chat.channel
-        send_all = self._stream.send_all
+        stream = self._stream
+        send_all = stream.send_all
         while True:
-            try:
-                chunk = channel.data_to_send(SEND_SIZE)
-            except Exception as exc:
-                self._fail(exc)
-                return False
-            if not chunk:
-                return True
-            try:
-                await send_all(chunk)
-            except _PEER_GONE as exc:
-                self._lost(exc)
-                return False
-            self._stamp()
+            wakeup = self._wakeup = trio.Event()  # fresh before draining: no wake-up is lost
+            while True:
+                try:
+                    chunk = channel.data_to_send(SEND_SIZE)
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+                if not chunk:
+                    break
+                try:
+                    await send_all(chunk)
+                except _PEER_GONE as exc:
+                    self._lost(exc)
+                    return
+                self._stamp()
+                self._maybe_resume()
             self._maybe_resume()
+            if channel.wants_close:
+                self._closing = True
+                self._read_scope.cancel()
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.aclose()
+                return
+            await wakeup.wait()
 
-    # ------------------------------------------------- plain TCP: the descriptor, no await
 
-    async def _socket_reader(self) -> None:
+@final
+class _SocketTransport(_Transport):
+    """A plain TCP stream: the connection's task reads, feeds and sends; a writer task runs
+    only while the socket is full (see the module docstring)."""
+
+    __slots__ = ("_sock", "_writing")
+
+    def __init__(self, stream: trio.abc.Stream, chat: Chat, sock: Any) -> None:
+        super().__init__(stream, chat)
+        self._sock = sock
+        self._writing = False  # a writer task is waiting for the socket to take the rest
+
+    def output_ready(self) -> None:
+        """Send what the socket takes now; a writer task waits to send the rest."""
+        nursery = self._nursery
+        if self._writing or nursery is None or nursery.cancel_scope.cancel_called:
+            return  # the writer sends it, in order; or the connection is ending
+        if self._send_what_fits():
+            self._writing = True
+            nursery.start_soon(self._writer)
+        elif self._chat.channel.wants_close:
+            self._end()  # everything was sent: close, gracefully
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
         chat = self._chat
         channel = chat.channel
         sock = self._sock
         view = _read_buffer()
         buffers = [view]
-        with self._read_scope:
-            while True:
-                if channel.buffered_output > HIGH_WATER:
-                    await self._wait_for_drain()
-                try:
-                    await trio.lowlevel.wait_readable(sock)
-                except _PEER_GONE as exc:
-                    self._lost(exc)
-                    return
-                # From here to the feed nothing awaits: the shared buffer stays ours.
-                try:
-                    n = os.readv(sock.fileno(), buffers)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    self._lost(exc)
-                    return
-                self._stamp()
-                try:
-                    if n:
-                        chat.feed(view[:n])
-                    else:
-                        chat.feed_eof()
-                except Exception as exc:
-                    self._fail(exc)
-                    return
-                if self._scope.cancel_called:  # closed from a callback: unsent output is dropped
-                    return
-                if self._send_what_fits() or channel.wants_close:
-                    self._wakeup.set()
-                if not n:
-                    return
+        cancel_scope = nursery.cancel_scope
+        self.output_ready()  # what connection_made queued
+        while True:
+            if channel.buffered_output > HIGH_WATER:
+                await self._wait_for_drain()
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except _PEER_GONE as exc:
+                self._lost(exc)
+                return
+            # From here to the feed nothing awaits: the shared buffer stays ours.
+            try:
+                n = os.readv(sock.fileno(), buffers)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self._lost(exc)
+                return
+            self._stamp()
+            try:
+                if n:
+                    chat.feed(view[:n])
+                else:
+                    chat.feed_eof()
+            except Exception as exc:
+                self._fail(exc)
+                return
+            if cancel_scope.cancel_called:  # closed from a callback: unsent output is dropped
+                return
+            self.output_ready()
+            if not n:  # half-closed: output may still come, until a close
+                await trio.sleep_forever()
 
     def _send_what_fits(self) -> bool:
         """Send queued output now, without awaiting, until the socket is full or the queue is
-        empty; True if output is left for the writer (False too if the connection failed)."""
+        empty; True if output is left (False too if the connection failed)."""
         channel = self._chat.channel
         fd = self._sock.fileno()
         try:
@@ -387,49 +473,17 @@ class _StreamTransport:
         finally:
             self._maybe_resume()
 
-    async def _socket_drain(self) -> bool:
-        """Send the queued output, waiting for the socket to take it; False if the connection
-        failed meanwhile."""
-        while self._send_what_fits():
-            try:
-                await trio.lowlevel.wait_writable(self._sock)
-            except _PEER_GONE as exc:
-                self._lost(exc)
-                return False
-        return not self._scope.cancel_called
-
-    # ------------------------------------------------- writer and watchdog
-
     async def _writer(self) -> None:
-        channel = self._chat.channel
-        drain = self._stream_drain if self._sock is None else self._socket_drain
-        while True:
-            wakeup = self._wakeup = trio.Event()  # fresh before draining: no wake-up is lost
-            if not await drain():
-                return
-            self._maybe_resume()
-            if channel.wants_close:
-                self._closing = True
-                self._read_scope.cancel()
-                with contextlib.suppress(trio.BrokenResourceError):
-                    await self._stream.aclose()
-                return
-            await wakeup.wait()
-
-    async def _watchdog(self) -> None:
-        while True:
-            changed = self._idle_changed = trio.Event()
-            timeout = self._idle_timeout
-            if timeout is None:
-                await changed.wait()
-                continue
-            deadline = self._last_activity + timeout
-            if trio.current_time() < deadline:
-                with trio.move_on_at(deadline):
-                    await changed.wait()
-                continue  # re-arm: traffic or a new timeout may have moved the deadline
-            self._last_activity = trio.current_time()
-            self._dispatch(self._chat.idle)
+        """Wait for the socket to take the output left over; then close if the chat wants."""
+        try:
+            while self._send_what_fits():
+                await trio.lowlevel.wait_writable(self._sock)
+        except _PEER_GONE as exc:
+            self._lost(exc)
+        finally:
+            self._writing = False
+        if self._chat.channel.wants_close:
+            self._end()  # everything was sent: close, gracefully
 
 
 async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
@@ -442,7 +496,11 @@ async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
     logged at debug level only.  Never raises for either.  If the surrounding scope is
     cancelled, the chat is detached with ``None`` and ``trio.Cancelled`` propagates.
     """
-    await _StreamTransport(stream, chat).run()
+    sock = _raw_socket(stream)
+    if sock is None:
+        await _StreamTransport(stream, chat).run()
+    else:
+        await _SocketTransport(stream, chat, sock).run()
 
 
 def _handler(factory: Callable[[], Chat]) -> Callable[[trio.SocketStream], Awaitable[None]]:
