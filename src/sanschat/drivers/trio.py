@@ -22,8 +22,9 @@ scope is the connection's.  It takes one of two transports, chosen once per conn
   the channel across an await, so two senders cannot reorder it; everything sent and
   ``wants_close`` set: the connection ends.  One task, no per-read buffer and no output
   held between tasks brought the peak memory of 1,000 busy connections from 128 MiB
-  down to about 39 MiB (select driver: 24 MiB; trio itself: 9 MiB more at rest).  (Awaiting the trio socket's ``recv_into`` would not do: trio yields
-  after the system call, so a shared buffer could be overwritten before the feed.)
+  down to about 39 MiB (select driver: 24 MiB; trio itself: 9 MiB more at rest).
+  (Awaiting the trio socket's ``recv_into`` would not do: trio yields after the system
+  call, so a shared buffer could be overwritten before the feed.)
 
 Either way, while the chat's unsent output is above `HIGH_WATER` the reading waits for it
 to drain: a peer that never reads stops being read.  The idle watchdog is a task that
