@@ -24,6 +24,7 @@ from sanschat import Chat, Data, EndOfStream, FrameTooLarge, TerminatorFound
 from sanschat.drivers import HIGH_WATER, READ_SIZE
 from sanschat.drivers import trio as driver
 from sanschat.examples import Echo, HTTPRequestHandler
+from sanschat.testing import RecordingTransport
 
 TIMEOUT = 10.0  # seconds any test may take (real time)
 
@@ -703,6 +704,173 @@ def test_connection_reads_an_http_reply_switching_to_a_length_terminator() -> No
                 assert await frames.__anext__() == b"payload"
                 assert [e async for e in conn] == [EndOfStream(incomplete=False)]
             nursery.cancel_scope.cancel()
+
+    run(test)
+
+
+# ---------------------------------------------------------------- plain TCP: one shared buffer
+
+
+class Lines(Chat):
+    """Records frames through `found_frame`."""
+
+    terminator = b"\r\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[bytes] = []
+
+    def found_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+class Pieces(Chat):
+    """Records frames through the asynchat callbacks, keeping the pieces as given."""
+
+    terminator = b"\r\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[bytes] = []
+        self.frames: list[bytes] = []
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def found_terminator(self) -> None:
+        self.frames.append(b"".join(self.pieces))
+        self.pieces = []
+
+
+@pytest.mark.parametrize("kind", [Lines, Pieces])
+def test_feed_keeps_nothing_of_a_buffer_the_driver_overwrites_at_once(kind: type[Chat]) -> None:
+    chat = kind()
+    chat.attach(RecordingTransport())
+    buffer = bytearray(16)
+    view = memoryview(buffer)
+    for piece in [b"one\r\ntw", b"o\r\nthr", b"ee\r", b"\nfo", b"ur\r\n"]:
+        buffer[: len(piece)] = piece
+        chat.feed(view[: len(piece)])
+        buffer[:] = b"#" * len(buffer)  # the next read reuses the buffer
+    assert chat.frames == [b"one", b"two", b"three", b"four"]  # type: ignore[attr-defined]
+
+
+class Fed(Recorded):
+    """Echo that records what each feed was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[Any] = []
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.given.append(data.obj if isinstance(data, memoryview) else type(data))
+        super().feed(data)
+
+
+def test_tcp_connections_are_fed_views_of_one_shared_buffer_other_streams_are_not() -> None:
+    chats: list[Fed] = []
+
+    def factory() -> Chat:
+        chats.append(Fed())
+        return chats[-1]
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await tcp_server(nursery, factory)
+            for _ in range(2):
+                client = await trio.open_tcp_stream("127.0.0.1", port)
+                await client.send_all(b"ping\r\n")
+                assert await read_exactly(client, 6) == b"ping\r\n"
+                await client.aclose()
+            server, client = trio.testing.memory_stream_pair()
+            nursery.start_soon(driver.run_chat, server, factory())
+            await client.send_all(b"ping\r\n")
+            assert await read_exactly(client, 6) == b"ping\r\n"
+            nursery.cancel_scope.cancel()
+        buffers = {id(given) for chat in chats[:2] for given in chat.given}
+        assert len(buffers) == 1 and isinstance(chats[0].given[0], bytearray)
+        assert len(chats[0].given[0]) == READ_SIZE
+        assert chats[2].given[0] in (bytes, bytearray)  # receive_some: a new object per read
+
+    run(test)
+
+
+def test_tcp_close_from_a_callback_drops_the_output_it_queued() -> None:
+    class Abrupt(Recorded):
+        def found_frame(self, frame: bytes) -> None:
+            self.push(b"never sent\r\n")
+            self.close()
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await tcp_server(nursery, Abrupt)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(b"bye\r\n")
+            assert await read_until_eof(client) == b""
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(test)
+
+
+def test_tcp_output_pushed_outside_a_callback_is_sent_then_closed_when_done() -> None:
+    chats: list[Recorded] = []
+
+    def factory() -> Chat:
+        chats.append(Recorded())
+        return chats[-1]
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await tcp_server(nursery, factory)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            while not chats:
+                await trio.sleep(0.001)
+            chats[0].push(b"unsolicited\r\n")
+            assert await read_exactly(client, 13) == b"unsolicited\r\n"
+            chats[0].push(b"last\r\n")
+            chats[0].close_when_done()
+            assert await read_until_eof(client) == b"last\r\n"
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+        assert chats[0].lost == [None]
+
+    run(test)
+
+
+def test_tcp_peer_that_never_reads_stops_the_reading_then_gets_every_byte() -> None:
+    chats: list[Recorded] = []
+    line = b"y" * 1022 + b"\r\n"
+    flood = line * (48 * HIGH_WATER // len(line))  # more than the kernel buffers both ways
+
+    def factory() -> Chat:
+        chats.append(Recorded())
+        return chats[-1]
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await tcp_server(nursery, factory)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            sent = trio.Event()
+
+            async def sender() -> None:
+                await client.send_all(flood)
+                sent.set()
+
+            nursery.start_soon(sender)
+            while not chats or chats[0].channel.buffered_output <= HIGH_WATER:
+                await trio.sleep(0.001)
+            for _ in range(3):  # reading has stopped: the output does not grow any more
+                await trio.sleep(0.01)
+                assert chats[0].channel.buffered_output <= HIGH_WATER + READ_SIZE
+            assert not sent.is_set()
+            echoed = await read_exactly(client, len(flood))  # reading lets it all through
+            assert sent.is_set() and echoed == flood
+            await client.send_eof()
+            assert await read_until_eof(client) == b""
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+        assert chats[0].lost == [None]
 
     run(test)
 
