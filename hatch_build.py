@@ -170,11 +170,12 @@ def c_string(text: str) -> str:
 
 
 _C_STR = r'(?:NULL|"(?:[^"\\]|\\.)*")'
-_METHOD_TABLE = re.compile(r"static PyMethodDef (\w+?)_methods\[\] = \{(.*?)\{NULL\}", re.S)
+# A table runs from its declaration to the "};" that closes the array (entries never hold one).
+_METHOD_TABLE = re.compile(r"static PyMethodDef (\w+?)_methods\[\] = \{(.*?)\n\s*\};", re.S)
 _METHOD = re.compile(
     r'(\{"(\w+)",\s*\(PyCFunction\)\w+,\s*[\w| ]+,\s*PyDoc_STR\()(' + _C_STR + r")\)"
 )
-_GETSET_TABLE = re.compile(r"static PyGetSetDef (\w+?)_getseters\[\] = \{(.*?)\{NULL\}", re.S)
+_GETSET_TABLE = re.compile(r"static PyGetSetDef (\w+?)_getseters\[\] = \{(.*?)\n\s*\};", re.S)
 _GETSET = re.compile(
     r'(\{"(\w+)",\s*\(getter\)\w+,\s*(?:NULL|\(setter\)\w+),\s*)NULL(,\s*NULL\})'
 )
