@@ -6,6 +6,10 @@ Events carry data, never behaviour; users dispatch on their type with ``match`` 
 made of zero or more `Data` events and one `TerminatorFound`, then (after
 `Channel.receive_eof`) possibly a last unterminated run of `Data` and exactly one
 `EndOfStream`.  Terminator bytes never appear inside `Data`.
+
+The events have explicit ``__init__`` methods (a dataclass-generated one stays interpreted
+when mypyc compiles this module); the core builds `Data` with `make_data` / `make_datas`,
+the fastest correct way in each build.  `COMPILED` tells which build this module runs as.
 """
 
 from __future__ import annotations
