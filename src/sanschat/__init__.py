@@ -14,6 +14,7 @@ from ._chat import Transport as Transport
 from ._errors import FrameTooLarge as FrameTooLarge
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SanschatError as SanschatError
+from ._events import COMPILED as COMPILED
 from ._events import Data as Data
 from ._events import EndOfStream as EndOfStream
 from ._events import Event as Event
@@ -24,6 +25,7 @@ from ._producers import Producer as Producer
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPILED",
     "DEFAULT_SEND_SIZE",
     "Channel",
     "Chat",

@@ -3,7 +3,8 @@
 Theory of operation: ``serve`` starts one example server (`sanschat.examples`) on the chosen
 driver with `sanschat.drivers.start_server`, prints exactly one line ``listening on
 HOST:PORT`` once it accepts connections, and waits for SIGINT or SIGTERM, then stops it and
-exits 0.  ``demo`` starts every server on every driver on loopback in turn, talks to each
+exits 0.  ``--version`` prints the version and the build loaded (`sanschat.COMPILED`).
+``demo`` starts every server on every driver on loopback in turn, talks to each
 with a plain blocking socket, prints what flowed, and exits 0 if every answer was right.
 """
 
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from . import COMPILED, __version__
 from .drivers import DRIVERS, BackgroundServer, start_server
 from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 
@@ -31,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sanschat",
         description="Serve sanschat's example protocols, or run the demo.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print the version and which build (pure Python or compiled) is loaded, and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve one example protocol until interrupted")
@@ -46,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("demo", help="run every server on every driver on loopback")
     return parser
+
+
+def version_line() -> str:
+    """Return what ``--version`` prints: ``sanschat VERSION (pure Python|compiled, mypyc)``."""
+    build = "compiled, mypyc" if COMPILED else "pure Python"
+    return f"sanschat {__version__} ({build})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
