@@ -338,6 +338,9 @@ def test_found_frames_wins_over_found_frame_and_gets_the_last_frame_at_eof() -> 
         def found_frame(self, frame: bytes) -> None:
             self.calls.append(frame)
 
+        def found_frames(self, frames: list[bytes]) -> None:  # both in one class: this one
+            super().found_frames(frames)
+
     chat = Both()
     chat.feed(b"one\r\ntwo\r")  # b"\r" could still start b"\r\n": held back
     chat.feed_eof()
@@ -355,3 +358,13 @@ def test_close_when_done_in_found_frames_stops_later_batches() -> None:
     chat = Quit()
     chat.feed(b"a\nb\nc;d;")
     assert chat.batches == [[b"a", b"b"]]
+
+
+def test_a_subclass_overriding_found_frame_below_a_batch_handler_gets_frames_one_by_one() -> None:
+    class OneByOne(_Batches):
+        def found_frame(self, frame: bytes) -> None:
+            self.batches.append([b"single", frame])
+
+    chat = OneByOne()
+    chat.feed(b"a\nb\n")
+    assert chat.batches == [[b"single", b"a"], [b"single", b"b"]]

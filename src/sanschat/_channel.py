@@ -38,14 +38,12 @@ This module must never import anything that does I/O, read a clock, start a thre
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterator
-from itertools import repeat
 from operator import itemgetter, length_hint
 from typing import Any, Final, TypeAlias, final
 
 from ._errors import FrameTooLarge
-from ._events import Data, EndOfStream, Event, TerminatorFound
+from ._events import Data, EndOfStream, Event, TerminatorFound, make_data, make_datas
 from ._readers import (
     BytesReader,
     CountReader,
@@ -83,8 +81,6 @@ _CHANNEL_LIMIT: Final = _Default.CHANNEL_LIMIT
 _Mark: TypeAlias = "tuple[int, Reader, int, int, TerminatorFound | None, bool]"
 
 _NOTHING: Final[Iterator[Any]] = iter(())  # what frames() returns when no frame can end
-_new = object.__new__
-_set_data = Data.__dict__["data"].__set__  # slot descriptor: builds a Data without __init__
 
 
 #: Applied to each frame of a guarded outbox: ``frame[:]`` is the frame itself, at C speed.
@@ -118,23 +114,16 @@ def _exhausted(iterator: Iterator[Any]) -> bool:
     return len(iterator.__reduce__()) < 3
 
 
-def _data(piece: bytes) -> Data:
-    event = _new(Data)
-    _set_data(event, piece)
-    return event
-
-
 def _events_of(frames: list[bytes], found: TerminatorFound) -> list[Event]:
     """The events of a batch of frames: `Data` then *found* for each (no Data if empty)."""
     if b"" in frames:
         flat: list[Event] = []
         for frame in frames:
             if frame:
-                flat.append(_data(frame))
+                flat.append(make_data(frame))
             flat.append(found)
         return flat
-    datas = list(map(_new, repeat(Data, len(frames))))  # C-level loops: no Python step
-    deque(map(_set_data, datas, frames), maxlen=0)
+    datas = make_datas(frames)
     flat = [found] * (2 * len(datas))
     flat[::2] = datas
     return flat
@@ -401,7 +390,7 @@ class Channel(SendQueue):
                 if limit is None or frame_len + index <= limit:
                     found = reader.found
                     if index:
-                        out: list[Any] = [_data(take(buf, index, len(buf))), found]
+                        out: list[Any] = [make_data(take(buf, index, len(buf))), found]
                     else:
                         buf.clear()
                         out = [found]
@@ -416,7 +405,7 @@ class Channel(SendQueue):
                         return self._hand_out([], reader, frame_len, None)
                     reader.scan_from = 0
                     self._frame_len = frame_len + decided
-                    piece = _data(take(buf, decided, decided))
+                    piece = make_data(take(buf, decided, decided))
                     return self._hand_out([piece], reader, frame_len, None)
         else:
             self._feed(data)
@@ -623,12 +612,12 @@ class Channel(SendQueue):
                 if not events:
                     out.append(data)
                 elif found is None:
-                    out.append(_data(data))
+                    out.append(make_data(data))
                     self._frame_len = frame_len + len(data)
                     break  # the rest is held back
                 else:
                     if data:
-                        out.append(_data(data))
+                        out.append(make_data(data))
                     out.append(found)
                 self._frame_len = 0
                 if reader.one_shot:

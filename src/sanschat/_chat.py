@@ -82,6 +82,19 @@ class _Gone(_Detached):
 _GONE = _Gone()
 
 
+def _style(cls: type[Chat]) -> str:
+    """Which whole-frame hook *cls* uses: the one overridden lowest in its MRO (a subclass
+    of a batch handler that overrides `found_frame` gets frames one by one); "" for none."""
+    for klass in cls.__mro__:
+        if klass is Chat:
+            break
+        if "found_frames" in vars(klass):
+            return "found_frames"
+        if "found_frame" in vars(klass):
+            return "found_frame"
+    return ""
+
+
 class Chat:
     """Base class of a protocol handler: subclass it, set `terminator`, override the hooks.
 
@@ -120,8 +133,8 @@ class Chat:
         """The driver's side of the connection; a placeholder until `connection_made`."""
         self._dispatching = False
         self._closed = False
-        self._batch_mode = type(self).found_frames is not Chat.found_frames
-        self._frames_mode = self._batch_mode or type(self).found_frame is not Chat.found_frame
+        self._batch_mode = _style(type(self)) == "found_frames"
+        self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
 
     # ------------------------------------------------------------------ hooks
 
@@ -161,9 +174,10 @@ class Chat:
         answer them all with one `push`.  The frames are cut under the terminator in force
         when the bytes arrived; a terminator set here applies after the last of them (the
         bytes after it are framed anew, and a new call follows if they end frames).  Frames
-        are never empty lists.  Overriding it selects the whole-frame style, and wins over
-        `found_frame`, which is then not called.  Use `found_frame` when a frame can change
-        how the next one is cut (HTTP headers, then a body by length).
+        are never empty lists.  Overriding it selects the whole-frame style; of
+        `found_frames` and `found_frame`, the one overridden lowest in the class hierarchy is
+        called (both in one class: this one).  Use `found_frame` when a frame can change how
+        the next one is cut (HTTP headers, then a body by length).
         """
 
     def eof_received(self, unframed: bytes) -> None:

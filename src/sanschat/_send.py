@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from typing import Final, Literal, TypeAlias
 
 from ._producers import Producer, as_producer, checked_chunk
@@ -191,9 +192,11 @@ class SendQueue:
                     self._wants_close = True
                 break
             try:
-                chunk: bytes | memoryview = item.more()
-                if type(chunk) is not bytes:
-                    chunk = checked_chunk(item, chunk)
+                # Typed as object: a compiled build would otherwise check the result against
+                # `Producer.more` itself, before checked_chunk could name the producer.
+                more: Callable[[], object] = item.more
+                got = more()
+                chunk = got if type(got) is bytes else checked_chunk(item, got)
             except BaseException:
                 queue.extendleft(reversed(out))  # nothing taken before the failure is lost
                 self._queued_bytes += size

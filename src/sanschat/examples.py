@@ -44,6 +44,10 @@ class Echo(Chat):
     terminator: ClassVar[TerminatorLike] = b"\r\n"
     max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
 
+    def found_frame(self, frame: bytes) -> None:
+        """Echo one frame and its terminator (what a subclass overriding this extends)."""
+        self.push(frame + b"\r\n")
+
     def found_frames(self, frames: list[bytes]) -> None:
         """Echo every frame of a read and its terminator, with one push (the batch hook)."""
         frames.append(b"")  # so that the join ends with a terminator too
