@@ -5,10 +5,11 @@ and one read buffer.  `Loop.run_once` waits for I/O (no longer than the next tim
 the handler of each ready socket, then the due timers and the callbacks already queued.
 Sockets are non-blocking; would-block means "retry later", never an error.
 
-A connection reads with ``recv_into`` into the loop's buffer of `READ_SIZE` bytes (the chat
-copies what it keeps) and hands the bytes to `Chat.feed`, then flushes: it pulls a chunk
-with ``data_to_send`` only while ``send`` takes all it is given, gives back the rest of a
-partial write with ``unsend``, and closes once ``wants_close``.  EVENT_WRITE is registered
+A connection reads with ``recv_into`` into the loop's buffer of `READ_SIZE` bytes and hands
+a ``bytes`` copy of what was read to `Chat.feed` (so a chat may keep it), then flushes at
+once, without waiting for writability: it pulls a chunk with ``data_to_send`` only while
+``send`` takes all it is given, gives back the rest of a partial write with ``unsend``, and
+closes once ``wants_close``.  EVENT_WRITE is registered
 only while output is pending; EVENT_READ is dropped after end of stream and while output
 above `HIGH_WATER` is queued, so a peer that never reads cannot grow the server's memory.
 
@@ -218,7 +219,9 @@ class _Connection:
             return
         self._last = loop._now
         if n:
-            self._chat.feed(loop._view[:n])
+            # As bytes: the channel copies what it keeps either way, and its hot path (a
+            # one-frame read is most reads of a request/response protocol) takes bytes only.
+            self._chat.feed(loop._view[:n].tobytes())
         else:
             self._eof = True
             self._chat.feed_eof()
@@ -226,11 +229,16 @@ class _Connection:
             self._flush()
 
     def _flush(self) -> None:
+        """Send while the socket takes it all (no wait for writability first), then register
+        for what is wanted next: reading unless at EOF or above `HIGH_WATER`, writing while
+        output is left."""
         channel = self._chat.channel
         send = self._sock.send
-        while channel.wants_write:
+        pending = channel.wants_write
+        while pending:
             chunk = channel.data_to_send(WRITE_SIZE)
             if not chunk:
+                pending = channel.wants_write
                 break
             try:
                 sent = send(chunk)
@@ -243,13 +251,15 @@ class _Connection:
                 self._last = self._loop._now
             if sent < len(chunk):
                 channel.unsend(memoryview(chunk)[sent:])
-                break
+                break  # the socket is full: pending stays true
+            pending = channel.wants_write
         if channel.wants_close:
             self._teardown(None)
             return
-        want = 0 if self._eof or channel.buffered_output > HIGH_WATER else _READ
-        if channel.wants_write:
-            want |= _WRITE
+        if pending:
+            want = _WRITE if self._eof or channel.buffered_output > HIGH_WATER else _READ | _WRITE
+        else:  # nothing queued: the common case after a reply, decided with no more lookups
+            want = 0 if self._eof else _READ
         if want != self._events:
             selector = self._loop._selector
             if not self._events:
