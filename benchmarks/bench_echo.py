@@ -5,12 +5,21 @@ started in a background thread of this process (the sanschat drivers through
 `sanschat.drivers.start_server`, every peer through a small class with the same
 ``address`` / ``stop()`` interface), so every server gets the same process, the same GIL
 and one core.  The load comes from ONE separate client process (spawned once, reused for
-every run): a lean non-blocking `selectors` loop over all ``--clients`` sockets.  Each
-client writes 16-byte frames in 64 KiB bursts, keeps at most ``--window`` bytes in flight
-(so no one blocks on a full buffer), and reads the echoes back.
+every run): a lean non-blocking loop over all ``--clients`` sockets.  Two modes
+(``--mode``, both by default):
 
-Every received chunk is compared byte for byte (``bytes.startswith`` at the stream offset,
-memcmp speed) with what that client sent there; frames carry the client's number, so
+* **bulk**: each client writes 16-byte frames in 64 KiB bursts, keeps at most ``--window``
+  bytes in flight (so no one blocks on a full buffer), and reads the echoes back.  The
+  sanschat servers run a per-frame echo (`found_frame`) and, once the installed sanschat
+  has ``Chat.found_frames``, a batch-hook echo too (skipped with a note before that).
+  Targets (DESIGN): per-frame >= 3.5 M frames/s and batch hook >= 8 M on every driver.
+* **pingpong** (request/response): each connection keeps exactly one 16-byte request in
+  flight, ``--round-trips`` times (after a few untimed ones); each reply must be that
+  request, byte for byte.  Rate = round trips / s over all connections.  Targets (issue 9):
+  every driver >= asyncore+asynchat and >= its own loop's plain per-frame server.
+
+In bulk mode every received chunk is compared byte for byte (``bytes.startswith`` at the
+stream offset, memcmp speed) with what that client sent there; frames carry the client's number, so
 cross-talk between connections is caught too.  More bytes back than sent, a closed or
 reset connection, or a mismatch fails the contender loudly (named on stderr, FAILED in the
 table, exit status 1).  After the timed window the clients stop sending and drain what is
@@ -22,7 +31,10 @@ A run is: start the server, run the clients, stop the server, check that no thre
 leaked.  Contenders run ``--repeat`` rounds, interleaved (the order rotates every round),
 and the best round is kept: on a shared 2-core machine the fastest run is the one least
 disturbed.  Server CPU (this process) and client CPU are measured over the timed window:
-a server near 100 % and a client well under it means the server is what is measured.
+a server near 100 % and a client well under it means the server is what is measured; the
+server's CPU time per round trip or frame (lowest round) is printed too, as the steadier
+figure when other work shares the machine.  The header says which sanschat build is loaded
+(``sanschat.COMPILED``, False for the pure-Python package).
 Ratios are only taken within one run; targets are printed as MET / NOT MET.  Run with
 ``--help``.
 """
@@ -1109,6 +1121,9 @@ def report(
     """The table and lines of one mode, and its targets (text, met)."""
     pingpong = mode == "pingpong"
     scale, unit = (1e3, "k round trips/s") if pingpong else (1e6, "M frames/s")
+    # Server CPU time per item, lowest of the rounds: on a shared machine, where a server may
+    # get only part of a core, the steadier measure of what one round trip or frame costs it.
+    cpu_scale, cpu_unit = (1e6, "server CPU us/rt") if pingpong else (1e9, "server CPU ns/frame")
     by_key = {c.key: c for c in contenders}
     asyn = by_key.get("asynchat")
     headers = [
@@ -1119,12 +1134,13 @@ def report(
         "x own plain equiv.",
         "server CPU",
         "client CPU",
+        cpu_unit,
     ]
     rows = []
     for c in contenders:
         best = c.best
         if best is None:
-            rows.append([c.name, "FAILED", c.failure[:60], "", "", "", ""])
+            rows.append([c.name, "FAILED", c.failure[:60], "", "", "", "", ""])
             continue
         plain = by_key.get(PLAIN.get(c.key.removesuffix("-hook"), ""))
         rows.append(
@@ -1139,6 +1155,7 @@ def report(
                 ratio_text(c, plain) if plain is not None else "",
                 f"{best['server_cpu']:.0%}",
                 f"{best['client_cpu']:.0%}",
+                f"{min(r['server_cpu'] / r['rate'] for r in c.runs) * cpu_scale:.2f}",
             ]
         )
     title = (
