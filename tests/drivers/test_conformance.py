@@ -139,6 +139,36 @@ def test_chat_line_reaches_every_other_member_but_not_the_sender(serve: ServerSt
 # ---------------------------------------------------------------- lifecycle and faults
 
 
+class Recorder(Tracked):
+    """`Tracked`, keeping every chunk the driver feeds it, as handed over."""
+
+    def __init__(self, life: Lifecycle) -> None:
+        super().__init__(life)
+        self.fed: list[bytes | bytearray | memoryview] = []
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.fed.append(data)
+        super().feed(data)
+
+
+def test_fed_chunks_are_bytes_that_stay_valid_after_feed(
+    serve: ServerStarter, life: Lifecycle
+) -> None:
+    # Reads reuse a buffer; what a chat is fed must not change under it once feed returns
+    # (and bytes is what the core's hot path takes).
+    server = serve(lambda: Recorder(life))
+    sent = [b"read %d of a one-frame-per-read client\n" % i for i in range(20)]
+    with connect(server) as sock:
+        for line in sent:  # one at a time: each is its own read on the server
+            sock.sendall(line)
+            assert recv_exactly(sock, len(line)) == line
+    wait_for(lambda: len(life.lost) == 1, "the connection to close")
+    (chat,) = life.chats
+    assert isinstance(chat, Recorder)
+    assert {type(data) for data in chat.fed} == {bytes}
+    assert b"".join(chat.fed) == b"".join(sent)
+
+
 def test_half_close_flushes_queued_output_then_closes(serve: ServerStarter) -> None:
     server = serve(factory("echo"))
     payload = b"x" * 1000 + b"\r\n"

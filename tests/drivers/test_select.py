@@ -23,8 +23,27 @@ from netutil import TIMEOUT, recv_exactly, recv_until_eof, wait_for
 
 from sanschat import Chat
 from sanschat.drivers import HIGH_WATER, READ_SIZE
+from sanschat.drivers import select as select_driver
 from sanschat.drivers.select import Loop, serve, start_server
 from sanschat.examples import Echo
+
+POLLERS = ["epoll", "selectors"] if hasattr(select, "epoll") else ["selectors"]
+
+
+@pytest.fixture(autouse=True, params=POLLERS)
+def poller(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on each poller a `Loop` may use: epoll itself (Linux), and the
+    portable `selectors.DefaultSelector` one used where there is no epoll."""
+    name: str = request.param
+    if name == "selectors":
+        monkeypatch.setattr(select_driver, "_Poller", select_driver._SelectorPoller)
+    loop = Loop()
+    try:
+        expected = select_driver._EpollPoller if name == "epoll" else select_driver._SelectorPoller
+        assert type(loop._poller) is expected
+    finally:
+        loop.close()
+    return name
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Drivers: move bytes between sockets and `sanschat.Chat` objects, and nothing else.
 
-Theory of operation: a driver reads (into a reused buffer where its loop allows: trio has
-no ``recv_into``), hands the bytes to `Chat.feed`, writes what
+Theory of operation: a driver reads (into a reused buffer where its loop allows), hands
+the bytes read to `Chat.feed` as ``bytes`` that stay valid after the call, writes what
 ``chat.channel.data_to_send()`` returns, and closes once ``chat.channel.wants_close``.
 Framing lives only in the core: a driver that parses bytes is a bug.  Each driver is one
 module (the asyncio and trio ones share their ``async for`` reader, `_pull.PullReader`):

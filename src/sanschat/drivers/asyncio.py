@@ -1,16 +1,17 @@
 """The asyncio driver: a `Chat` on an `asyncio.BufferedProtocol`, plus an ``async for`` style.
 
 Theory of operation.  `ChatProtocol` is both the asyncio protocol of one connection and the
-`Transport` its chat sees.  asyncio reads into one buffer per thread (the chat copies the
-bytes into its channel before any handler runs, so connections can share it); each read
-goes to `Chat.feed`, then `ChatProtocol._flush` pulls ``channel.data_to_send`` and writes,
-but only until the transport calls `pause_writing` and at most `FLUSH_BUDGET` bytes per
-turn of the loop: a producer is never read ahead, and one connection cannot starve the
-others.  `resume_writing` pulls again.  Reading stops while the channel holds more than
-`HIGH_WATER` unsent bytes (or, in the stream style, unread bytes) and resumes once they
-drain.  Output queued outside a callback (`output_ready`) is flushed by one coalesced
-``call_soon``.  A handler's exception is logged on the ``sanschat`` logger and aborts that
-connection only; `Chat.detach` is called exactly once, from `connection_lost`.
+`Transport` its chat sees.  asyncio reads into one buffer per thread (connections share it:
+each read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep), then
+`ChatProtocol._flush` pulls ``channel.data_to_send`` and writes at once (asyncio's ``write``
+sends directly while its buffer is empty), but only until the transport calls
+`pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a producer is never
+read ahead, and one connection cannot starve the others.  `resume_writing` pulls again.
+Reading stops while the channel holds more than `HIGH_WATER` unsent bytes (or, in the stream
+style, unread bytes) and resumes once they drain.  Output queued outside a callback
+(`output_ready`) is flushed by one coalesced ``call_soon``.  A handler's exception is logged
+on the ``sanschat`` logger and aborts that connection only; `Chat.detach` is called exactly
+once, from `connection_lost`.
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and
@@ -111,7 +112,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
         if self._idle_timeout is not None:
             self._touch()
         try:
-            self.chat.feed(self._view[:nbytes])
+            # As bytes: the channel copies what it keeps either way, and its hot path (a
+            # one-frame read is most reads of a request/response protocol) takes bytes only.
+            self.chat.feed(self._view[:nbytes].tobytes())
         except Exception as exc:
             self._fail(exc)
             return
@@ -215,7 +218,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         if not self._writing_paused:
             budget = FLUSH_BUDGET
             try:
-                while budget > 0 and not self._writing_paused:  # write() may pause us
+                # write() sends at once when the transport's buffer is empty (and may pause us)
+                while channel.wants_write and budget > 0 and not self._writing_paused:
                     chunk = channel.data_to_send(SEND_SIZE)
                     if not chunk:
                         break
@@ -232,7 +236,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 return
             if budget <= 0 and channel.wants_write:
                 self.output_ready()
-            self._wake_drain()
+            if self._drain_waiter is not None:
+                self._wake_drain()
         pause = self._input_full or channel.buffered_output > HIGH_WATER
         if pause is not self._reading_paused and not self._eof:
             self._reading_paused = pause
