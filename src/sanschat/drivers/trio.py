@@ -431,7 +431,7 @@ class _SocketTransport(_Transport):
             self._stamp()
             try:
                 if n:
-                    chat.feed(view[:n])
+                    chat.feed(view[:n].tobytes())  # bytes: what the core's hot path takes
                 else:
                     chat.feed_eof()
             except Exception as exc:
