@@ -777,3 +777,16 @@ def test_frames_with_a_tuple_terminator_returns_at_once_when_no_frame_can_end() 
     channel.set_terminator(b"b")  # set between the call and its loop: applies from the next call
     assert list(frames) == []
     assert list(channel.frames()) == [b"a"]
+
+
+@pytest.mark.parametrize("limit", [0, 2, 3, 4, None])
+def test_a_read_that_is_one_frame_respects_every_limit_including_zero(limit: int | None) -> None:
+    for read in (Channel.frames, Channel.receive):
+        channel = Channel(b"\n", max_frame_size=limit)
+        if limit is not None and limit < 3:
+            with pytest.raises(FrameTooLarge):
+                list(read(channel, b"abc\n"))
+            assert channel.take_unframed() == b"abc\n"
+        else:
+            got = list(read(channel, b"abc\n"))
+            assert got in ([b"abc"], [Data(b"abc"), TerminatorFound(b"\n")])

@@ -381,19 +381,24 @@ class Channel(SendQueue):
         ):
             # The hot path, as in `frames`: one frame ending the read, or a piece of one.
             buf = self._buf
-            buf += data
             term = reader.term
-            index = buf.find(term, reader.scan_from)
             limit = reader.limit
             frame_len = self._frame_len
+            if not buf and data.endswith(term) and data.find(term) + len(term) == len(data):
+                index = len(data) - len(term)  # the read is the rest of one frame
+                if limit is None or frame_len + index <= limit:
+                    found = reader.found
+                    out: list[Any] = [make_data(data[:index]), found] if index else [found]
+                    self._frame_len = 0
+                    return self._hand_out(out, reader, frame_len, found)
+            buf += data
+            index = buf.find(term, reader.scan_from)
             if index >= 0 and index + len(term) == len(buf):
                 if limit is None or frame_len + index <= limit:
                     found = reader.found
-                    if index:
-                        out: list[Any] = [make_data(take(buf, index, len(buf))), found]
-                    else:
-                        buf.clear()
-                        out = [found]
+                    del buf[index:]
+                    out = [make_data(bytes(buf)), found] if index else [found]
+                    buf.clear()
                     self._frame_len = 0
                     reader.scan_from = 0
                     return self._hand_out(out, reader, frame_len, found)
@@ -472,7 +477,8 @@ class Channel(SendQueue):
             else:  # search the read itself: a read that is one frame is copied once
                 index = data.find(term)
                 whole = index + len(term) == len(data)
-                if index < 0 or not whole or self._frame_len or limit is not None:
+                fits = limit is None or index <= limit
+                if index < 0 or not whole or self._frame_len or not fits:
                     buf += data
             if index < 0:
                 decided = len(buf) if len(term) == 1 else len(buf) - held_back(buf, term)
