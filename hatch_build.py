@@ -202,6 +202,8 @@ def _owner(c_prefix: str) -> str:
     if c_prefix.endswith("module"):
         return c_prefix[: -len("module")].rsplit("___", 1)[-1]
     module, _, cls = c_prefix.rpartition("___")
+    while module.endswith("_"):  # a private class: "_channel" "___" "_Overflow"
+        module, cls = module[:-1], "_" + cls
     return f"{module.rsplit('___', 1)[-1]}.{cls}"
 
 
