@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from operator import itemgetter, length_hint
+from operator import itemgetter
 from typing import Any, Final, TypeAlias, final
 
 from ._errors import FrameTooLarge
@@ -82,6 +82,9 @@ _Mark: TypeAlias = "tuple[int, Reader, int, int, TerminatorFound | None, bool]"
 
 _NOTHING: Final[Iterator[Any]] = iter(())  # what frames() returns when no frame can end
 
+
+#: `Channel._marks` of a one-step events outbox whose mark is implicit (see `_mark_list`).
+_EVENTS_STEP: Final[list[_Mark]] = []
 
 #: Applied to each frame of a guarded outbox: ``frame[:]`` is the frame itself, at C speed.
 _SAME: Final = itemgetter(slice(None))
@@ -193,7 +196,7 @@ class Channel(SendQueue):
         self._eof = False
         self._eos_sent = False
         self._out: list[Any] | None = None  # the outbox of the latest call, while it lives
-        self._out_it: Iterator[Any] = _NOTHING
+        self._out_it: Any = _NOTHING  # a list iterator (its __length_hint__ is the fastest)
         self._out_events = False  # the outbox holds events (else frames)
         self._out_guarded = False  # the outbox is handed out through a wrapper that can raise
         self._marks: list[_Mark] | None = []  # None: one mark, see _mark_list
@@ -376,21 +379,24 @@ class Channel(SendQueue):
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
         reader = self._hot
-        if reader is not None and type(data) is bytes and (
-            self._out is None or not length_hint(self._out_it)
-        ):
+        if reader is not None and type(data) is bytes and not self._out_it.__length_hint__():
             # The hot path, as in `frames`: one frame ending the read, or a piece of one.
             buf = self._buf
             term = reader.term
             limit = reader.limit
             frame_len = self._frame_len
-            if not buf and data.endswith(term) and data.find(term) + len(term) == len(data):
-                index = len(data) - len(term)  # the read is the rest of one frame
-                if limit is None or frame_len + index <= limit:
+            if not buf:  # a read that is the rest of one frame: one C call cuts it
+                piece, matched, rest = data.partition(term)
+                if matched and not rest and (limit is None or frame_len + len(piece) <= limit):
                     found = reader.found
-                    out: list[Any] = [make_data(data[:index]), found] if index else [found]
-                    self._frame_len = 0
-                    return self._hand_out(out, reader, frame_len, found)
+                    out: list[Any] = [make_data(piece), found] if piece else [found]
+                    if frame_len:
+                        self._frame_len = 0
+                        return self._hand_out(out, reader, frame_len, found)
+                    self._out = out
+                    self._marks = _EVENTS_STEP  # events, guarded, one implicit mark
+                    iterator = self._out_it = iter(out)
+                    return filter(None, iterator)
             buf += data
             index = buf.find(term, reader.scan_from)
             if index >= 0 and index + len(term) == len(buf):
@@ -410,8 +416,8 @@ class Channel(SendQueue):
                         return self._hand_out([], reader, frame_len, None)
                     reader.scan_from = 0
                     self._frame_len = frame_len + decided
-                    piece = make_data(take(buf, decided, decided))
-                    return self._hand_out([piece], reader, frame_len, None)
+                    out = [make_data(take(buf, decided, decided))]
+                    return self._hand_out(out, reader, frame_len, None)
         else:
             self._feed(data)
         return self._serve(True)
@@ -425,9 +431,12 @@ class Channel(SendQueue):
         self._hot = reader if plain and type(reader) is BytesReader else None  # (for mypy)
 
     def _mark_list(self) -> list[_Mark]:
-        """The outbox's marks; the hot path of `frames` leaves them implicit (None)."""
+        """The outbox's marks.  The hot paths leave a one-step outbox's mark implicit: one
+        frame decided by the reader still in force, with no frame open before it; None for
+        frames (no wrapper), `_EVENTS_STEP` for events."""
         marks = self._marks
-        if marks is None:
+        if marks is None or marks is _EVENTS_STEP:
+            self._out_events = self._out_guarded = marks is _EVENTS_STEP
             reader = self._reader
             assert type(reader) is BytesReader
             marks = self._marks = [(0, reader, 0, 0, reader.found, False)]
@@ -462,43 +471,45 @@ class Channel(SendQueue):
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
         reader = self._hot
-        if reader is not None and type(data) is bytes and (
-            self._out is None or not length_hint(self._out_it)
-        ):
-            # The hot path (see _hot): a read that ends no frame, or exactly one, is decided
-            # here with a few C calls; anything else takes the general way below.
+        if reader is not None and type(data) is bytes and not self._out_it.__length_hint__():
+            # The hot path (see _hot; the earlier loop has reached its end): a read that ends
+            # no frame, or exactly one, is decided here with a few C calls.
             buf = self._buf
             term = reader.term
-            limit = reader.limit
-            if buf:
-                buf += data
-                index = buf.find(term, reader.scan_from)
-                whole = index + len(term) == len(buf)
-            else:  # search the read itself: a read that is one frame is copied once
-                index = data.find(term)
-                whole = index + len(term) == len(data)
-                fits = limit is None or index <= limit
-                if index < 0 or not whole or self._frame_len or not fits:
-                    buf += data
+            if not buf:  # a read that is one frame: one C call cuts it (partition)
+                frame, found, rest = data.partition(term)
+                limit = reader.limit
+                if (
+                    found
+                    and not rest
+                    and not self._frame_len
+                    and (limit is None or len(frame) <= limit)
+                ):
+                    out = [frame]
+                    self._out = out
+                    self._marks = None  # frames, unguarded, one mark: see _mark_list
+                    iterator = self._out_it = iter(out)
+                    return iterator
+            buf += data
+            index = buf.find(term, reader.scan_from)
             if index < 0:
                 decided = len(buf) if len(term) == 1 else len(buf) - held_back(buf, term)
+                limit = reader.limit
                 if limit is None or self._frame_len + decided <= limit:
                     reader.scan_from = decided
                     self._out = None
                     return _NOTHING
-            elif whole and not self._frame_len and (limit is None or index <= limit):
-                if buf:
+            elif index + len(term) == len(buf) and not self._frame_len:
+                limit = reader.limit
+                if limit is None or index <= limit:  # the read completes one buffered frame
                     del buf[index:]
                     out = [bytes(buf)]
                     buf.clear()
                     reader.scan_from = 0
-                else:
-                    out = [data[:index]]
-                self._out = out
-                self._out_events = self._out_guarded = False
-                self._marks = None  # one mark: (0, reader, 0, 0, reader.found, False)
-                iterator = self._out_it = iter(out)
-                return iterator
+                    self._out = out
+                    self._marks = None
+                    iterator = self._out_it = iter(out)
+                    return iterator
         else:
             self._feed(data)
         frames = self._serve(False)
@@ -654,7 +665,7 @@ class Channel(SendQueue):
         if out is None:
             return None
         size = len(out)
-        k = size - length_hint(self._out_it)
+        k = size - self._out_it.__length_hint__()
         if k >= size:
             return None
         marks = self._mark_list()
@@ -688,6 +699,7 @@ class Channel(SendQueue):
         """The received bytes that the outbox items from *keep* on were decided from."""
         out = self._out
         assert out is not None
+        marks = self._mark_list()
         pieces: list[bytes] = []
         if self._out_events:
             for item in out[keep:]:
@@ -696,7 +708,6 @@ class Channel(SendQueue):
                 elif type(item) is TerminatorFound and type(item.terminator) is bytes:
                     pieces.append(item.terminator)
             return b"".join(pieces)
-        marks = self._mark_list()
         for j, (start, _, _, _, found, _) in enumerate(marks):
             end = marks[j + 1][0] if j + 1 < len(marks) else len(out)
             frames = out[max(start, keep) : end]
@@ -739,7 +750,7 @@ class Channel(SendQueue):
         if out is None:
             return
         self._take_back()
-        k = len(out) - length_hint(self._out_it)
+        k = len(out) - self._out_it.__length_hint__()
         if k < len(out):  # the owed frame end that _take_back kept
             self._owed = out[k] if self._out_events else self._mark_list()[-1][4]
             del out[k:]
