@@ -385,14 +385,22 @@ class Channel(SendQueue):
             term = reader.term
             limit = reader.limit
             frame_len = self._frame_len
-            if not buf:  # a read that is the rest of one frame: one C call cuts it
+            if not buf:  # the read alone is one frame, or a piece of one: no copy into buf
                 piece, matched, rest = data.partition(term)
-                if matched and not rest and (limit is None or frame_len + len(piece) <= limit):
+                size = frame_len + len(piece)
+                out: list[Any] | None = None
+                if matched and not rest and not frame_len and (limit is None or size <= limit):
                     found = reader.found
-                    out: list[Any] = [make_data(piece), found] if piece else [found]
-                    if frame_len:
-                        self._frame_len = 0
-                        return self._hand_out(out, reader, frame_len, found)
+                    out = [make_data(piece), found] if piece else [found]
+                elif (
+                    not matched
+                    and piece
+                    and (len(term) == 1 or not held_back(data, term))
+                    and (limit is None or size <= limit)
+                ):
+                    self._frame_len = size
+                    out = [make_data(piece)]
+                if out is not None:
                     self._out = out
                     self._marks = _EVENTS_STEP  # events, guarded, one implicit mark
                     iterator = self._out_it = iter(out)
@@ -431,15 +439,20 @@ class Channel(SendQueue):
         self._hot = reader if plain and type(reader) is BytesReader else None  # (for mypy)
 
     def _mark_list(self) -> list[_Mark]:
-        """The outbox's marks.  The hot paths leave a one-step outbox's mark implicit: one
-        frame decided by the reader still in force, with no frame open before it; None for
-        frames (no wrapper), `_EVENTS_STEP` for events."""
+        """The outbox's marks.  The hot paths leave a one-step outbox's mark implicit (None
+        for frames, no wrapper; `_EVENTS_STEP` for events): decided by the reader still in
+        force, it is one frame with no frame open before it, or one piece of the open frame."""
         marks = self._marks
         if marks is None or marks is _EVENTS_STEP:
-            self._out_events = self._out_guarded = marks is _EVENTS_STEP
+            events = self._out_events = self._out_guarded = marks is _EVENTS_STEP
             reader = self._reader
-            assert type(reader) is BytesReader
-            marks = self._marks = [(0, reader, 0, 0, reader.found, False)]
+            assert type(reader) is BytesReader and self._out is not None
+            last = self._out[-1] if self._out else None
+            if events and type(last) is Data:  # a piece of a frame: the frame was that shorter
+                marks = [(0, reader, 0, self._frame_len - len(last.data), None, False)]
+            else:
+                marks = [(0, reader, 0, 0, reader.found, False)]
+            self._marks = marks
         return marks
 
     def _hand_out(

@@ -75,7 +75,7 @@ def take(buf: bytearray, size: int, end: int) -> bytes:
     return data
 
 
-def held_back(buf: bytearray, term: bytes) -> int:
+def held_back(buf: bytes | bytearray, term: bytes) -> int:
     """Length of the longest suffix of *buf* that is a proper prefix of *term*."""
     for n in range(min(len(term) - 1, len(buf)), 0, -1):
         if buf.endswith(term[:n]):
