@@ -6,9 +6,10 @@ the bytes read to `Chat.feed` as ``bytes`` that stay valid after the call, write
 Framing lives only in the core: a driver that parses bytes is a bug.  Each driver is one
 module (the asyncio and trio ones share their ``async for`` reader, `_pull.PullReader`):
 
-* `sanschat.drivers.select`: a loop on `selectors.DefaultSelector` (epoll on Linux);
+* `sanschat.drivers.select`: a loop on epoll (Linux), else `selectors.DefaultSelector`;
 * `sanschat.drivers.asyncio`: an `asyncio.BufferedProtocol`, plus an ``async for`` style;
-* `sanschat.drivers.trio`: over any `trio.abc.Stream`, plus an ``async for`` style.
+* `sanschat.drivers.trio`: over any `trio.abc.Stream` (plain TCP read into a shared
+  buffer), plus an ``async for`` style.
 
 All three share the same contract, checked by one conformance suite
 (``tests/drivers/test_conformance.py``): an exception in a handler is logged on the
