@@ -26,9 +26,17 @@ terminator in force when the consumer reaches it, as a lazy iterator would, and:
 * a `TerminatorFound` whose frame's `Data` was reached is *owed*: the match was made, so it
   is never taken back, only carried to the next call (``_owed``).
 
-A frame over the limit stops the decisions before it; the iterator then raises
-`FrameTooLarge` when the consumer reaches that point (a generator chained behind the
-outbox, on that path only).
+The outbox is handed out through C-level iterators only: a plain list iterator for frames,
+``filter(None, ...)`` for events (events are true).  A frame over the limit stops the
+decisions before it with an `_Overflow` item, which raises `FrameTooLarge` when the wrapper
+touches it (frames get the ``map(frame[:])`` wrapper only when their call found such a frame).
+
+Hot paths.  Most reads under a bytes terminator either end no frame, or end exactly one at
+their last byte (request/response traffic).  While ``_hot`` holds the bytes reader (no frame
+end owed, the stream not ended) and the earlier loop has reached its end, `frames` and
+`receive` decide those reads with a few C calls (``bytes.partition``, one ``find``) and an
+outbox whose single mark stays implicit (`_mark_list` makes it when it is needed).  Every
+other read takes `_serve`, the reference the property tests compare the hot paths with.
 
 Send side: `sanschat._send.SendQueue`, which `Channel` extends.
 
