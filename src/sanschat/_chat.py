@@ -305,20 +305,21 @@ class Chat:
         connection once ``channel.wants_close`` is true.  Once the chat has asked to close,
         input is ignored.
         """
-        if self._closed or self.channel.closing:
+        channel = self.channel
+        if self._closed or channel._closing:  # (channel.closing, read without a call)
             return
         self._dispatching = True
         try:
-            if self._batch_mode:
-                self._feed_batches(self.channel.frames(data))
-            elif self._frames_mode:
+            if self._frames_mode and not self._batch_mode:
                 found = self.found_frame
-                for frame in self.channel.frames(data):
+                for frame in channel.frames(data):
                     found(frame)
+            elif self._batch_mode:
+                self._feed_batches(channel.frames(data))
             else:
                 collect = self.collect_incoming_data
                 terminated = self.found_terminator
-                for event in self.channel.receive(data):
+                for event in channel.receive(data):
                     if type(event) is Data:
                         collect(event.data)
                     else:
