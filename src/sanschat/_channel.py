@@ -51,7 +51,7 @@ from operator import itemgetter
 from typing import Any, Final, TypeAlias, final
 
 from ._errors import FrameTooLarge
-from ._events import Data, EndOfStream, Event, TerminatorFound, make_data, make_datas
+from ._events import COMPILED, Data, EndOfStream, Event, TerminatorFound, make_data, make_datas
 from ._readers import (
     BytesReader,
     CountReader,
@@ -125,19 +125,38 @@ def _exhausted(iterator: Iterator[Any]) -> bool:
     return len(iterator.__reduce__()) < 3
 
 
-def _events_of(frames: list[bytes], found: TerminatorFound) -> list[Event]:
-    """The events of a batch of frames: `Data` then *found* for each (no Data if empty)."""
+def _events_of(frames: list[bytes], found: TerminatorFound) -> list[Any]:
+    """The events of a batch of frames: `Data` then *found* for each (no Data if empty).
+
+    Compiled, a frame stands for its `Data` (see `_as_event`).
+    """
     if b"" in frames:
-        flat: list[Event] = []
+        flat: list[Any] = []
         for frame in frames:
             if frame:
-                flat.append(make_data(frame))
+                flat.append(frame if _LAZY_DATA else make_data(frame))
             flat.append(found)
         return flat
-    datas = make_datas(frames)
+    datas: list[Any] = frames if _LAZY_DATA else make_datas(frames)
     flat = [found] * (2 * len(datas))
     flat[::2] = datas
     return flat
+
+
+#: Compiled, the events of a batch are made one at a time as the consumer reaches them (an
+#: outbox item that is a frame stands for its `Data`): building thousands at once costs the
+#: garbage collector more than building them (every `Data` is a tracked object).  In pure
+#: Python that would be a Python call per event, so there they are built at once in C loops.
+_LAZY_DATA: Final = COMPILED
+
+
+def _as_event(item: Any) -> Any:
+    """The wrapper of a compiled events outbox: a frame becomes its `Data`."""
+    if type(item) is bytes:
+        return Data(item)
+    if type(item) is _Overflow:
+        bool(item)  # raises FrameTooLarge
+    return item
 
 
 def _bytes_like(value: object, what: str) -> bytes:
@@ -412,7 +431,7 @@ class Channel(SendQueue):
                     self._out = out
                     self._marks = _EVENTS_STEP  # events, guarded, one implicit mark
                     iterator = self._out_it = iter(out)
-                    return filter(None, iterator)
+                    return map(_as_event, iterator) if _LAZY_DATA else filter(None, iterator)
             buf += data
             index = buf.find(term, reader.scan_from)
             if index >= 0 and index + len(term) == len(buf):
@@ -471,7 +490,7 @@ class Channel(SendQueue):
         self._out_events = self._out_guarded = True
         self._marks = [(0, reader, 0, frame_len, found, False)]
         iterator = self._out_it = iter(out)
-        return filter(None, iterator)
+        return map(_as_event, iterator) if _LAZY_DATA else filter(None, iterator)
 
     def frames(self, data: bytes | bytearray | memoryview = b"") -> Iterator[bytes]:
         """Add received bytes; return a lazy iterator of whole frames, terminators excluded.
@@ -608,6 +627,8 @@ class Channel(SendQueue):
         too_large = self._cut()
         iterator = self._out_it = iter(out)
         if events:
+            if _LAZY_DATA:
+                return map(_as_event, iterator)
             return filter(None, iterator)  # events are true; an _Overflow raises
         if too_large is not None:
             return map(_SAME, iterator)  # frame[:] is the frame itself; an _Overflow raises
@@ -698,7 +719,7 @@ class Channel(SendQueue):
             k > start
             and self._out_events
             and type(out[k]) is TerminatorFound
-            and type(out[k - 1]) is Data
+            and type(out[k - 1]) in (Data, bytes)  # (bytes: a compiled build's Data)
         ):
             k += 1  # the frame's Data was reached: its end is owed
             if k == size:
@@ -726,6 +747,8 @@ class Channel(SendQueue):
             for item in out[keep:]:
                 if type(item) is Data:
                     pieces.append(item.data)
+                elif type(item) is bytes:  # stands for its Data (compiled)
+                    pieces.append(item)
                 elif type(item) is TerminatorFound and type(item.terminator) is bytes:
                     pieces.append(item.terminator)
             return b"".join(pieces)
