@@ -102,18 +102,26 @@ class _Overflow:
     """The outbox item where a frame too large stopped the decisions: it raises
     `FrameTooLarge` when the C-level wrapper of a guarded outbox touches it."""
 
-    __slots__ = ("_channel", "_limit", "_size")
+    __slots__ = ("_channel", "_limit", "_out", "_size")
 
-    def __init__(self, channel: Channel, limit: int, size: int) -> None:
+    def __init__(self, channel: Channel, out: list[Any], limit: int, size: int) -> None:
         self._channel = channel
+        self._out = out
         self._limit = limit
         self._size = size
 
     def __bool__(self) -> bool:
-        raise FrameTooLarge(self._limit, self._size, self._channel.buffered_input)
+        raise self._error()
 
     def __getitem__(self, key: object) -> bytes:
-        raise FrameTooLarge(self._limit, self._size, self._channel.buffered_input)
+        raise self._error()
+
+    def _error(self) -> FrameTooLarge:
+        channel = self._channel
+        error = FrameTooLarge(self._limit, self._size, channel.buffered_input)
+        if channel._out is self._out:
+            channel._out = None  # the loop ends with the error: nothing is appended to it
+        return error
 
 
 def _exhausted(iterator: Iterator[Any]) -> bool:
@@ -301,9 +309,11 @@ class Channel(SendQueue):
             assert out is not None
             before = len(out)
             too_large = self._cut()  # the running loop goes on with what the reader decides
-            if too_large is not None and len(out) == before and not self._out_guarded:
+            reached = len(out) - self._out_it.__length_hint__()
+            if too_large is not None and reached == before == len(out) and not self._out_guarded:
                 # A plain list iterator cannot raise: the loop's next piece is already too
                 # large, so the loop ends here, with the error.
+                self._out = None
                 raise FrameTooLarge(*too_large, self.buffered_input)
 
     @staticmethod
@@ -382,10 +392,13 @@ class Channel(SendQueue):
         channel.  Called mid-frame, it returns the rest of the frame received so far, and
         the frame goes on with the next bytes received.
         """
+        live = self._out is not None and not _exhausted(self._out_it)
         self._take_back()
         taken = bytes(self._buf)
         self._buf.clear()
         self._reader.restore(self._reader.state())
+        if live:
+            self._cut()  # a running loop goes on: an int 0 or the end of stream still comes
         return taken
 
     # ------------------------------------------------------------------ receive
@@ -687,7 +700,7 @@ class Channel(SendQueue):
             self._rehot()
             if self._out_guarded:
                 marks.append((len(out), reader, reader.state(), self._frame_len, None, False))
-                out.append(_Overflow(self, reader.limit, exc.size))
+                out.append(_Overflow(self, out, reader.limit, exc.size))
             return reader.limit, exc.size
         if final:
             self._eos_sent = True
