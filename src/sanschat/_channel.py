@@ -475,8 +475,8 @@ class Channel(SendQueue):
         frame end is owed and the stream goes on (the hot paths of `frames` and `receive`
         need nothing else, besides the earlier loop having reached its end); else None."""
         reader = self._reader
-        plain = type(reader) is BytesReader and self._owed is None and not self._eof
-        self._hot = reader if plain and type(reader) is BytesReader else None  # (for mypy)
+        plain = self._owed is None and not self._eof
+        self._hot = reader if plain and type(reader) is BytesReader else None
 
     def _mark_list(self) -> list[_Mark]:
         """The outbox's marks.  The hot paths leave a one-step outbox's mark implicit (None

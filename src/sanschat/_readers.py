@@ -173,23 +173,32 @@ class CountReader(Reader):
         self.remaining = state
 
 
-class BytesReader(Reader):
+class _Searching(Reader):
+    """Base of the readers that search for their terminator: the scan memo they share."""
+
+    __slots__ = ("scan_from",)
+
+    def __init__(self, limit: int | None) -> None:
+        super().__init__(limit)
+        self.scan_from = 0  # no terminator starts in buf[:scan_from]
+
+    def restore(self, state: int) -> None:
+        self.scan_from = 0
+
+
+class BytesReader(_Searching):
     """A bytes terminator: a frame ends where the bytes occur; in force frame after frame."""
 
-    __slots__ = ("found", "scan_from", "term")
+    __slots__ = ("found", "term")
 
     def __init__(self, term: bytes, limit: int | None) -> None:
         super().__init__(limit)
         self.term = term
         self.found = TerminatorFound(term)
-        self.scan_from = 0  # no terminator starts in buf[:scan_from]
 
     @property
     def terminator(self) -> Terminator:
         return self.term
-
-    def restore(self, state: int) -> None:
-        self.scan_from = 0
 
     def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
         term = self.term
@@ -232,11 +241,11 @@ class BytesReader(Reader):
         return parts
 
 
-class TupleReader(Reader):
+class TupleReader(_Searching):
     """A tuple of bytes: the earliest alternative that matches ends the frame; at one
     position the longest wins, so a shorter one waits until the longer one is decided."""
 
-    __slots__ = ("alternatives", "found", "maxlen", "regex", "scan_from")
+    __slots__ = ("alternatives", "found", "maxlen", "regex")
 
     def __init__(self, alternatives: tuple[bytes, ...], limit: int | None) -> None:
         super().__init__(limit)
@@ -245,14 +254,10 @@ class TupleReader(Reader):
         self.maxlen = max(map(len, alternatives))
         longest_first = sorted(alternatives, key=len, reverse=True)
         self.regex = re.compile(b"|".join(map(re.escape, longest_first)))
-        self.scan_from = 0
 
     @property
     def terminator(self) -> Terminator:
         return self.alternatives
-
-    def restore(self, state: int) -> None:
-        self.scan_from = 0
 
     def step(self, buf: bytearray, frame_len: int, partial: bool, final: bool) -> Step:
         match = self.regex.search(buf, self.scan_from)
