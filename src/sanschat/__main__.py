@@ -24,8 +24,10 @@ from types import FrameType
 from . import COMPILED, __version__
 from .drivers import DRIVERS, BackgroundServer, start_server
 from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
+from .protocols import PROTOCOLS
+from .protocols import factory as protocol_factory
 
-SERVERS = ("echo", "chat", "http")
+SERVERS = ("echo", "chat", "http", *PROTOCOLS)
 DEMO_TIMEOUT = 5.0  # seconds a demo exchange may take before it counts as failed
 
 
@@ -82,7 +84,8 @@ def _serve(name: str, driver: str, host: str, port: int, max_frame: int) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     try:
-        server = start_server(driver, factory(name, max_frame), host, port)
+        make = protocol_factory if name in PROTOCOLS else factory
+        server = start_server(driver, make(name, max_frame), host, port)
     except (OSError, ImportError) as error:
         print(f"error: cannot serve {name} on {driver}: {error}", file=sys.stderr)
         return 1
