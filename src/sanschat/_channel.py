@@ -765,7 +765,11 @@ class Channel(SendQueue):
                 elif type(item) is TerminatorFound and type(item.terminator) is bytes:
                     pieces.append(item.terminator)
             return b"".join(pieces)
-        for j, (start, _, _, _, found, _) in enumerate(marks):
+        first = len(marks) - 1
+        while first > 0 and marks[first][0] > keep:
+            first -= 1  # the steps before the one holding *keep* give nothing back
+        for j in range(first, len(marks)):
+            start, found = marks[j][0], marks[j][4]
             end = marks[j + 1][0] if j + 1 < len(marks) else len(out)
             frames = out[max(start, keep) : end]
             if not frames or found is None:  # found is None for an _Overflow only

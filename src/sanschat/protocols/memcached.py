@@ -75,6 +75,9 @@ class MemcachedServer(Chat):
     """Longest command line (a ``get`` of many keys is one line)."""
     max_item_size: ClassVar[int] = 1024 * 1024
     """Largest value stored (memcached's default ``-I 1m``)."""
+    line_block_limit: ClassVar[int] = 64 * 1024
+    """Data blocks up to this size (and `max_frame_size`) are read as lines, their own
+    ``\r\n`` joined back; larger ones by an int terminator.  0: every block by its count."""
     fuzz_tokens: ClassVar[tuple[bytes, ...]] = (
         b"\r\n", b"get ", b"gets ", b"set ", b"add ", b"replace ", b"append ", b"prepend ",
         b"cas ", b"delete ", b"incr ", b"decr ", b"flush_all", b"version", b"quit", b" noreply",
@@ -89,6 +92,10 @@ class MemcachedServer(Chat):
         # The storage command whose data block comes next: (command, key, flags, cas, noreply)
         self._pending: tuple[bytes, bytes, int, int, bool] | None = None
         self._swallow = 0  # bytes of a refused data block still to drop
+        self._size = 0  # the data block's length
+        self._by_count = False  # it is read by an int terminator, as one frame
+        self._pieces: list[bytes] = []  # else its lines so far, and their length with CRLFs
+        self._got = 0
 
     @classmethod
     def factory(cls) -> Callable[[], MemcachedServer]:
@@ -99,20 +106,36 @@ class MemcachedServer(Chat):
     # ------------------------------------------------------------------ framing
 
     def found_frame(self, frame: bytes) -> None:
-        """A command line, a data block with its ``\\r\\n``, or a piece of a refused block."""
+        """A command line, a data block (or a line of a small one), or a piece to drop."""
         if self._swallow:
             self._swallow -= len(frame)
             self._expect(self._swallow)
-        elif self._pending is not None:
-            pending, self._pending = self._pending, None
-            if frame[-2:] != b"\r\n":
-                self.push(b"CLIENT_ERROR bad data chunk\r\n")
-            else:
-                self._store(*pending, frame[:-2])
+        elif self._pending is None:
+            self._command(frame)
+        elif self._by_count:  # the block and its "\r\n", as one frame of the int terminator
+            self._by_count = False
+            self._end_block(frame[:-2] if frame[-2:] == b"\r\n" else None)
             if not self.closing:
                 self.set_terminator(b"\r\n")  # last: it raises if a received line is too long
+        else:  # a line of a small block: the block's own "\r\n"s cut it into pieces
+            self._pieces.append(frame)
+            got = self._got + len(frame)
+            if got == self._size:
+                self._end_block(b"\r\n".join(self._pieces))
+            elif got + 2 > self._size:
+                self._end_block(None)
+            else:
+                self._got = got + 2  # the "\r\n" that ended this piece is the block's
+
+    def _end_block(self, value: bytes | None) -> None:
+        """The data block has come: store it (None: it was not followed by ``\r\n``)."""
+        pending, self._pending = self._pending, None
+        self._pieces.clear()
+        assert pending is not None
+        if value is None:
+            self.push(b"CLIENT_ERROR bad data chunk\r\n")
         else:
-            self._command(frame)
+            self._store(*pending, value)
 
     def _expect(self, swallow: int) -> None:
         """Drop the next *swallow* bytes in bounded pieces, then read lines again."""
@@ -179,7 +202,10 @@ class MemcachedServer(Chat):
             self._expect(self._swallow)
         else:
             self._pending = (name, words[1], flags, cas, noreply)
-            self.set_terminator(size + 2, max_frame_size=None)
+            self._size, self._got = size, 0
+            if size > self.line_block_limit or size > (self.max_frame_size or size):
+                self._by_count = True
+                self.set_terminator(size + 2, max_frame_size=None)
 
     def _store(self, name: bytes, key: bytes, flags: int, cas: int, noreply: bool,
                value: bytes) -> None:  # fmt: skip

@@ -57,8 +57,9 @@ def _wrong_arity(name: bytes) -> bytes:
 
 
 class RESPServer(Chat):
-    """A Redis server for the RESP2 protocol: PING, ECHO, SET, GET, DEL, EXISTS, INCR, DECR,
-    MGET, MSET, DBSIZE, FLUSHDB, MULTI/EXEC/DISCARD (what redis-py pipelines use), QUIT.
+    """A Redis server for the RESP2 protocol: PING, ECHO, SET [NX|XX], GET, DEL, EXISTS, INCR,
+    DECR, INCRBY, DECRBY, MGET, MSET, DBSIZE, FLUSHDB, MULTI/EXEC/DISCARD (redis-py's default
+    pipeline), QUIT.  Clients must speak RESP2 (redis-py: ``protocol=2``; HELLO is refused).
 
     Args:
         data: the key space; connections given the same dict share it (a new one if omitted).
@@ -72,6 +73,10 @@ class RESPServer(Chat):
     value is held whole while it arrives)."""
     max_multibulk_length: ClassVar[int] = 1024 * 1024
     """Most arguments in one command (as Redis)."""
+    line_bulk_limit: ClassVar[int] = 64 * 1024
+    """Bulks up to this size (and `max_frame_size`) are read as lines, their own ``\r\n``
+    joined back; larger ones by an int terminator.  0: every bulk by an int terminator.
+    Both are exact; see the module docstring for why the small ones avoid the switch."""
     fuzz_tokens: ClassVar[tuple[bytes, ...]] = (
         b"\r\n", b"*1\r\n", b"*2\r\n", b"*3\r\n", b"$1\r\n", b"$3\r\n", b"$-1\r\n", b"*-1\r\n",
         b"$99999999999\r\n", b"PING", b"ECHO", b"SET", b"GET", b"DEL", b"EXISTS", b"INCR",
@@ -86,7 +91,10 @@ class RESPServer(Chat):
         """The key space."""
         self._args: list[bytes] = []  # the bulks of the command being received
         self._wanted = 0  # bulks of that command still to come
-        self._in_bulk = False  # the next frame is a bulk's bytes and its "\r\n"
+        self._bulk_length = -1  # length of the bulk being read; -1 while reading headers
+        self._by_count = False  # that bulk is read by an int terminator, as one frame
+        self._pieces: list[bytes] = []  # else its lines so far, and their length with CRLFs
+        self._got = 0
         self._queued: list[list[bytes]] | None = None  # commands after MULTI, until EXEC
         self._aborted = False  # a command was refused since MULTI: EXEC discards them
 
@@ -99,36 +107,56 @@ class RESPServer(Chat):
     # ------------------------------------------------------------------ framing
 
     def found_frame(self, frame: bytes) -> None:
-        """One header line, one bulk (with its ``\\r\\n``), or one inline command."""
-        if self._in_bulk:
+        """One header line, a bulk (with its ``\r\n``) or a piece of one, or an inline command."""
+        if self._bulk_length < 0:
+            self._header(frame)
+        elif self._by_count:  # the bulk and its "\r\n", as one frame of the int terminator
+            self._by_count = False
             if frame[-2:] != b"\r\n":
                 self._fail("bulk string not followed by CRLF")
                 return
-            self._args.append(frame[:-2])
-            self._in_bulk = False
-            self._wanted -= 1
-            if self._wanted == 0:
-                self._run_command()
+            self._end_bulk(frame[:-2])
             if not self.closing:
                 self.set_terminator(b"\r\n")  # last: it raises if a received line is too long
-        elif self._wanted:
-            if frame[:1] != b"$":
-                self._fail(f"expected '$', got {frame[:1].decode('latin-1')!r}")
+        else:  # a line of a small bulk: the bulk's own "\r\n"s cut it into pieces
+            self._pieces.append(frame)
+            got = self._got + len(frame)
+            if got == self._bulk_length:
+                self._end_bulk(b"\r\n".join(self._pieces))
+            elif got + 2 > self._bulk_length:
+                self._fail("bulk string not followed by CRLF")
+            else:
+                self._got = got + 2  # the "\r\n" that ended this piece is the bulk's
+
+    def _header(self, line: bytes) -> None:
+        if self._wanted:
+            if line[:1] != b"$":
+                self._fail(f"expected '$', got {line[:1].decode('latin-1')!r}")
                 return
-            length = _parse_int(frame[1:])
+            length = _parse_int(line[1:])
             if length is None or not 0 <= length <= self.max_bulk_length:
                 self._fail("invalid bulk length")
                 return
-            self._in_bulk = True
-            self.set_terminator(length + 2, max_frame_size=None)
-        elif frame[:1] == b"*":
-            count = _parse_int(frame[1:])
+            self._bulk_length = length
+            if length > self.line_bulk_limit or length > (self.max_frame_size or length):
+                self._by_count = True
+                self.set_terminator(length + 2, max_frame_size=None)
+        elif line[:1] == b"*":
+            count = _parse_int(line[1:])
             if count is None or count > self.max_multibulk_length:
                 self._fail("invalid multibulk length")
             elif count > 0:  # "*0" and "*-1" are empty requests: nothing to answer
                 self._wanted = count
-        elif words := frame.split():
+        elif words := line.split():
             self._args = words
+            self._run_command()
+
+    def _end_bulk(self, value: bytes) -> None:
+        self._args.append(value)
+        self._bulk_length, self._got = -1, 0
+        self._pieces.clear()
+        self._wanted -= 1
+        if self._wanted == 0:
             self._run_command()
 
     def protocol_error(self, error: ProtocolError) -> None:
@@ -222,7 +250,12 @@ class RESPServer(Chat):
         return _integer(sum(key in self.data for key in args[1:]))
 
     def _incr(self, args: list[bytes]) -> bytes:
-        step = 1 if args[0].upper() == b"INCR" else -1
+        name = args[0].upper()
+        step = _parse_int(args[2]) if len(args) == 3 else 1  # INCRBY, DECRBY: by args[2]
+        if step is None:
+            return _error("value is not an integer or out of range")
+        if name.startswith(b"DECR"):
+            step = -step
         number = _parse_int(self.data.get(args[1], b"0"))
         if number is None or not -_INT_MAX - 1 <= number <= _INT_MAX:
             return _error("value is not an integer or out of range")
@@ -259,6 +292,8 @@ _COMMANDS: dict[bytes, tuple[Callable[[RESPServer, list[bytes]], bytes], int]] =
     b"EXISTS": (RESPServer._exists, -2),
     b"INCR": (RESPServer._incr, 2),
     b"DECR": (RESPServer._incr, 2),
+    b"INCRBY": (RESPServer._incr, 3),
+    b"DECRBY": (RESPServer._incr, 3),
     b"MGET": (RESPServer._mget, -2),
     b"MSET": (RESPServer._mset, -3),
     b"DBSIZE": (RESPServer._dbsize, 1),
