@@ -27,7 +27,7 @@ from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 from .protocols import PROTOCOLS
 from .protocols import factory as protocol_factory
 
-SERVERS = ("echo", "chat", "http", *PROTOCOLS)
+SERVERS = ("echo", "chat", "http")
 DEMO_TIMEOUT = 5.0  # seconds a demo exchange may take before it counts as failed
 
 
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve one example protocol until interrupted")
-    serve.add_argument("server", choices=SERVERS)
+    serve.add_argument("server", choices=(*SERVERS, *PROTOCOLS))
     serve.add_argument("--driver", choices=DRIVERS, default="select")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")

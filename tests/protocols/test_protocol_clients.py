@@ -6,8 +6,14 @@ from __future__ import annotations
 import asyncio
 import email.message
 import email.policy
+import os
+import re
+import select
+import signal
 import smtplib
 import socket
+import subprocess
+import sys
 from typing import ClassVar
 
 import aiosmtplib
@@ -17,6 +23,7 @@ import redis
 from conftest import TIMEOUT, Serve
 from pymemcache.client.base import Client as MemcacheClient
 
+from sanschat import protocols
 from sanschat.protocols.memcached import MemcachedServer, Store
 from sanschat.protocols.resp import RESPServer
 from sanschat.protocols.smtp import Envelope, SMTPServer
@@ -236,3 +243,49 @@ def test_memcached_key_too_long_is_a_client_error(serve: Serve) -> None:
     address = serve(MemcachedServer)
     reply = raw_exchange(address, b"get " + b"k" * 251 + b"\r\nversion\r\nquit\r\n")
     assert reply == b"CLIENT_ERROR bad command line format\r\nVERSION 1.6.0-sanschat\r\n"
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize("name", ["smtp", "resp", "memcached"])
+def test_python_m_sanschat_serves_each_protocol_and_exits_0_on_sigterm(name: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sanschat", "serve", name, "--driver", "asyncio"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        ready = select.select([process.stdout], [], [], TIMEOUT)[0]
+        line = process.stdout.readline() if ready else ""
+        match = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", line)
+        assert match, f"unexpected first line {line!r}"
+        port = int(match.group(1))
+        if name == "smtp":
+            with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+                assert smtp.sendmail("a@b.example", ["c@d.example"], b"hi\r\n") == {}
+        elif name == "resp":
+            with redis.Redis(port=port, socket_timeout=TIMEOUT, protocol=2) as client:
+                assert client.set("k", "v") and client.get("k") == b"v"
+        else:
+            client = memcache(("127.0.0.1", port))
+            assert client.set("k", b"v", noreply=False) and client.get("k") == b"v"
+            client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(TIMEOUT)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_the_protocol_factory_refuses_an_unknown_name_and_applies_a_line_limit() -> None:
+    with pytest.raises(ValueError, match="unknown protocol 'gopher'"):
+        protocols.factory("gopher")
+    chat = protocols.factory("resp", max_frame_size=100)()
+    assert isinstance(chat, RESPServer) and chat.max_frame_size == 100
+    assert protocols.factory("smtp")().max_frame_size == SMTPServer.max_frame_size
