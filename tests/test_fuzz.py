@@ -276,6 +276,9 @@ def test_protocol_fuzzer_reports_an_exception_that_is_not_a_protocol_error() -> 
     assert b"DEL" in finding.data
     assert finding.exception is not None
     assert "Traceback" in finding.exception and "del self.keys[rest]" in finding.exception
+    assert finding.chunks == (finding.data,)  # raised whole: no cut needed, none reported
+    assert f"  not cut: {finding.whole}" in finding.report()
+    assert "cut into" not in finding.report()
 
 
 def test_without_its_keywords_the_store_bug_stays_hidden() -> None:

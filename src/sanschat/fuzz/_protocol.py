@@ -136,10 +136,15 @@ class Finding:
         lines = [
             f"FINDING (input {self.run}, seed {self.seed}): {self.problem}",
             f"  input ({len(self.data)} bytes): {show_bytes(self.data)}",
-            f"  cut into {sizes}: [{chunks}]",
-            f"  whole input: {self.whole}",
-            f"  cut input:   {self.cut}",
         ]
+        if len(self.chunks) == 1:  # the whole input was enough
+            lines.append(f"  not cut: {self.whole}")
+        else:
+            lines += [
+                f"  cut into {sizes}: [{chunks}]",
+                f"  whole input: {self.whole}",
+                f"  cut input:   {self.cut}",
+            ]
         if self.exception is not None:
             lines.append("  exception:")
             lines.extend("    " + line for line in self.exception.rstrip().splitlines())
