@@ -230,16 +230,7 @@ def test_protocol_fuzzer_finds_the_lost_reply_bug_within_its_ci_budget(seed: int
     assert finding.run <= result.runs <= 2000 and finding.seed == seed
 
 
-#: Until Chat.protocol_error exists (issue 10, items 1-2), the harness itself drops the reply
-#: to a valid frame when a later frame of the same read is too large: then even the correct
-#: Echo has the lost-reply bug, and the fuzzer rightly reports it.
-_LOSES_REPLIES_TODAY = pytest.mark.xfail(
-    not hasattr(Chat, "protocol_error"), reason="harness before issue 10", strict=True
-)
-
-
-@_LOSES_REPLIES_TODAY
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 def test_protocol_fuzzer_reports_no_finding_for_the_correct_echo(seed: int) -> None:
     result = fuzz_protocol(Echo8, runs=2000, seconds=60, seed=seed)
     assert result.finding is None, result.finding.report()
@@ -447,7 +438,6 @@ def test_main_refuses_options_that_do_not_fit(
     assert message in capsys.readouterr().err
 
 
-@_LOSES_REPLIES_TODAY
 def test_main_with_a_target_and_no_finding_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--target", "sanschat.examples:Echo", "--runs", "300"]) == 0
     out = capsys.readouterr().out

@@ -33,7 +33,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,18 +88,22 @@ def show_bytes(data: bytes) -> str:
 @dataclass(frozen=True)
 class Outcome:
     """What the peer observed of one run: the bytes the chat sent, whether it closed, and
-    the name of the type of the error it raised (``None`` if it raised nothing).
+    the name of the type of the exception that escaped the chat (``None`` if none did).
 
     Only the type's name: an error's message may say how far into the stream it was noticed,
-    which depends on the cut.
+    which depends on the cut.  `answered` names the `ProtocolError` the chat answered with
+    `Chat.protocol_error`, for the report; it is not compared (the peer sees the reply, not
+    the error).
     """
 
     sent: bytes
     closed: bool
     error: str | None
+    answered: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return f"sent={show_bytes(self.sent)} closed={self.closed} error={self.error}"
+        text = f"sent={show_bytes(self.sent)} closed={self.closed} error={self.error}"
+        return text if self.answered is None else f"{text} (answered {self.answered})"
 
 
 @dataclass(frozen=True)
@@ -317,18 +321,34 @@ def _words(data: bytes, terminators: Sequence[bytes]) -> list[bytes]:
 def _run(
     make_chat: Callable[[], Chat], chunks: Sequence[bytes], seen: list[Terminator]
 ) -> tuple[Outcome, BaseException | None]:
-    """Feed *chunks* then end of stream to a fresh chat, as a driver would; note in *seen*
-    every terminator the chat had after a chunk."""
-    harness = ChatHarness(make_chat(), catch=True)
+    """Feed *chunks* then end of stream to a fresh chat, as a driver would.
+
+    Returns the outcome and the exception to show: the one that escaped the chat, else the
+    `ProtocolError` it answered.  Notes in *seen* every terminator the chat had after a
+    chunk.
+    """
+    chat = make_chat()
+    answered: list[ProtocolError] = []
+    hook = getattr(chat, "protocol_error", None)
+    if hook is not None:
+
+        def spy(error: ProtocolError) -> None:
+            answered.append(error)
+            hook(error)
+
+        setattr(chat, "protocol_error", spy)  # noqa: B010 - an instance attribute, on purpose
+    harness = ChatHarness(chat, catch=True)
     for chunk in chunks:
         harness.feed(chunk)
-        terminator = harness.chat.channel.get_terminator()
+        terminator = chat.channel.get_terminator()
         if isinstance(terminator, (bytes, tuple)) and terminator not in seen:
             seen.append(terminator)
     harness.feed_eof()
     error = harness.error
     name = None if error is None else type(error).__name__
-    return Outcome(bytes(harness.sent), harness.closed, name), error
+    protocol = type(answered[0]).__name__ if answered else None
+    outcome = Outcome(bytes(harness.sent), harness.closed, name, protocol)
+    return outcome, error if error is not None or not answered else answered[0]
 
 
 def _positions(data: bytes, terminators: Sequence[bytes]) -> tuple[list[int], list[int]]:
@@ -411,41 +431,27 @@ def _check(
     terminators: list[bytes],
     rng: random.Random,
     seen: list[Terminator],
-) -> tuple[Outcome, _Problem | None]:
-    """Run *data* whole and cut; return the whole outcome and the first problem, if any."""
+) -> tuple[Outcome, BaseException | None, _Problem | None]:
+    """Run *data* whole and cut; return the whole run's outcome and exception (escaped or
+    answered), and the first problem, if any."""
     whole, whole_error = _run(make_chat, [data], seen)
     if whole_error is not None and not isinstance(whole_error, ProtocolError):
-        problem = f"the chat raised {type(whole_error).__name__}, not a ProtocolError"
-        return whole, _Problem(
-            "raised " + type(whole_error).__name__,
-            problem,
-            (data,),
-            whole,
-            whole,
-            _describe(whole_error),
-        )
+        name = type(whole_error).__name__
+        problem = f"the chat raised {name}, not a ProtocolError"
+        found = _Problem("raised " + name, problem, (data,), whole, whole, _describe(whole_error))
+        return whole, whole_error, found
     for chunks in _cuttings(data, terminators, rng):
         cut, cut_error = _run(make_chat, chunks, seen)
         if cut_error is not None and not isinstance(cut_error, ProtocolError):
             name = type(cut_error).__name__
-            return whole, _Problem(
-                "raised " + name,
-                f"the chat raised {name}, not a ProtocolError, on a cut input",
-                chunks,
-                whole,
-                cut,
-                _describe(cut_error),
-            )
+            problem = f"the chat raised {name}, not a ProtocolError, on a cut input"
+            found = _Problem("raised " + name, problem, chunks, whole, cut, _describe(cut_error))
+            return whole, whole_error, found
         if cut != whole:
-            return whole, _Problem(
-                "cut",
-                "the answer depends on how the input is cut",
-                chunks,
-                whole,
-                cut,
-                _describe(whole_error or cut_error),
-            )
-    return whole, None
+            problem = "the answer depends on how the input is cut"
+            shown = _describe(whole_error or cut_error)
+            return whole, whole_error, _Problem("cut", problem, chunks, whole, cut, shown)
+    return whole, whole_error, None
 
 
 # ---------------------------------------------------------------------- making inputs
@@ -536,7 +542,13 @@ class _Mutator:
 def _signature(whole: Outcome, data: bytes, terminators: Sequence[bytes]) -> tuple[object, ...]:
     """A coarse picture of the behaviour an input caused, for choosing what to mutate."""
     ends, _ = _positions(data, terminators)
-    return (whole.error, whole.closed, min(len(whole.sent), 64).bit_length(), min(len(ends), 8))
+    return (
+        whole.error,
+        whole.answered,
+        whole.closed,
+        min(len(whole.sent), 64).bit_length(),
+        min(len(ends), 8),
+    )
 
 
 def _shrink(
@@ -553,7 +565,7 @@ def _shrink(
     def still(candidate: bytes) -> bool:
         nonlocal checks, found
         checks += 1
-        _, problem = _check(make_chat, candidate, terminators, random.Random(seed), [])
+        _, _, problem = _check(make_chat, candidate, terminators, random.Random(seed), [])
         if problem is None or problem.key != found.key:
             return False
         found = problem
@@ -631,10 +643,10 @@ def fuzz_protocol(
     while done < runs and time.monotonic() < deadline:
         data = corpus_inputs[done] if done < len(corpus_inputs) else mutator.next()
         done += 1
-        whole, problem = _check(make_chat, data, terminators, rng, seen)
+        whole, whole_error, problem = _check(make_chat, data, terminators, rng, seen)
         framed += any(terminator in data for terminator in terminators)
         replied += bool(whole.sent)
-        protocol_errors += whole.error is not None and problem is None
+        protocol_errors += isinstance(whole_error, ProtocolError)
         if problem is not None:
             if shrink:
                 data, problem = _shrink(make_chat, data, problem, terminators, seed)
