@@ -33,6 +33,17 @@ from sanschat.fuzz._protocol import _cuttings
 from sanschat.testing import ChatHarness, transcript
 
 
+def _fuzz_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sanschat.fuzz`` on the sanschat under test, with tests/ importable."""
+    return subprocess.run(
+        [sys.executable, "-m", "sanschat.fuzz", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
+    )
+
+
 @given(st.binary(max_size=300))
 def test_every_input_decodes_to_a_valid_case_and_passes_the_core_invariants(data: bytes) -> None:
     case = decode(data)
@@ -72,6 +83,13 @@ def test_check_protocol_flags_an_answer_that_depends_on_the_cut() -> None:
     assert transcript(NaiveLines(), [b"hello\n"]).sent == b"line: hello\n"
 
 
+def test_check_protocol_flags_an_exception_that_is_not_a_protocol_error() -> None:
+    target = check_protocol(Store)
+    with pytest.raises(AssertionError, match="the protocol raised KeyError"):
+        target(bytes(8) + b"DEL x\r\n")
+    target(bytes(8) + b"SET x 1\r\nDEL x\r\n")  # a correct request passes
+
+
 def test_check_protocol_accepts_the_http_example() -> None:
     from sanschat.examples import HTTPRequestHandler
 
@@ -96,23 +114,8 @@ def test_main_refuses_a_target_without_a_factory() -> None:
 
 
 def test_command_line_finds_the_naive_protocol_bug() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sanschat.fuzz",
-            "--engine",
-            "hypothesis",
-            "--runs",
-            "300",
-            "--target",
-            "test_testing:NaiveLines",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
-    )
+    args = ("--engine", "hypothesis", "--runs", "300", "--target", "test_testing:NaiveLines")
+    result = _fuzz_cli(*args)
     assert result.returncode != 0
     assert "depends on how the input is cut" in result.stdout + result.stderr
 
@@ -222,7 +225,9 @@ def test_protocol_fuzzer_finds_the_lost_reply_bug_within_its_ci_budget(seed: int
     assert b"\r\n" in finding.data and b"".join(finding.chunks) == finding.data
     # the reply to a valid frame reaches the peer in one cutting only
     assert len(finding.cut.sent) != len(finding.whole.sent)
-    assert finding.whole.error == finding.cut.error or "FrameTooLarge" in (finding.exception or "")
+    assert finding.whole.answered == finding.cut.answered == "FrameTooLarge"
+    assert finding.whole.error is None and finding.cut.error is None  # nothing escaped
+    assert (finding.exception or "").startswith("FrameTooLarge: frame of at least")
     # checked without the fuzzer: the two cuttings really differ
     assert _outcome(LosesReplies, [finding.data]) != _outcome(LosesReplies, finding.chunks)
     assert (finding.whole.sent, finding.whole.closed) == _outcome(LosesReplies, [finding.data])
@@ -385,16 +390,6 @@ def test_show_bytes_is_an_exact_python_expression(data: bytes) -> None:
 def test_show_bytes_shortens_runs() -> None:
     assert show_bytes(b"ab" + b"x" * 1000) == "b'ab' + b'x' * 1000"
     assert show_bytes(b"") == "b''"
-
-
-def _fuzz_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sanschat.fuzz", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
-    )
 
 
 def test_command_line_finds_the_lost_reply_bug_the_same_way_every_time() -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .._channel import Channel, Terminator
 from .._chat import Chat
-from .._errors import FrameTooLarge, SanschatError
+from .._errors import FrameTooLarge, ProtocolError
 from .._events import Data, EndOfStream, TerminatorFound
 from ..testing import transcript
 
@@ -201,7 +201,7 @@ def check_protocol(make_chat: Callable[[], Chat]) -> Callable[[bytes], None]:
     """A fuzz target for a user's `Chat` factory.
 
     The returned function feeds its input whole and cut by sizes taken from its first
-    bytes, and asserts that the chat raised nothing but `SanschatError`s and sent the same
+    bytes, and asserts that the chat raised nothing but `ProtocolError`s and sent the same
     bytes, closing the same way, both times.
     """
 
@@ -213,7 +213,7 @@ def check_protocol(make_chat: Callable[[], Chat]) -> Callable[[bytes], None]:
             make_chat(), _chunks(Case((None,), None, case.sizes, (0,), stream)), eof=True
         )
         for run in (whole, cut):
-            if run.error is not None and not issubclass(run.error, SanschatError):
+            if run.error is not None and not issubclass(run.error, ProtocolError):
                 raise AssertionError(f"the protocol raised {run.error.__name__}")
         assert whole == cut, f"the answer depends on how the input is cut: {whole} != {cut}"
 

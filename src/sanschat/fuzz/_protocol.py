@@ -14,9 +14,10 @@ or reply pattern) join the pool that mutations start from.
 
 Every input is run whole, then under a few cuttings: after a frame (where a terminator
 ends), inside a terminator, at a random point, in random small chunks, and one byte at a
-time when it is short.  The property: the chat raises nothing but `ProtocolError`s, and
-what the peer observes (`Outcome`: the bytes sent, whether it closed, the error's type) is
-the same for every cutting.  The first input that breaks it is shrunk (slices removed while
+time when it is short.  The property: no exception but a `ProtocolError` escapes the chat
+(with `Chat.protocol_error`, none does: the chat answers it), and what the peer observes
+(`Outcome`: the bytes sent, whether it closed, the type of an escaped exception) is the
+same for every cutting.  The first input that breaks it is shrunk (slices removed while
 the same problem remains) and returned as a `Finding` with the input, the cutting, both
 outcomes and the exception.
 
