@@ -13,7 +13,7 @@ from sanschat.examples import (
     HTTPRequestHandler,
     factory,
 )
-from sanschat.testing import ChatHarness, RecordingTransport
+from sanschat.testing import ChatHarness, RecordingTransport, assert_same_for_every_chunking
 
 
 def output(chat: Chat) -> bytes:
@@ -102,8 +102,11 @@ def test_http_post_with_content_length_zero_answers_at_once() -> None:
         (b"GET / HTTP/1.0\r\nno colon here\r\n\r\n", b"400"),
         (b"POST / HTTP/1.0\r\nContent-Length: 99999999\r\n\r\n", b"413"),
         (b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET / HTTP/1.0\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", b"431"),
+        (b"GET /" + b"y" * 70_000 + b" HTTP/1.0\r\n\r\n", b"431"),
     ],
-    ids=["request-line", "no-length", "negative-length", "header", "too-long", "many-headers"],
+    ids=["request-line", "no-length", "negative-length", "header", "too-long", "many-headers",
+         "long-header-line", "long-request-line"],
 )
 def test_http_refuses_bad_requests_with_a_status(request_bytes: bytes, status: bytes) -> None:
     assert http_exchange(request_bytes).startswith(b"HTTP/1.0 " + status)
@@ -135,3 +138,18 @@ def test_chat_room_skips_a_member_that_is_leaving() -> None:
     leaver.feed_eof()  # the peer half-closed: the member flushes, then leaves
     talker.feed(b"anyone?\n")  # must not push to the leaving member (a ValueError)
     assert output(leaver) == b"queued\r\n"
+
+
+def test_http_answers_a_long_header_line_with_431_however_it_is_cut() -> None:
+    class Small(HTTPRequestHandler):
+        max_frame_size = 24
+
+    request = b"GET / HTTP/1.0\r\nX-Long: " + b"z" * 30 + b"\r\n\r\n"
+    reference = assert_same_for_every_chunking(Small, request, max_pieces=2)
+    assert reference.sent.startswith(b"HTTP/1.0 431 Request Header Fields Too Large\r\n")
+    assert reference.closed
+
+
+def test_http_413_names_content_too_large() -> None:
+    reply = http_exchange(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % (2 << 20))
+    assert reply.startswith(b"HTTP/1.0 413 Content Too Large\r\n")

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from ._channel import TerminatorLike
 from ._chat import Chat
+from ._errors import ProtocolError
 
 __all__ = [
     "CHAT_SENDQ_LIMIT",
@@ -104,14 +105,18 @@ class HTTPRequestHandler(Chat):
     body with ``Content-Length`` as an int terminator; then sets the terminator to ``None``
     (clients sometimes send more than they announce), answers ``HTTP/1.0 200 OK`` (for a
     POST, with the request body echoed back; otherwise a short text naming the request) and
-    closes when done.  A malformed request gets ``400 Bad Request``, too many headers
-    ``431``.
+    closes when done.  A malformed request gets ``400 Bad Request``; a header line longer
+    than `max_frame_size` or too many headers, ``431 Request Header Fields Too Large``; a
+    body longer than `max_body_size`, ``413 Content Too Large``.  The long line is the
+    peer's protocol error: the channel stops framing it, and `protocol_error` answers it.
     """
 
     terminator: ClassVar[TerminatorLike] = b"\r\n"
     max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
     max_headers: ClassVar[int] = 100
     """Header lines accepted before the request is refused with 431."""
+    max_body_size: ClassVar[int] = 1024 * 1024
+    """The largest POST body accepted; a longer ``Content-Length`` is refused with 413."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,12 +167,21 @@ class HTTPRequestHandler(Chat):
             if not length.isdigit():
                 self.respond(400, b"Bad Request", b"POST needs a Content-Length\n")
                 return
-            if self.max_frame_size is not None and int(length) > self.max_frame_size:
-                self.respond(413, b"Payload Too Large", b"body over the size limit\n")
+            if int(length) > self.max_body_size:
+                self.respond(413, b"Content Too Large", b"body over the size limit\n")
                 return
-            self.set_terminator(int(length))
+            self.set_terminator(int(length), max_frame_size=self.max_body_size)
         else:
             self.handle_request(b"")
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        """A header line too long for `max_frame_size` (431), or a body over its limit (413)."""
+        if self.handling:
+            return
+        if self.reading_headers:
+            self.respond(431, b"Request Header Fields Too Large", b"header line too long\n")
+        else:
+            self.respond(413, b"Content Too Large", b"body over the size limit\n")
 
     def handle_request(self, body: bytes) -> None:
         """Answer the request: the POST body echoed, or a line naming the request."""
