@@ -7,17 +7,22 @@ checks it from the outside, with plain blocking sockets as clients.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from http_cases import BAD_REQUESTS
 from netutil import TIMEOUT, ServerStarter, connect, recv_exactly, recv_until_eof, wait_for
 
 from sanschat import Chat, ProtocolError
+from sanschat.drivers import BackgroundServer
 from sanschat.examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 
 
@@ -114,6 +119,80 @@ def test_http_post_switches_to_a_length_terminator_mid_connection(
     assert head.startswith(b"HTTP/1.0 200 OK")
     assert b"Content-Length: %d" % len(body) in head
     assert echoed == body
+
+
+def _http_client_status(
+    server: BackgroundServer, method: str, headers: dict[str, str], body: bytes
+) -> tuple[int, str, bytes]:
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.request(method, "/", body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.reason, response.read()
+    finally:
+        conn.close()
+
+
+def test_http_answers_431_to_http_client_for_a_header_line_over_the_limit(
+    serve: ServerStarter,
+) -> None:
+    server = serve(factory("http"))
+    status, reason, body = _http_client_status(server, "GET", {"X-Big": "b" * 70_000}, b"")
+    assert (status, reason, body) == (431, "Request Header Fields Too Large",
+                                      b"header line too long\n")
+
+
+def test_http_answers_413_to_http_client_for_a_body_over_the_limit(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    status, reason, _ = _http_client_status(server, "POST", {}, b"p" * (3 * 1024 * 1024))
+    assert (status, reason) == (413, "Content Too Large")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_http_answers_431_to_curl(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    host, port = server.address
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "X-Big: " + "c" * 70_000,
+         f"http://{host}:{port}/"],
+        capture_output=True, timeout=TIMEOUT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(b"header line too long\n\n431")
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_http_refuses_each_bad_request_over_a_socket_with_its_status(
+    serve: ServerStarter, name: str
+) -> None:
+    request, status = BAD_REQUESTS[name]
+    server = serve(factory("http"))
+    with connect(server) as sock:
+        sock.sendall(request)
+        reply = recv_until_eof(sock)
+    assert reply.startswith(b"HTTP/1.0 " + status + b" "), reply[:60]
+
+
+def test_http_client_with_chunked_or_duplicate_lengths_is_refused(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/", body=iter([b"abc"]), encode_chunked=True)
+        assert conn.getresponse().status == 501
+    finally:
+        conn.close()
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.putrequest("POST", "/")
+        conn.putheader("Content-Length", "3")
+        conn.putheader("Content-Length", "4")
+        conn.endheaders(b"abcd")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (400, b"more than one Content-Length\n")
+    finally:
+        conn.close()
 
 
 def test_chat_line_reaches_every_other_member_but_not_the_sender(serve: ServerStarter) -> None:
