@@ -182,6 +182,16 @@ def test_discard_buffers_keeps_an_int_count_and_restarts_the_frame_size() -> Non
     assert list(channel.receive(b"cdefg")) == [Data(b"cde"), TerminatorFound(5), Data(b"fg")]
 
 
+def test_discard_buffers_after_the_data_that_completed_a_count_leaves_none() -> None:
+    channel = Channel(3)
+    events = channel.receive(b"abcdef")
+    assert next(events) == Data(b"abc")  # the count is complete; TerminatorFound(3) is owed
+    channel.discard_buffers()
+    assert channel.get_terminator() is None
+    assert list(events) == []  # the loop ended, and the owed frame end went with it
+    assert list(channel.receive(b"xyz")) == [Data(b"xyz")]
+
+
 def test_discard_buffers_mid_count_leaves_the_stream_incomplete_at_eof() -> None:
     channel = Channel(5)
     list(channel.receive(b"ab"))

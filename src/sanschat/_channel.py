@@ -613,10 +613,12 @@ class Channel(SendQueue):
 
         The terminator and its limit stay in force.  An int terminator still wants the bytes
         it wanted before the call (as in asynchat: the dropped bytes were never counted), so
-        it ends a frame that many received bytes later.  What was delivered of the open
-        frame is forgotten: its size, which ``max_frame_size`` bounds and
-        `EndOfStream.incomplete` reports, starts again from zero with the next byte
-        received (an int still counting makes the stream incomplete at end of stream).
+        it ends a frame that many received bytes later; if the loop had reached the `Data`
+        that completed its count, that frame had ended and the terminator is ``None``.
+        What was delivered of the open frame is forgotten: its size, which
+        ``max_frame_size`` bounds and `EndOfStream.incomplete` reports, starts again from
+        zero with the next byte received (an int still counting makes the stream incomplete
+        at end of stream).
         """
         self._retire()
         self._owed = None
