@@ -12,10 +12,6 @@ from sanschat.protocols.memcached import SWALLOW_CHUNK, MemcachedServer, Store
 from sanschat.testing import ChatHarness, assert_same_for_every_chunking, transcript
 from sanschat.testing.strategies import chunkings
 
-PENDING_HOOK = pytest.mark.xfail(
-    strict=True, reason="needs Chat.protocol_error (issue 10), not on main yet"
-)
-
 
 class ByCount(MemcachedServer):
     """Every data block read by an int terminator (the other framing path)."""
@@ -155,7 +151,6 @@ def test_connections_of_one_factory_share_the_store() -> None:
     assert ChatHarness(MemcachedServer(Store())).feed(b"get k\r\n") == b"END\r\n"
 
 
-@PENDING_HOOK
 def test_a_command_line_over_the_limit_is_answered_then_close() -> None:
     harness = ChatHarness(Small())
     reply = harness.feed(b"version\r\nget " + b"k" * 400 + b"\r\nversion\r\n")

@@ -108,12 +108,6 @@ def test_smtplib_too_large_message_is_refused_at_mail_from(serve: Serve) -> None
     assert [e.data for e in mailbox] == [b"small\r\n"]
 
 
-PENDING_HOOK = pytest.mark.xfail(
-    strict=True, reason="needs Chat.protocol_error (issue 10), not on main yet"
-)
-
-
-@PENDING_HOOK
 def test_smtp_line_too_long_answers_500_and_closes(serve: Serve) -> None:
     address = serve(SMTPServer)
     reply = raw_exchange(address, b"HELO me\r\nNOOP " + b"x" * 600 + b"\r\nNOOP\r\n")

@@ -12,10 +12,6 @@ from sanschat.protocols.resp import RESPServer
 from sanschat.testing import ChatHarness, assert_same_for_every_chunking, transcript
 from sanschat.testing.strategies import chunkings
 
-PENDING_HOOK = pytest.mark.xfail(
-    strict=True, reason="needs Chat.protocol_error (issue 10), not on main yet"
-)
-
 
 def command(*args: bytes) -> bytes:
     """A command as redis-py encodes it: an array of bulk strings."""
@@ -153,7 +149,6 @@ def test_a_bulk_over_the_line_limit_by_count_reports_a_missing_crlf() -> None:
     assert reply == b"-ERR Protocol error: bulk string not followed by CRLF\r\n"
 
 
-@PENDING_HOOK
 def test_a_header_line_over_the_limit_is_answered_then_close() -> None:
     harness = ChatHarness(Small())
     reply = harness.feed(b"PING\r\n" + b"P" * 100 + b"\r\nPING\r\n")

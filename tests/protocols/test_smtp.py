@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sanschat.protocols.smtp import Envelope, SMTPServer
 from sanschat.testing import ChatHarness, assert_same_for_every_chunking, transcript
 from sanschat.testing.strategies import chunkings
-
-PENDING_HOOK = pytest.mark.xfail(
-    strict=True, reason="needs Chat.protocol_error (issue 10), not on main yet"
-)
 
 SESSION = (
     b"EHLO client.example\r\n"
@@ -135,14 +130,12 @@ def test_a_line_just_under_the_limit_is_a_command() -> None:
     assert codes(reply) == [b"250"]
 
 
-@PENDING_HOOK
 def test_a_command_line_over_the_limit_gets_500_after_earlier_replies_then_close() -> None:
     harness = ChatHarness(SMTPServer())
     reply = harness.feed(b"NOOP\r\nNOOP " + b"x" * 600 + b"\r\nNOOP\r\n")
     assert codes(reply) == [b"250", b"500"] and harness.closed
 
 
-@PENDING_HOOK
 def test_a_message_line_longer_than_the_message_limit_gets_552_then_close() -> None:
     harness = ChatHarness(Tiny())
     reply = harness.feed(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n" + b"y" * 40)
@@ -163,7 +156,6 @@ def test_same_answer_however_a_session_is_cut(data: st.DataObject) -> None:
     assert transcript(SMTPServer(), chunks) == transcript(SMTPServer(), [SESSION])
 
 
-@PENDING_HOOK
 @settings(max_examples=50, deadline=None)
 @given(st.data())
 def test_same_answer_however_an_over_long_line_is_cut(data: st.DataObject) -> None:
