@@ -43,7 +43,7 @@ def test_fuzz_with_the_token_dictionary(
 ) -> None:
     target = check_protocol(server)
 
-    @settings(max_examples=300, deadline=None, database=None)
+    @settings(max_examples=150, deadline=None, database=None)
     @given(st.binary(min_size=8, max_size=8), spliced(server.fuzz_tokens))
     def fuzz(cuts: bytes, stream: bytes) -> None:
         target(cuts + stream)

@@ -181,7 +181,7 @@ def test_same_answer_however_a_pipeline_is_cut(
 VALUES = st.lists(st.sampled_from(b"\r\nab$*\x00"), max_size=12).map(bytes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(VALUES, min_size=1, max_size=6))
 def test_values_read_as_lines_equal_values_read_by_count(values: list[bytes]) -> None:
     stream = b"".join(command(b"SET", b"k%d" % i, v) for i, v in enumerate(values))
