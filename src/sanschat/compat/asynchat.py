@@ -18,7 +18,10 @@ frame has ended it is ``0`` (collect everything) until set again, as in asynchat
 
 The channel holds back only a suffix that could still start the terminator, and hands it
 over when it is decided; at end of stream, before ``handle_close``, those bytes go to
-``collect_incoming_data`` (asynchat dropped them).  The input buffer is never re-sliced per
+``collect_incoming_data`` (asynchat dropped them).  Only then: if the end of stream is read
+by a ``handle_read`` of the program's own (an FTP data channel reading its socket itself,
+often with no terminator ever set), or nothing is left, ``handle_close`` is all that runs,
+as in 3.11.  The input buffer is never re-sliced per
 frame, so many frames in one chunk cost linear time (asynchat's cost was quadratic).
 
 Output keeps asynchat's queue, ``producer_fifo``: a deque of bytes-like chunks, producers
@@ -101,6 +104,7 @@ class async_chat(asyncore.dispatcher):
     _term_version = 0  # bumped by every _apply: tells a callback's own change apart
     _pending = b""  # bytes handed out through ac_in_buffer, to be framed first
     _at_eof = False
+    _reading = False  # inside the recv of async_chat.handle_read: an EOF there is ours
 
     def __init__(self, sock: Any = None, map: dict[int, Any] | None = None) -> None:
         self.incoming: list[bytes] = []
@@ -230,6 +234,7 @@ class async_chat(asyncore.dispatcher):
         ``BlockingIOError`` from ``recv`` is ignored (nothing to read after all); any other
         ``OSError`` goes to ``handle_error``.
         """
+        self._reading = True
         try:
             data = self.recv(self.ac_in_buffer_size)
         except BlockingIOError:
@@ -237,6 +242,8 @@ class async_chat(asyncore.dispatcher):
         except OSError:
             self.handle_error()
             return
+        finally:
+            self._reading = False
         if type(data) is not bytes:
             data = self._to_bytes(data, "the data recv() returned")
         self._receive(data)
@@ -295,8 +302,17 @@ class async_chat(asyncore.dispatcher):
                     return
 
     def _end_of_stream(self) -> None:
-        """The peer closed: deliver what the channel held back, before ``handle_close``."""
-        if self._at_eof:
+        """The peer closed: deliver what the channel held back, before ``handle_close``.
+
+        Only when `handle_read` itself read the end of stream, and only if input is left:
+        a chat that reads its socket in a ``handle_read`` of its own (an FTP data channel)
+        or never got a byte gets just ``handle_close``, as in Python 3.11, which calls
+        nothing else there (not even ``get_terminator``, which may be unset).
+        """
+        if self._at_eof or not self._reading:
+            return
+        channel = self._chat_channel
+        if not self._pending and (channel is None or not channel.buffered_input):
             return
         self._receive(b"")
         self._at_eof = True

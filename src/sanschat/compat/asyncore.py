@@ -450,8 +450,10 @@ class dispatcher:
                 raise
             data = b""
         if not data:
-            self._end_of_stream()
-            self.handle_close()
+            try:
+                self._end_of_stream()
+            finally:  # an error there must not cost the program its handle_close
+                self.handle_close()
             return b""
         return data
 
