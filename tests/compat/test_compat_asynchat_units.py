@@ -260,6 +260,18 @@ def test_push_error_for_str_says_to_encode() -> None:
         chat.push("text")
 
 
+def test_push_works_on_a_chat_whose_init_ran_no_base_init(mods: Mods) -> None:
+    class Bare(mods.asynchat.async_chat):  # type: ignore[name-defined, misc]
+        def __init__(self) -> None:  # as some unit tests build one: no socket, no map
+            self.producer_fifo = deque()
+
+    chat = Bare()
+    chat.push(b"queued")
+    chat.push_with_producer(b"too")
+    chat.close_when_done()
+    assert list(chat.producer_fifo) == [b"queued", b"too", None]  # not connected: kept
+
+
 def test_push_splits_large_data_into_out_buffer_sized_chunks(mods: Mods) -> None:
     chat = mods.asynchat.async_chat(map={})  # not connected: nothing is sent
     chat.ac_out_buffer_size = 4

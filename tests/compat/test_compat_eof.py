@@ -355,6 +355,28 @@ def test_terminator_deleted_before_eof_is_an_error_after_handle_close(mods: Mods
     assert log == [("data", b"ab"), "handle_close", "closed", ("error", "AttributeError", missing)]
 
 
+def reconnected(mods: Mods, chat: Any, chunk: bytes) -> None:
+    """Give *chat*, closed at end of stream, a new connection (as a reconnecting client
+    does with ``create_socket`` and ``connect``); send it *chunk*, then end that stream."""
+    mine, peer = socket.socketpair()
+    chat.set_socket(mine)
+    chat.connected = True
+    chat.done = False
+    with peer:
+        peer.sendall(chunk)
+        mods.asyncore.read(chat)
+    mods.asyncore.read(chat)
+
+
+def test_a_chat_given_a_new_connection_after_eof_frames_it(mods: Mods) -> None:
+    log: Log = []
+    chat = run_probe(mods, with_terminator(probe_class(mods, log), b"\r\n"), [b"one\r\n"])
+    reconnected(mods, chat, b"two\r\n")
+    first = [("data", b"one"), ("end", b"\r\n"), "handle_close", "closed"]
+    second = [("data", b"two"), ("end", b"\r\n"), "handle_close", "closed"]
+    assert log == first + second
+
+
 # ------------------------------------------------------------------ the deliberate difference
 
 
@@ -401,6 +423,27 @@ def test_held_back_bytes_differs_an_error_there_still_gets_handle_close(mods: Mo
     else:  # 3.11's order for an error after the end of stream: handle_close, then the error
         error = ("error", "ValueError", "a lone CR")
         assert log == [("data", b"ab"), ("data", b"\r"), "handle_close", "closed", error]
+
+
+def test_held_back_bytes_differs_a_new_connection_after_eof_starts_clean(mods: Mods) -> None:
+    log: Log = []
+    chat = run_probe(mods, with_terminator(probe_class(mods, log), b"\r\n"), [b"one\r\nx\r"])
+    reconnected(mods, chat, b"two\r\n")
+    first = [("data", b"one"), ("end", b"\r\n"), ("data", b"x")]
+    if mods.is_stdlib:  # the old connection's b"\r" is kept, and opens the new one's frame
+        second = [("data", b"\rtwo"), ("end", b"\r\n")]
+        assert log == [*first, "handle_close", "closed", *second, "handle_close", "closed"]
+    else:
+        second = [("data", b"two"), ("end", b"\r\n")]
+        assert log == [
+            *first,
+            ("data", b"\r"),
+            "handle_close",
+            "closed",
+            *second,
+            "handle_close",
+            "closed",
+        ]
 
 
 def test_input_assigned_to_ac_in_buffer_differs_delivered_before_handle_close(

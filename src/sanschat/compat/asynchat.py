@@ -250,7 +250,14 @@ class async_chat(asyncore.dispatcher):
 
     def _receive(self, data: bytes) -> None:
         if self._at_eof:
-            return
+            if not data:
+                return
+            # Bytes after the end of stream: the program gave this chat a new connection
+            # (set_socket, or create_socket and connect again).  Frame them as a new
+            # stream, under the terminator in force.
+            self._at_eof = False
+            self._chat_channel = Channel()
+            self._synced = _UNSET
         if self._pending:
             data, self._pending = self._pending + data, b""
         if not data:
@@ -362,7 +369,7 @@ class async_chat(asyncore.dispatcher):
         else:
             self.producer_fifo.append(item)
         self.initiate_send()
-        asyncore._wake(self._map)
+        self._wake_runner()
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue *producer* (an object with ``more()``, or bytes) and send what can be sent.
@@ -381,7 +388,7 @@ class async_chat(asyncore.dispatcher):
             )
         self.producer_fifo.append(producer)
         self.initiate_send()
-        asyncore._wake(self._map)
+        self._wake_runner()
 
     def close_when_done(self) -> None:
         """Queue ``None``: once everything queued before it is sent, ``handle_close``.
@@ -389,7 +396,17 @@ class async_chat(asyncore.dispatcher):
         Anything pushed afterwards is never sent, as in Python 3.11.
         """
         self.producer_fifo.append(None)
-        asyncore._wake(self._map)
+        self._wake_runner()
+
+    def _wake_runner(self) -> None:
+        """Tell an asyncio runner of this chat's map that ``writable()`` may have changed.
+
+        A chat whose ``__init__`` never ran ``dispatcher.__init__`` has no map; its `push`
+        works all the same, as in Python 3.11.
+        """
+        map = getattr(self, "_map", None)
+        if map is not None:
+            asyncore._wake(map)
 
     def initiate_send(self) -> None:
         """Make one ``send`` from the head of ``producer_fifo``, if connected.
