@@ -105,6 +105,8 @@ class async_chat(asyncore.dispatcher):
     _pending = b""  # bytes handed out through ac_in_buffer, to be framed first
     _at_eof = False
     _reading = False  # inside the recv of async_chat.handle_read: an EOF there is ours
+    _moves = 0  # bumped when ac_in_buffer takes unread input out of the channel
+    _held = 0  # bytes the channel holds between reads (counted here: asking it costs more)
 
     def __init__(self, sock: Any = None, map: dict[int, Any] | None = None) -> None:
         self.incoming: list[bytes] = []
@@ -205,6 +207,8 @@ class async_chat(asyncore.dispatcher):
         channel = self._chat_channel
         taken = channel.take_unframed() if channel is not None else b""
         if taken:
+            self._moves += 1
+            self._held = 0
             # They go back in front of the next bytes framed, so reading this loses nothing.
             self._pending = taken + self._pending
         return self._pending
@@ -212,8 +216,9 @@ class async_chat(asyncore.dispatcher):
     @ac_in_buffer.setter
     def ac_in_buffer(self, value: Any) -> None:
         channel = self._chat_channel
-        if channel is not None:
-            channel.take_unframed()
+        if channel is not None and channel.take_unframed():
+            self._moves += 1
+            self._held = 0
         self._pending = self._to_bytes(value, "ac_in_buffer") if value else b""
 
     def _to_bytes(self, value: Any, what: str) -> bytes:
@@ -258,55 +263,78 @@ class async_chat(asyncore.dispatcher):
             self._at_eof = False
             self._chat_channel = Channel()
             self._synced = _UNSET
+            self._held = 0
         if self._pending:
             data, self._pending = self._pending + data, b""
         if not data:
             return
         channel = self._channel()
-        events = channel.receive(data)
         while True:
-            self._deliver(channel, events)
+            self._deliver(channel, channel.receive(data), self._held + len(data))
             if channel is not self._chat_channel or not self._pending:
                 return
             # ac_in_buffer was read or assigned inside a callback: frame what it holds now.
             data, self._pending = self._pending, b""
-            events = channel.receive(data)
 
-    def _deliver(self, channel: Channel, events: Any) -> None:
-        """Run the callbacks for *events* until they end or the buffers are discarded."""
+    def _deliver(self, channel: Channel, events: Any, left: int) -> None:
+        """Run the callbacks for *events*, which frame *left* bytes, until they end or the
+        buffers are discarded; then `_held` is what the channel holds back.
+
+        ``get_terminator()`` is asked where asynchat's loop asked it: before framing input
+        that is left, at the start and after each frame's end; not between a frame's
+        last piece and its end, and not once the input is used up (so a handler may tear
+        down what its ``get_terminator`` reads after the last frame).
+        """
         get_terminator = self.get_terminator
         for_next = next
-        while True:
-            term = get_terminator()
-            synced = self._synced
-            if term is not synced and (type(term) is not type(synced) or term != synced):
-                self._apply(term)
-                synced = term
-            event = for_next(events, None)
-            if event is None:
-                return
-            kind = type(event)
-            if kind is Data:
-                data = event.data
-                version = self._term_version
-                self.collect_incoming_data(data)
-                if type(synced) is int and synced > 0 and version == self._term_version:
-                    # an int terminator counts down, as asynchat's attribute did
-                    left = synced - len(data)
-                    if getattr(self, "terminator", None) == synced:
-                        self.terminator = left
-                    if channel is self._chat_channel:
-                        self._synced = left
-                if channel is not self._chat_channel:
-                    # discard_buffers() was called.  As in asynchat, the end of this frame
-                    # is still reported if it had been matched; the rest is dropped.
-                    if type(for_next(events, None)) is TerminatorFound:
-                        self.found_terminator()
+        moves = self._moves
+        ask = True
+        try:
+            while True:
+                if ask and left:
+                    if moves != self._moves:  # ac_in_buffer took the input: framed later
+                        return
+                    term = get_terminator()
+                    synced = self._synced
+                    if term is not synced and (type(term) is not type(synced) or term != synced):
+                        self._apply(term)
+                event = for_next(events, None)
+                if event is None:
                     return
-            elif kind is TerminatorFound:
-                self.found_terminator()
-                if channel is not self._chat_channel:
-                    return
+                kind = type(event)
+                if kind is Data:
+                    ask = False  # the frame's end, if it was found, comes next anyway
+                    data = event.data
+                    left -= len(data)
+                    synced = self._synced
+                    version = self._term_version
+                    self.collect_incoming_data(data)
+                    if type(synced) is int and synced > 0 and version == self._term_version:
+                        # an int terminator counts down, as asynchat's attribute did
+                        remaining = synced - len(data)
+                        if getattr(self, "terminator", None) == synced:
+                            self.terminator = remaining
+                        if channel is self._chat_channel:
+                            self._synced = remaining
+                    if channel is not self._chat_channel:
+                        # discard_buffers() was called.  As in asynchat, the end of this
+                        # frame is still reported if it had been matched; the rest is dropped.
+                        if type(for_next(events, None)) is TerminatorFound:
+                            self.found_terminator()
+                        return
+                elif kind is TerminatorFound:
+                    ask = True
+                    matched = event.terminator
+                    if type(matched) is not int:
+                        left -= len(matched)
+                    self.found_terminator()
+                    if channel is not self._chat_channel:
+                        return
+                else:
+                    ask = True
+        finally:
+            if channel is self._chat_channel:
+                self._held = left if moves == self._moves else 0
 
     def _end_of_stream(self) -> None:
         """The peer closed: deliver what the channel held back, before ``handle_close``.
@@ -318,13 +346,12 @@ class async_chat(asyncore.dispatcher):
         """
         if self._at_eof or not self._reading:
             return
-        channel = self._chat_channel
-        if not self._pending and (channel is None or not channel.buffered_input):
+        if not self._pending and not self._held:
             return
         self._receive(b"")
         self._at_eof = True
         channel = self._channel()
-        self._deliver(channel, channel.receive_eof())
+        self._deliver(channel, channel.receive_eof(), self._held)
 
     # ------------------------------------------------------------------ events
 
@@ -484,6 +511,7 @@ class async_chat(asyncore.dispatcher):
         """
         self._chat_channel = Channel()
         self._synced = _UNSET  # the terminator is applied to the new channel at next read
+        self._held = 0
         self._pending = b""
         del self.incoming[:]
         self.producer_fifo.clear()
