@@ -288,10 +288,9 @@ class async_chat(asyncore.dispatcher):
         get_terminator = self.get_terminator
         for_next = next
         moves = self._moves
-        ask = True
         try:
             while True:
-                if ask and left:
+                if left:
                     if moves != self._moves:  # ac_in_buffer took the input: framed later
                         return
                     term = get_terminator()
@@ -299,11 +298,7 @@ class async_chat(asyncore.dispatcher):
                     if term is not synced and (type(term) is not type(synced) or term != synced):
                         self._apply(term)
                 event = for_next(events, None)
-                if event is None:
-                    return
-                kind = type(event)
-                if kind is Data:
-                    ask = False  # the frame's end, if it was found, comes next anyway
+                while type(event) is Data:
                     data = event.data
                     left -= len(data)
                     synced = self._synced
@@ -322,16 +317,18 @@ class async_chat(asyncore.dispatcher):
                         if type(for_next(events, None)) is TerminatorFound:
                             self.found_terminator()
                         return
-                elif kind is TerminatorFound:
-                    ask = True
+                    # No terminator is asked here: the frame's end, if it was found, comes
+                    # next whatever is set now (asynchat asked once per frame).
+                    event = for_next(events, None)
+                if event is None:
+                    return
+                if type(event) is TerminatorFound:
                     matched = event.terminator
                     if type(matched) is not int:
                         left -= len(matched)
                     self.found_terminator()
                     if channel is not self._chat_channel:
                         return
-                else:
-                    ask = True
         finally:
             if channel is self._chat_channel:
                 self._held = left if moves == self._moves else 0
