@@ -324,7 +324,7 @@ class async_chat(asyncore.dispatcher):
                     return
                 if type(event) is TerminatorFound:
                     matched = event.terminator
-                    if type(matched) is not int:
+                    if type(matched) is bytes:  # an int's count was delivered as Data
                         left -= len(matched)
                     self.found_terminator()
                     if channel is not self._chat_channel:
