@@ -15,7 +15,8 @@ against Python 3.11's modules (the oracle, where this Python still has them) and
 deliberate difference (held-back bytes delivered, not dropped) is asserted per side, in
 tests named ``..._differs_...``.  The last tests run an FTP-style server (a control
 connection and a data connection, plain and over TLS) on a real loop over loopback, with
-a blocking client in a thread, as ``ftplib`` would talk to it.
+a blocking client in a thread, as ``ftplib`` would talk to it.  A subclass may also use
+any private-looking name for its own state: ``async_chat``'s own are name-mangled.
 """
 
 from __future__ import annotations
@@ -380,6 +381,34 @@ def test_a_chat_given_a_new_connection_after_eof_frames_it(mods: Mods) -> None:
     first = [("data", b"one"), ("end", b"\r\n"), "handle_close", "closed"]
     second = [("data", b"two"), ("end", b"\r\n"), "handle_close", "closed"]
     assert log == first + second
+
+
+# Names a subclass may well use for its own state (sanschat's compat once used each of them).
+OWN_NAMES = [
+    *["_channel", "_chat_channel", "_pending", "_held", "_at_eof"],
+    *["_receive", "_deliver", "_end_of_stream", "_apply", "_synced"],
+]
+
+
+@pytest.mark.parametrize("name", OWN_NAMES)
+def test_a_subclass_attribute_with_a_private_looking_name_changes_nothing(
+    mods: Mods, name: str
+) -> None:
+    log: Log = []
+    own = ["the subclass's", "own state"]
+
+    class Own(with_terminator(probe_class(mods, log), b"\n")):  # type: ignore[misc]
+        def __init__(self, sock: socket.socket) -> None:
+            super().__init__(sock)
+            setattr(self, name, own)
+
+        def found_terminator(self) -> None:
+            super().found_terminator()
+            self.push(b"reply\n")
+
+    chat = run_probe(mods, Own, [b"x\ny"])
+    assert log == [("data", b"x"), ("end", b"\n"), ("data", b"y"), "handle_close", "closed"]
+    assert getattr(chat, name) is own
 
 
 # ------------------------------------------------------------------ the deliberate difference
