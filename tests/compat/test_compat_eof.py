@@ -93,21 +93,22 @@ def run_probe(
     open.  Returns the chat.
     """
     mine, peer = socket.socketpair()
-    with peer:
-        chat = chat_class(mine)
-        for chunk in chunks:
+    try:
+        with peer:
+            chat = chat_class(mine)
+            for chunk in chunks:
+                if chat.done:
+                    break
+                peer.sendall(chunk)
+                mods.asyncore.read(chat)
+            if before_eof is not None:
+                before_eof(chat)
+        for _ in range(rounds):
             if chat.done:
                 break
-            peer.sendall(chunk)
             mods.asyncore.read(chat)
-        if before_eof is not None:
-            before_eof(chat)
-    for _ in range(rounds):
-        if chat.done:
-            break
-        mods.asyncore.read(chat)
-    if not chat.done:
-        mine.close()
+    finally:
+        mine.close()  # a no-op if the chat closed it
     return chat
 
 
@@ -162,6 +163,33 @@ def test_a_chat_whose_init_skips_async_chat_init_gets_handle_close_only(mods: Mo
     base = probe_class(mods, log, init="dispatcher")
     run_probe(mods, reads_for_itself(base, log), TRANSFER)
     assert log == [*TRANSFER_LOG, "handle_close", "closed", ("read", b"")]
+
+
+def test_a_server_whose_handle_error_raises_reads_to_the_end_without_error(mods: Mods) -> None:
+    log: Log = []
+
+    class Sink(reads_for_itself(probe_class(mods, log), log)):  # type: ignore[misc]
+        """As 3.10's test_os sendfile server: any error must fail the test run."""
+
+        def handle_error(self) -> None:
+            raise
+
+    run_probe(mods, Sink, TRANSFER)  # raised AttributeError at end of stream
+    assert log == [*TRANSFER_LOG, "handle_close", "closed", ("read", b"")]
+
+
+def test_a_handle_read_closing_on_empty_recv_closes_twice_as_in_the_stdlib(mods: Mods) -> None:
+    log: Log = []
+
+    class Closer(probe_class(mods, log)):  # type: ignore[misc]
+        def handle_read(self) -> None:
+            data = self.recv(1024)
+            log.append(("read", data))
+            if not data:
+                self.close()  # recv has already called handle_close
+
+    run_probe(mods, Closer, [b"abc"])
+    assert log == [("read", b"abc"), "handle_close", "closed", ("read", b""), "closed"]
 
 
 def test_a_chat_keeping_its_own_partial_line_in_ac_in_buffer_is_left_alone(
@@ -365,13 +393,16 @@ def reconnected(mods: Mods, chat: Any, chunk: bytes) -> None:
     """Give *chat*, closed at end of stream, a new connection (as a reconnecting client
     does with ``create_socket`` and ``connect``); send it *chunk*, then end that stream."""
     mine, peer = socket.socketpair()
-    chat.set_socket(mine)
-    chat.connected = True
-    chat.done = False
-    with peer:
-        peer.sendall(chunk)
+    try:
+        chat.set_socket(mine)
+        chat.connected = True
+        chat.done = False
+        with peer:
+            peer.sendall(chunk)
+            mods.asyncore.read(chat)
         mods.asyncore.read(chat)
-    mods.asyncore.read(chat)
+    finally:
+        mine.close()
 
 
 def test_a_chat_given_a_new_connection_after_eof_frames_it(mods: Mods) -> None:
