@@ -335,6 +335,9 @@ class _Connection:
             n = self._sock.recv_into(loop._buffer)
         except _RETRY:
             return
+        except _TLS_RETRY as exc:
+            self._tls_blocked(exc, _READ)
+            return
         except OSError as exc:
             self._lost(exc)
             return
@@ -366,7 +369,7 @@ class _Connection:
             except _RETRY:
                 sent = 0
             except _TLS_RETRY as exc:
-                sent = self._tls_blocked(exc)
+                sent = self._tls_blocked(exc, _WRITE)
             except OSError as exc:
                 self._lost(exc)
                 return
@@ -396,7 +399,7 @@ class _Connection:
             poller.modify(self._sock, want, self)
         self._events = want
 
-    def _tls_blocked(self, exc: ssl.SSLError) -> int:
+    def _tls_blocked(self, exc: ssl.SSLError, doing: int) -> int:
         raise exc  # only a _TLSConnection's socket raises these
 
     def _queued_flush(self) -> None:
@@ -454,9 +457,10 @@ class _TLSConnection(_Connection):
 
     `_tls_wants` is the readiness (``_READ`` or ``_WRITE``) the TLS layer asked for when it
     could not go on in the other direction: a ``recv_into`` that must write (a key update's
-    answer) or a ``send`` that must read (a renegotiation).  Reading stops at ``_READ``
-    when decrypted bytes are still inside the ``ssl`` object only if the output is above
-    `HIGH_WATER`; they are read once it drains, without waiting for the poller.
+    answer) or a ``send`` that must read (a renegotiation).  A read takes what the ``ssl``
+    object hands out in one call (often a record); while decrypted bytes are left inside it,
+    where the poller cannot see them, and reading is wanted (not above `HIGH_WATER`),
+    `_flush` queues another read.
     """
 
     __slots__ = ("_handshaking", "_tls_wants")
@@ -500,50 +504,21 @@ class _TLSConnection(_Connection):
             self._set_events(want)
 
     def _handle(self, mask: int) -> None:
-        if self._closed:
-            return
         if self._handshaking:
-            self._handshake()
+            if not self._closed:
+                self._handshake()
             return
-        wants, self._tls_wants = self._tls_wants, 0
-        if wants == _WRITE and mask & _WRITE:
+        if self._tls_wants == _WRITE and mask & _WRITE:
             mask |= _READ  # the read that waited for writability goes on
-        if mask & _WRITE:
-            self._flush()
-            if self._closed or not mask & _READ:
-                return
-        self._read()
-        if not self._closed:
-            self._flush()
+        self._tls_wants = 0
+        super()._handle(mask)  # one read; _flush queues the next if bytes are left inside
 
-    def _read(self) -> None:
-        """Read until the TLS layer wants more from the socket (a record at a time)."""
-        loop, chat, sock = self._loop, self._chat, self._sock
-        channel = chat.channel
-        while True:
-            try:
-                n = sock.recv_into(loop._buffer)
-            except ssl.SSLWantReadError:
-                return
-            except ssl.SSLWantWriteError:
-                self._tls_wants = _WRITE
-                return
-            except OSError as exc:
-                self._lost(exc)
-                return
-            self._last = loop._now
-            if not n:
-                self._eof = True
-                chat.feed_eof()
-                return
-            chat.feed(loop._view[:n].tobytes())
-            if self._closed or not sock.pending() or channel.buffered_output > HIGH_WATER:
-                return
-
-    def _tls_blocked(self, exc: ssl.SSLError) -> int:
-        """A ``send`` could not go on: 0 bytes sent; note a wait for the peer's bytes."""
-        if isinstance(exc, ssl.SSLWantReadError):
-            self._tls_wants = _READ
+    def _tls_blocked(self, exc: ssl.SSLError, doing: int) -> int:
+        """A ``recv_into`` or ``send`` (*doing*: ``_READ`` or ``_WRITE``) cannot go on now:
+        0 bytes sent; note if it waits for readiness the other way."""
+        wants = _READ if isinstance(exc, ssl.SSLWantReadError) else _WRITE
+        if wants != doing:
+            self._tls_wants = wants
         return 0
 
     def _flush(self) -> None:
