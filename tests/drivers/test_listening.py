@@ -1,4 +1,5 @@
-"""TLS and IPv6 on every driver: `start_server(..., ssl_context=...)` over real loopback sockets.
+"""Listening on every driver: TLS (`start_server(..., ssl_context=...)`), IPv6, the backlog and
+the checks of `start_server`'s arguments, over real loopback sockets.
 
 The select driver does TLS itself (a non-blocking ``ssl.SSLSocket``), so it has tests of its
 own for what the other two get from their libraries: a handshake that waits, a send that the
@@ -11,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -205,6 +208,40 @@ def test_tls_a_plaintext_client_is_dropped_and_the_server_goes_on(
             sock.sendall(b"still here\r\n")
             assert _recv_exactly(sock, 12) == b"still here\r\n"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+def test_start_server_refuses_a_port_out_of_range(driver: str, port: int) -> None:
+    with pytest.raises(ValueError, match=f"a port is 0-65535, not {port}"):
+        start_server(driver, Echo, "127.0.0.1", port)
+
+
+def test_start_server_refuses_a_backlog_below_1(driver: str) -> None:
+    with pytest.raises(ValueError, match="a backlog is at least 1, not 0"):
+        start_server(driver, Echo, backlog=0)
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read a backlog")
+def test_start_server_listens_with_the_backlog_given(
+    servers: list[BackgroundServer], driver: str
+) -> None:
+    server = start_server(driver, Echo, backlog=7)
+    servers.append(server)
+    port = server.address[1]
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                             text=True, timeout=TIMEOUT, check=True).stdout.split()
+    assert listing[0] == "LISTEN" and listing[2] == "7", listing  # Send-Q: the backlog
+
+
+@pytest.mark.parametrize(("address", "text"), [
+    (("127.0.0.1", 80), "127.0.0.1:80"),
+    (("::1", 8080, 0, 0), "[::1]:8080"),
+    (("fe80::1%eth0", 1, 0, 2), "[fe80::1%eth0]:1"),
+    (None, "None"),
+    ("/run/app.sock", "/run/app.sock"),
+])
+def test_format_address(address: object, text: str) -> None:
+    assert format_address(address) == text
 
 
 # ---------------------------------------------------------------- the select driver's own TLS
