@@ -12,8 +12,12 @@ module (the asyncio and trio ones share their ``async for`` reader, `_pull.PullR
   buffer), plus an ``async for`` style.
 
 All three share the same contract, checked by one conformance suite
-(``tests/drivers/test_conformance.py``): an exception in a handler is logged on the
-``sanschat`` logger and closes that connection only; end of stream from the peer flushes
+(``tests/drivers/test_conformance.py``): an exception in a handler (a bug) is logged on
+the ``sanschat`` logger with its traceback and closes that connection only, at once; a
+peer's `ProtocolError` is answered by the chat (`Chat.protocol_error`), whose output is
+flushed before the connection closes, so earlier replies and the error reply reach the peer
+whatever the cut; a close after output (`Chat.close_when_done`) is graceful on TCP: end of
+stream first, then `LINGER`; end of stream from the peer flushes
 queued output and then closes (unless the handler overrides `Chat.eof_received`); output is
 pulled from the channel only while the socket can take it, and a connection whose output
 piles up past `HIGH_WATER` stops being read until it drains.
@@ -41,6 +45,7 @@ __all__ = [
     "BACKLOG",
     "DRIVERS",
     "HIGH_WATER",
+    "LINGER",
     "READ_SIZE",
     "BackgroundServer",
     "format_address",
@@ -62,6 +67,13 @@ HIGH_WATER = 1024 * 1024
 #: Connections the kernel queues before the server accepts them (asyncio's default is 100,
 #: socket.create_server's about 128): enough for a burst of clients arriving at once.
 BACKLOG = 128
+
+#: Seconds a driver lingers after a graceful close of a TCP connection: once everything
+#: queued is sent it ends its stream (FIN), then reads and drops what the peer still sends
+#: until the peer's own end of stream, at most this long, before it closes the socket.
+#: Closing a socket with unread input makes the kernel answer with a reset, which can
+#: destroy the last reply (an error reply above all) before the peer reads it.
+LINGER = 2.0
 
 
 def format_address(address: object) -> str:

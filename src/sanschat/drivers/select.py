@@ -50,7 +50,7 @@ from time import monotonic
 from typing import Any, Final, Protocol, final
 
 from .._chat import Chat
-from . import BACKLOG, HIGH_WATER, READ_SIZE, format_address, log_failure
+from . import BACKLOG, HIGH_WATER, LINGER, READ_SIZE, format_address, log_failure
 
 __all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
 
@@ -246,7 +246,7 @@ class _Connection:
     """One socket and its chat: the `Transport` that the select driver gives a `Chat`."""
 
     __slots__ = ("_chat", "_closed", "_connecting", "_eof", "_events", "_extra", "_flushing",
-                 "_idle", "_idle_timer", "_last", "_loop", "_sock")
+                 "_idle", "_idle_timer", "_last", "_linger_timer", "_loop", "_sock")
 
     def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False,
                  peer: Any = None):
@@ -255,6 +255,7 @@ class _Connection:
         self._events = 0
         self._idle: float | None = None
         self._idle_timer: Timer | None = None
+        self._linger_timer: Timer | None = None  # set once our FIN is sent (see _linger)
         self._last = 0.0
         self._extra: dict[str, Any] = {"socket": sock, "peername": peer}
         loop._conns.add(self)
@@ -341,6 +342,10 @@ class _Connection:
         except OSError as exc:
             self._lost(exc)
             return
+        if self._linger_timer is not None:  # closing: drop the input, its end ends us
+            if not n:
+                self._teardown(None)
+            return
         self._last = loop._now
         if n:
             # As bytes: the channel copies what it keeps either way, and its hot path (a
@@ -380,7 +385,7 @@ class _Connection:
                 break  # the socket is full: pending stays true
             pending = channel.wants_write
         if channel.wants_close:
-            self._teardown(None)
+            self._linger()
             return
         if pending:
             want = _WRITE if self._eof or channel.buffered_output > HIGH_WATER else _READ | _WRITE
@@ -401,6 +406,33 @@ class _Connection:
 
     def _tls_blocked(self, exc: ssl.SSLError, doing: int) -> int:
         raise exc  # only a _TLSConnection's socket raises these
+
+    def _linger(self) -> None:
+        """Everything queued was sent: end our stream (FIN), then read and drop the peer's
+        input until its end of stream, at most `LINGER` seconds, so that unread input does
+        not turn the close into a reset that loses the last reply (see `LINGER`)."""
+        sock = self._sock
+        if self._linger_timer is not None:
+            return  # already lingering
+        if self._eof or sock.type != socket.SOCK_STREAM:
+            self._teardown(None)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._teardown(None)
+            return
+        poller = self._loop._poller
+        if self._events != _READ:
+            if self._events:
+                poller.modify(sock, _READ, self)
+            else:
+                poller.register(sock, _READ, self)
+            self._events = _READ
+        self._linger_timer = self._loop._call_later(LINGER, self._teardown_now, self)
+
+    def _teardown_now(self) -> None:
+        self._teardown(None)
 
     def _queued_flush(self) -> None:
         self._flushing = False
@@ -439,6 +471,8 @@ class _Connection:
             self._events = 0
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         loop._conns.discard(self)
         self._sock.close()
         loop._ready.append((partial(self._detach, exc), None))
@@ -535,11 +569,21 @@ class _TLSConnection(_Connection):
         if want != self._events:
             self._set_events(want)
 
+    def _linger(self) -> None:
+        if self._linger_timer is None and not self._eof:
+            self._close_notify()  # then our FIN, and the TLS bytes still coming are dropped
+        super()._linger()
+
     def _teardown(self, exc: BaseException | None) -> None:
         if not self._closed and exc is None and not self._handshaking:
-            with contextlib.suppress(OSError, ValueError):  # best effort: the peer may be gone
-                self._sock.unwrap()  # close_notify; not waiting for the peer's
+            self._close_notify()
         super()._teardown(exc)
+
+    def _close_notify(self) -> None:
+        """End the TLS session (``close_notify``) without waiting for the peer's answer;
+        harmless if the ssl object is gone already (``shutdown`` in `_linger` drops it)."""
+        with contextlib.suppress(OSError, ValueError):  # the peer may be gone: best effort
+            self._sock.unwrap()
 
 
 @final
