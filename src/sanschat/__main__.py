@@ -59,9 +59,9 @@ _logger = logging.getLogger("sanschat.cli")
 
 def _prog() -> str:
     """The program's name as the user typed it: the console script or ``python -m``."""
-    if os.path.basename(sys.argv[0]) == "__main__.py":
-        return "python -m sanschat"
-    return "sanschat"
+    head, tail = os.path.split(sys.argv[0])
+    return "python -m sanschat" if (os.path.basename(head), tail) == (
+        "sanschat", "__main__.py") else "sanschat"
 
 
 def _port(text: str) -> int:
@@ -105,7 +105,8 @@ def _parser(prog: str | None = None) -> tuple[argparse.ArgumentParser, argparse.
         help="log records of this level and above on stderr, with time, level and logger "
         "(default: warning; debug also shows each connection lost)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="what to run; COMMAND --help lists its options")
     names = ", ".join(EXAMPLES)
     serve = commands.add_parser(
         "serve",
