@@ -244,6 +244,36 @@ def test_format_address(address: object, text: str) -> None:
     assert format_address(address) == text
 
 
+@pytest.mark.parametrize("chosen", ["select", "trio"])  # asyncio logs it as its own
+def test_a_failing_factory_is_logged_naming_the_peer(
+    servers: list[BackgroundServer], chosen: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    if chosen == "trio":
+        pytest.importorskip("trio")
+    calls: list[int] = []
+
+    def flaky() -> Chat:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("no chat for you")
+        return Echo()
+
+    server = start_server(chosen, flaky)
+    servers.append(server)
+    with caplog.at_level(logging.ERROR, logger="sanschat"):
+        with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+            peer = format_address(sock.getsockname())
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(100) == b""
+        with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"next\r\n")
+            assert _recv_exactly(sock, 6) == b"next\r\n"
+    [record] = caplog.records
+    assert record.name == f"sanschat.drivers.{chosen}"
+    assert record.getMessage() == (
+        f"error in the connection factory for {peer}; connection dropped")
+
+
 # ---------------------------------------------------------------- the select driver's own TLS
 
 

@@ -226,6 +226,11 @@ class Listener:
                     continue
             try:
                 chat = self._factory()
+            except Exception:
+                sock.close()
+                _logger.exception("error in the connection factory for %s; connection dropped",
+                                  format_address(peer))
+                continue
             except BaseException:
                 sock.close()
                 raise
