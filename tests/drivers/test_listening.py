@@ -10,6 +10,7 @@ while the peer is silent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import shutil
@@ -272,6 +273,31 @@ def test_a_failing_factory_is_logged_naming_the_peer(
     assert record.name == f"sanschat.drivers.{chosen}"
     assert record.getMessage() == (
         f"error in the connection factory for {peer}; connection dropped")
+
+
+def test_trio_serve_with_an_ssl_context_reports_tls_listeners(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext,
+) -> None:
+    trio = pytest.importorskip("trio")
+    from sanschat.drivers.trio import serve
+
+    async def main() -> bytes:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    functools.partial(serve, Echo, "127.0.0.1", 0, ssl_context=server_context))
+                port = listeners[0].transport_listener.socket.getsockname()[1]
+                stream = await trio.open_ssl_over_tcp_stream(
+                    "127.0.0.1", port, ssl_context=client_context)
+                await stream.send_all(b"trio tls\r\n")
+                reply = b""
+                while len(reply) < 10:
+                    reply += await stream.receive_some(100)
+                await stream.aclose()
+                nursery.cancel_scope.cancel()
+        return reply
+
+    assert trio.run(main) == b"trio tls\r\n"
 
 
 # ---------------------------------------------------------------- the select driver's own TLS
