@@ -137,6 +137,25 @@ def test_tls_echo_on_every_driver_and_family(
         assert sock.version() in ("TLSv1.2", "TLSv1.3")
 
 
+class TLSVersion(Chat):
+    """Tells the peer which TLS version its connection has, from the transport's extra info."""
+
+    def connection_made(self) -> None:
+        self.push(self.transport.get_extra_info("ssl_object").version().encode() + b"\n")
+        self.close_when_done()
+
+
+@pytest.mark.parametrize("chosen", ["select", "asyncio"])  # trio's SSLStream hides it
+def test_tls_the_ssl_object_is_in_the_extra_info(
+    servers: list[BackgroundServer], chosen: str,
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext,
+) -> None:
+    server = start_server(chosen, TLSVersion, ssl_context=server_context)
+    servers.append(server)
+    with _tls_client(server, client_context, "127.0.0.1") as sock:
+        assert sock.recv(100) == sock.version().encode() + b"\n"
+
+
 @pytest.mark.parametrize("host", HOSTS)
 def test_plain_ipv4_and_ipv6_on_every_driver(
     servers: list[BackgroundServer], driver: str, host: str

@@ -24,7 +24,7 @@ TLS (`Loop.listen` with an ``ssl_context``): an accepted socket is wrapped in a 
 `ssl.SSLSocket` and handshakes before its chat is attached; `_TLSConnection` turns the
 ``SSLWantReadError`` / ``SSLWantWriteError`` of the handshake, of ``recv_into`` and of
 ``send`` into registrations for the readiness the TLS layer waits for (a send waiting for
-the peer's bytes does not wait for writability: that would spin), and reads again at once
+the peer's bytes does not wait for writability: that would spin), and queues another read
 while decrypted bytes wait inside the ``ssl`` object, where the poller cannot see them.  Only
 `Loop.call_soon_threadsafe` and `Loop.stop` are thread-safe: a socketpair wakes the
 poller for them.  An idle timeout is one timer per connection, checked lazily: I/O only
@@ -295,7 +295,8 @@ class _Connection:
             self._idle_timer = self._loop._call_later(seconds, self._check_idle, self)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``"peername"``, ``"sockname"`` or ``"socket"`` (never read or write through it)."""
+        """``"peername"``, ``"sockname"``, ``"socket"`` (never read or write through it); over
+        TLS also ``"ssl_object"``, the `ssl.SSLSocket` (``version()``, ``getpeercert()``)."""
         return self._extra.get(name, default)
 
     # -- the driver's side
