@@ -25,7 +25,7 @@ import pytest
 
 import sanschat
 from sanschat import Chat
-from sanschat.__main__ import EXAMPLES, _parser, load_factory, main, missing_extra
+from sanschat.__main__ import EXAMPLES, _missing_extra_message, _parser, load_factory, main
 from sanschat.drivers import DRIVERS
 
 TIMEOUT = 30.0
@@ -561,8 +561,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_serve_and_demo_word_the_missing_trio_extra_alike() -> None:
-    message = missing_extra("trio", "the trio driver")
-    assert message == "the trio driver needs the 'trio' extra: pip install 'sanschat[trio]'"
+    message = _missing_extra_message("the trio driver", "trio")
+    assert message == ("the trio driver needs trio, which is not installed: "
+                       "pip install 'sanschat[trio]'")
     serve = subprocess.run([sys.executable, "-c", WITHOUT_TRIO, "serve", "echo", "--driver",
                             "trio"], capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
     assert serve.returncode == 1

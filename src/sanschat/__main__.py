@@ -154,9 +154,13 @@ def version_line() -> str:
     return f"sanschat {__version__} ({build})"
 
 
-def missing_extra(extra: str, what: str) -> str:
-    """The one wording of a missing optional dependency: *what* needs ``sanschat[extra]``."""
-    return f"{what} needs the {extra!r} extra: pip install 'sanschat[{extra}]'"
+def _missing_extra_message(feature: str, package: str) -> str:
+    """The one wording, for ``serve`` and ``demo``, of *feature* finding *package* missing.
+
+    A stand-in, with the same signature and wording, for ``sanschat._extras`` (on its way
+    to main), whose extras are named after their package.
+    """
+    return f"{feature} needs {package}, which is not installed: pip install 'sanschat[{package}]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -298,7 +302,7 @@ def _serve(name: str, chats: Callable[[], Chat], driver: str, host: str, port: i
     except ImportError as error:
         if error.name != "trio":
             raise
-        print(f"error: cannot serve {name}: {missing_extra('trio', 'the trio driver')}",
+        print(f"error: cannot serve {name}: {_missing_extra_message('the trio driver', 'trio')}",
               file=sys.stderr)
         return 1
     except OSError as error:
@@ -391,7 +395,7 @@ def _demo() -> int:
     started = time.monotonic()
     for driver in DRIVERS:
         if driver == "trio" and importlib.util.find_spec("trio") is None:
-            print(f"{driver:8} (skipped: {missing_extra('trio', 'the trio driver')})")
+            print(f"{driver:8} (skipped: {_missing_extra_message('the trio driver', 'trio')})")
             continue
         for name in SERVERS:
             room = ChatRoom()
