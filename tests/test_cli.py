@@ -344,6 +344,18 @@ def test_load_factory_checks_every_chat_the_factory_makes(in_project: Path) -> N
         make()
 
 
+def test_an_error_inside_the_users_factory_propagates(
+    in_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (in_project / "failing_helper.py").write_text(
+        "def make():\n    raise TypeError('a bug in make')\n")
+    try:
+        with pytest.raises(TypeError, match="a bug in make"):  # with its traceback
+            main(["serve", "failing_helper:make"])
+    finally:
+        sys.modules.pop("failing_helper", None)
+
+
 def test_load_factory_returns_a_chat_class_itself(in_project: Path) -> None:
     make = load_factory("tests_helper_module:MyChat")
     assert isinstance(make, type) and make.__name__ == "MyChat"
@@ -434,6 +446,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "both": directory / "both.pem",
         "other_key": directory / "other-key.pem",
         "text": directory / "notes.txt",
+        "locked_key": directory / "locked-key.pem",
     }
     ca.cert_pem.write_to_path(str(files["ca"]))
     cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
@@ -441,6 +454,12 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cert.private_key_and_cert_chain_pem.write_to_path(str(files["both"]))
     other.private_key_pem.write_to_path(str(files["other_key"]))
     files["text"].write_text("not a certificate\n")
+    from cryptography.hazmat.primitives import serialization  # trustme's own dependency
+
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    files["locked_key"].write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
     return files
 
 
@@ -478,6 +497,8 @@ def test_serve_on_ipv6_is_announced_in_brackets(
     (("text", None), "cannot load the certificate {text}: "),
     (("cert", "other_key"), "cannot load the certificate {cert} with the key {other_key}: "),
     ((None, "key"), "--keyfile needs --certfile"),
+    (("cert", "locked_key"), "the key in {locked_key} is encrypted: give an unencrypted "
+     "--keyfile"),
 ])
 def test_serve_refuses_a_certificate_it_cannot_load(
     capsys: pytest.CaptureFixture[str], certificates: dict[str, Path],

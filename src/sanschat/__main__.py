@@ -255,17 +255,19 @@ def _checked_factory(spec: str, obj: object) -> Callable[[], Chat]:
         return obj
     make: Callable[[], object] = obj
 
+    def refusal(made: object) -> str:
+        return (f"{spec}() returned {reprlib.repr(made)} (of type {type(made).__name__}), "
+                "not a sanschat.Chat")
+
     def checked() -> Chat:
         chat = make()
         if not isinstance(chat, Chat):
-            raise TypeError(f"{spec}() returned {reprlib.repr(chat)} (of type "
-                            f"{type(chat).__name__}), not a sanschat.Chat")
+            raise TypeError(refusal(chat))
         return chat
 
-    try:
-        checked()
-    except TypeError as error:
-        raise ValueError(str(error)) from None
+    probe = make()  # an exception here is the factory's own: its traceback says more
+    if not isinstance(probe, Chat):
+        raise ValueError(refusal(probe))
     return checked
 
 
@@ -277,7 +279,8 @@ def _tls_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | 
         return None
 
     def no_password() -> str:  # rather than a prompt on a terminal a server may not have
-        raise ValueError(f"the key of {certfile} is encrypted: give an unencrypted --keyfile")
+        raise ValueError(f"the key in {keyfile or certfile} is encrypted: give an unencrypted "
+                         "--keyfile")
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
