@@ -368,6 +368,34 @@ def test_select_tls_a_failed_handshake_detaches_the_chat_unattached(
     assert any(f"TLS handshake with {peer} failed" in r.getMessage() for r in caplog.records)
 
 
+def test_select_tls_a_client_that_never_handshakes_is_dropped(
+    servers: list[BackgroundServer], server_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sanschat.drivers.select as select_driver
+
+    monkeypatch.setattr(select_driver, "HANDSHAKE_TIMEOUT", 0.2)
+    chats: list[Lost] = []
+
+    def make() -> Lost:
+        chat = Lost()
+        chat.ended = []
+        chats.append(chat)
+        return chat
+
+    server = start_server("select", make, ssl_context=server_context)
+    servers.append(server)
+    with (
+        socket.create_connection(server.address, timeout=TIMEOUT) as silent,
+        contextlib.suppress(ConnectionResetError),
+    ):
+        assert silent.recv(100) == b""  # dropped by the server, without a word
+    wait_for(lambda: bool(chats and chats[0].ended), "the chat to be detached")
+    assert not chats[0].made
+    assert isinstance(chats[0].ended[0], TimeoutError)
+    assert str(chats[0].ended[0]) == "no TLS handshake in 0.2 s"
+
+
 def _count_polls(server: BackgroundServer) -> list[int]:
     """Count the select loop's poller calls from now on (the loop thread reads the attribute)."""
     assert isinstance(server, ServerThread)

@@ -21,11 +21,12 @@ exception from a handler, producer or channel is logged (logger ``sanschat.drive
 naming the peer) and closes that connection only; a peer's reset is logged at debug level.
 
 TLS (`Loop.listen` with an ``ssl_context``): an accepted socket is wrapped in a non-blocking
-`ssl.SSLSocket` and handshakes before its chat is attached; `_TLSConnection` turns the
-``SSLWantReadError`` / ``SSLWantWriteError`` of the handshake, of ``recv_into`` and of
-``send`` into registrations for the readiness the TLS layer waits for (a send waiting for
-the peer's bytes does not wait for writability: that would spin), and queues another read
-while decrypted bytes wait inside the ``ssl`` object, where the poller cannot see them.  Only
+`ssl.SSLSocket` and handshakes (within `HANDSHAKE_TIMEOUT`) before its chat is attached;
+`_TLSConnection` turns the ``SSLWantReadError`` / ``SSLWantWriteError`` of the handshake, of
+``recv_into`` and of ``send`` into registrations for the readiness the TLS layer waits for
+(a send waiting for the peer's bytes does not wait for writability: that would spin), and
+queues another read while decrypted bytes wait inside the ``ssl`` object, where the poller
+cannot see them.  A graceful close sends ``close_notify`` before the FIN.  Only
 `Loop.call_soon_threadsafe` and `Loop.stop` are thread-safe: a socketpair wakes the
 poller for them.  An idle timeout is one timer per connection, checked lazily: I/O only
 stores the time, and the timer re-arms itself for the remainder when it fires.
@@ -52,13 +53,27 @@ from typing import Any, Final, Protocol, final
 from .._chat import Chat
 from . import BACKLOG, HIGH_WATER, LINGER, READ_SIZE, format_address, log_failure
 
-__all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "WRITE_SIZE",
+    "Listener",
+    "Loop",
+    "ServerThread",
+    "Timer",
+    "serve",
+    "start_server",
+]
 
 _logger = logging.getLogger(__name__)
 
 #: Most bytes pulled from a channel per ``send``: about what a loopback socket takes in one
 #: call, so a burst of replies goes out in one write; producers are never read further ahead.
 WRITE_SIZE: Final = 256 * 1024
+
+#: Seconds a TLS client has to finish its handshake before the connection is dropped (as
+#: asyncio's ``ssl_handshake_timeout``): the chat is not attached yet, so its idle timeout
+#: cannot guard a client that connects and says nothing.
+HANDSHAKE_TIMEOUT: Final = 60.0
 
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
@@ -503,13 +518,14 @@ class _TLSConnection(_Connection):
     `_flush` queues another read.
     """
 
-    __slots__ = ("_handshaking", "_tls_wants")
+    __slots__ = ("_handshake_timer", "_handshaking", "_tls_wants")
 
     _sock: ssl.SSLSocket
 
     def __init__(self, loop: Loop, sock: ssl.SSLSocket, chat: Chat, peer: Any = None):
         super().__init__(loop, sock, chat, peer=peer)
         self._handshaking = True
+        self._handshake_timer: Timer | None = None
         self._tls_wants = 0
         self._extra["ssl_object"] = sock
 
@@ -522,7 +538,12 @@ class _TLSConnection(_Connection):
         except OSError as exc:
             self._lost(exc)
             return
+        self._handshake_timer = self._loop._call_later(HANDSHAKE_TIMEOUT, self._too_slow, self)
         self._handshake()
+
+    def _too_slow(self) -> None:
+        if self._handshaking and not self._closed:
+            self._lost(TimeoutError(f"no TLS handshake in {HANDSHAKE_TIMEOUT} s"))
 
     def _handshake(self) -> None:
         try:
@@ -538,6 +559,8 @@ class _TLSConnection(_Connection):
             return
         else:
             self._handshaking = False
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
             self._attach()  # flushes; decrypted bytes already read are picked up there
             return
         if want != self._events:
@@ -583,6 +606,8 @@ class _TLSConnection(_Connection):
     def _teardown(self, exc: BaseException | None) -> None:
         if not self._closed and exc is None and not self._handshaking:
             self._close_notify()
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         super()._teardown(exc)
 
     def _close_notify(self) -> None:
