@@ -101,6 +101,9 @@ def project(tmp_path: Path) -> Path:
     directory.mkdir()
     (directory / "tests_helper_module.py").write_text(HELPER)
     (directory / "broken_helper.py").write_text("import no_such_dependency_of_broken_helper\n")
+    (directory / "mypkg").mkdir()
+    (directory / "mypkg" / "__init__.py").write_text("")
+    (directory / "mypkg" / "proto.py").write_text("from tests_helper_module import MyChat\n")
     return directory
 
 
@@ -473,10 +476,13 @@ def test_serve_a_module_factory_over_tls(
     spawn: list[subprocess.Popen[str]], project: Path, certificates: dict[str, Path],
     driver: str, host: str,
 ) -> None:
-    tls = (["--certfile", str(certificates["cert"]), "--keyfile", str(certificates["key"])]
-           if host == "::1" else ["--certfile", str(certificates["both"])])
-    process, port = _serve(spawn, "tests_helper_module:MyChat", "--driver", driver,
-                           "--host", host, *tls, cwd=project)
+    if host == "::1":  # the issue's own example: a package's module, IPv6, key apart
+        target = "mypkg.proto:MyChat"
+        tls = ["--certfile", str(certificates["cert"]), "--keyfile", str(certificates["key"])]
+    else:
+        target = "tests_helper_module:MyChat"
+        tls = ["--certfile", str(certificates["both"])]
+    process, port = _serve(spawn, target, "--driver", driver, "--host", host, *tls, cwd=project)
     reply = _ask(host, port, b"secret\n", 13, _client_context(certificates))
     assert reply == b"mine: secret\n"
     _stop(process)
