@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Protocol
@@ -64,9 +65,10 @@ READ_SIZE = 256 * 1024
 #: peer has taken enough of it: a client that never reads cannot grow the server's memory.
 HIGH_WATER = 1024 * 1024
 
-#: Connections the kernel queues before the server accepts them (asyncio's default is 100,
-#: socket.create_server's about 128): enough for a burst of clients arriving at once.
-BACKLOG = 128
+#: Connections the kernel queues before the server accepts them: as many as the system allows
+#: (``socket.SOMAXCONN``, trio's default; Linux caps it at ``net.core.somaxconn``), so that a
+#: burst of clients connecting at once (1,000 in the reliability run) is queued, not dropped.
+BACKLOG = socket.SOMAXCONN
 
 #: Seconds a driver lingers after a graceful close of a TCP connection: once everything
 #: queued is sent it ends its stream (FIN), then reads and drops what the peer still sends

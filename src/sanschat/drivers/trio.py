@@ -562,7 +562,7 @@ async def serve(
 ) -> None:
     """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection.
 
-    Built on ``trio.serve_tcp`` (``trio.serve_ssl_over_tcp`` with *ssl_context*, a server
+    As ``trio.serve_tcp`` does (``trio.serve_ssl_over_tcp`` with *ssl_context*, a server
     context with its certificate loaded: each connection is then a ``trio.SSLStream``): use
     ``listeners = await nursery.start(serve, factory)`` to learn the bound port
     (``listeners[0].socket.getsockname()``, through ``.transport_listener`` for TLS).
