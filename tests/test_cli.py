@@ -219,7 +219,7 @@ def test_serve_enforces_max_frame(spawn: list[subprocess.Popen[str]]) -> None:
 def test_serve_refuses_an_unknown_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert _usage_error(capsys, "serve", "ftp") == (
         "sanschat serve: error: argument TARGET: 'ftp' is neither an example "
-        "(echo, chat, http) nor MODULE:FACTORY")
+        "(echo, chat, http, smtp, resp, memcached) nor MODULE:FACTORY")
 
 
 def test_serve_reports_a_port_in_use(spawn: list[subprocess.Popen[str]]) -> None:
