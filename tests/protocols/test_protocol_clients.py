@@ -228,9 +228,22 @@ def test_pymemcache_binary_values_and_the_item_limit(serve: Serve) -> None:
         assert client.get("t") == tricky
         with pytest.raises(pymemcache.MemcacheServerError, match="too large"):
             client.set("big", b"z" * (MemcachedServer.max_item_size + 1), noreply=False)
-        assert client.get("t") == tricky  # the refused block was dropped, in step
+        assert client.get("t") == tricky  # (pymemcache reconnects after an error reply)
     finally:
         client.close()
+
+
+def test_memcached_drops_a_refused_block_and_stays_in_step_on_one_connection(serve: Serve) -> None:
+    address = serve(MemcachedServer)
+    size = MemcachedServer.max_item_size + 1
+    reply = raw_exchange(
+        address,
+        b"set big 0 0 %d\r\n" % size + b"get x\r\n" * (size // 7) + b"\0" * (size % 7)
+        + b"\r\nset k 0 0 1\r\nv\r\nget k big\r\nquit\r\n",
+    )  # fmt: skip
+    assert reply == (
+        b"SERVER_ERROR object too large for cache\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+    )
 
 
 def test_memcached_key_too_long_is_a_client_error(serve: Serve) -> None:
