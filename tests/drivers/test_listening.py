@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import selectors
 import shutil
 import socket
 import ssl
@@ -193,11 +194,31 @@ def test_tls_a_large_request_echoed_while_sending(
     servers.append(server)
     request = b"".join(b"%07d %s\r\n" % (i, b"x" * (i % 300)) for i in range(20000))
     with _tls_client(server, client_context, "127.0.0.1") as sock:
-        sender = threading.Thread(target=sock.sendall, args=(request,), daemon=True)
-        sender.start()
-        reply = _recv_exactly(sock, len(request))
-        sender.join(TIMEOUT)
+        reply = _tls_send_while_receiving(sock, request)
     assert reply == request
+
+
+def _tls_send_while_receiving(sock: ssl.SSLSocket, request: bytes) -> bytes:
+    """Send *request* and read its echo at the same time, from one thread: an SSLSocket
+    must not be written and read by two threads at once (OpenSSL's state is shared)."""
+    sock.setblocking(False)
+    reply = bytearray()
+    sent = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while len(reply) < len(request):
+            assert selector.select(TIMEOUT), f"stalled after {len(reply)} bytes back"
+            if sent < len(request):
+                with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    sent += sock.send(request[sent : sent + 16384])
+                if sent == len(request):
+                    selector.modify(sock, selectors.EVENT_READ)
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                while len(reply) < len(request):
+                    chunk = sock.recv(65536)
+                    assert chunk, f"EOF after {len(reply)} of {len(request)} bytes"
+                    reply += chunk
+    return bytes(reply)
 
 
 def test_tls_graceful_close_sends_close_notify(
