@@ -19,7 +19,7 @@ finding.  The invariants:
 raises nothing but `SanschatError`s and answers the same however its input is cut.
 
 Engines: atheris (coverage-guided, ``pip install atheris``) where it imports, else
-hypothesis (``pip install 'sanschat[test]'``).  Both take a budget in runs and seconds.
+hypothesis (``pip install 'sanschat[testing]'``).  Both take a budget in runs and seconds.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ._channel import Channel, Terminator
 from ._chat import Chat
 from ._errors import FrameTooLarge, SanschatError
 from ._events import Data, EndOfStream, TerminatorFound
+from ._extras import missing_extra_message
 from .testing import transcript
 
 __all__ = ["Case", "check_channel", "check_protocol", "decode", "main"]
@@ -238,8 +239,10 @@ def _run_hypothesis(target: Callable[[bytes], None], runs: int, seconds: float, 
         from hypothesis import HealthCheck, given, settings
         from hypothesis import seed as hypothesis_seed
         from hypothesis import strategies as st
-    except ImportError:
-        print("error: neither atheris nor hypothesis is installed: pip install 'sanschat[test]'")
+    except ImportError as error:
+        if error.name != "hypothesis":
+            raise
+        print("error: " + missing_extra_message("python -m sanschat.fuzz", "hypothesis"))
         return 2
     deadline = time.monotonic() + seconds
     done = 0

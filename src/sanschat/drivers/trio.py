@@ -53,7 +53,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
 
-import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
+from .._extras import missing
+
+try:
+    import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
+except ImportError as error:
+    raise missing(error, "trio", __name__)  # noqa: B904 (missing() chains it)
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
