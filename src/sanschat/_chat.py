@@ -19,7 +19,7 @@ callback propagates to it, and it logs the error and closes this connection only
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, overload
 
 from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
 from ._events import Data, TerminatorFound
@@ -200,6 +200,10 @@ class Chat:
 
     # ------------------------------------------------------------------ verbs
 
+    @overload
+    def set_terminator(self, terminator: TerminatorLike) -> None: ...
+    @overload
+    def set_terminator(self, terminator: TerminatorLike, *, max_frame_size: int | None) -> None: ...
     def set_terminator(
         self,
         terminator: TerminatorLike,
@@ -211,7 +215,10 @@ class Chat:
         Called outside a callback (from a timer, or through `Transport.call_soon_threadsafe`),
         it frames at once the bytes already received under the new terminator.
         """
-        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+        if max_frame_size is _CHANNEL_LIMIT:
+            self.channel.set_terminator(terminator)
+        else:
+            self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
         if not self._dispatching:
             self.feed(b"")
             self.transport.output_ready()
