@@ -21,6 +21,7 @@ from ._events import Event as Event
 from ._events import TerminatorFound as TerminatorFound
 from ._producers import IterableProducer as IterableProducer
 from ._producers import Producer as Producer
+from ._producers import ProducerLike as ProducerLike
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "FrameTooLarge",
     "IterableProducer",
     "Producer",
+    "ProducerLike",
     "ProtocolError",
     "SanschatError",
     "Terminator",

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, overload
 
 from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
 from ._events import Data, TerminatorFound
-from ._producers import Producer
+from ._producers import ProducerLike
 
 __all__ = ["Chat", "Transport"]
 
@@ -233,7 +233,7 @@ class Chat:
         if not self._dispatching:
             self.transport.output_ready()
 
-    def push_with_producer(self, producer: Producer | bytes | object) -> None:
+    def push_with_producer(self, producer: ProducerLike) -> None:
         """Queue a producer, pulled only as the connection can take its bytes."""
         self.channel.push_with_producer(producer)
         if not self._dispatching:
