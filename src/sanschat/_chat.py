@@ -19,7 +19,7 @@ callback propagates to it, and it logs the error and closes this connection only
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol, overload
+from typing import Any, ClassVar, Literal, Protocol, overload
 
 from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
 from ._events import Data, TerminatorFound
@@ -43,8 +43,20 @@ class Transport(Protocol):
     def set_idle_timeout(self, seconds: float | None) -> None:
         """Call `Chat.idle` after *seconds* with no bytes read or written (None: never)."""
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Connection details such as ``"peername"`` and ``"sockname"``, as asyncio names them."""
+    @overload
+    def get_extra_info(
+        self, name: Literal["peername", "sockname"]
+    ) -> tuple[str, int] | tuple[str, int, int, int] | str | None: ...
+    @overload
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """Connection details such as ``"peername"`` and ``"sockname"``, as asyncio names them.
+
+        An address is what the socket module gives: ``(host, port)`` for IPv4,
+        ``(host, port, flowinfo, scope_id)`` for IPv6, a path for a Unix socket; *default*
+        (``None``) when the driver does not know it.  Other names are driver-specific
+        (``"socket"``, ``"sslcontext"``, ...): narrow what they return with ``isinstance``.
+        """
 
 
 class _Detached:
@@ -127,7 +139,7 @@ class Chat:
     """Seconds without any byte read or written after which `idle` is called; None: never."""
 
     def __init__(self) -> None:
-        self.channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
+        self.channel: Channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
         """The `Channel` that frames this connection; drivers read its output."""
         self.transport: Transport = _DETACHED
         """The driver's side of the connection; a placeholder until `connection_made`."""
@@ -288,8 +300,8 @@ class Chat:
         return self._closed or self.channel.closing
 
     @property
-    def peername(self) -> Any:
-        """The peer's address, or None if unknown."""
+    def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | str | None:
+        """The peer's address, or None if unknown (see `Transport.get_extra_info`)."""
         return self.transport.get_extra_info("peername")
 
     # ------------------------------------------------------------------ driver side

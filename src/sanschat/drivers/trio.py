@@ -57,8 +57,8 @@ from .._extras import missing
 
 try:
     import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
-except ImportError as error:
-    raise missing(error, "trio", __name__)  # noqa: B904 (missing() chains it)
+except ImportError as _error:
+    raise missing(_error, "trio", __name__)  # noqa: B904 (missing() chains it)
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
@@ -77,7 +77,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger("sanschat")
+logger: Final[logging.Logger] = logging.getLogger("sanschat")
 
 #: Most bytes pulled from the channel for one ``send_all``: a whole read's worth of replies
 #: leaves in one call.
@@ -528,7 +528,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection.
 
