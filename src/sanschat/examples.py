@@ -116,10 +116,10 @@ class HTTPRequestHandler(Chat):
     def __init__(self) -> None:
         super().__init__()
         self.ibuffer: list[bytes] = []
-        self.request_line = b""
+        self.request_line: bytes = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.reading_headers = True
-        self.handling = False
+        self.reading_headers: bool = True
+        self.handling: bool = False
 
     def collect_incoming_data(self, data: bytes) -> None:
         """Buffer the data (ignored once the request is being answered)."""

@@ -31,7 +31,7 @@ class PullReader:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         """The `Channel` that frames what is read."""
-        self.unframed = b""
+        self.unframed: bytes = b""
         """After `frames` has stopped: bytes of a last frame that never got its terminator."""
         self._events: Iterator[Event] | None = None  # the channel iterator of each style;
         self._frames: Iterator[bytes] | None = None  # dropping one loses nothing

@@ -156,7 +156,7 @@ class Timer:
     def __init__(self, loop: Loop, when: float, callback: _Callback, owner: Any) -> None:
         self._loop, self._owner = loop, owner
         self._callback: _Callback | None = callback
-        self.when = when
+        self.when: float = when
         """The `time.monotonic` time at which the callback is due."""
 
     def cancel(self) -> None:
@@ -607,7 +607,7 @@ class ServerThread:
     """A `Loop` serving one factory in a daemon thread: what `start_server` returns."""
 
     def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
-        self.loop = Loop()
+        self.loop: Loop = Loop()
         """The loop; while it runs, touch it only through `Loop.call_soon_threadsafe`."""
         try:
             self._listener = self.loop.listen(factory, host, port)

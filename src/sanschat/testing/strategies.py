@@ -19,8 +19,8 @@ from .._extras import missing
 try:
     from hypothesis import given, settings
     from hypothesis import strategies as st
-except ImportError as error:  # exercised only without hypothesis (tests/test_extras.py)
-    raise missing(error, "hypothesis", __name__)  # noqa: B904 (missing() chains it)
+except ImportError as _error:  # exercised only without hypothesis (tests/test_extras.py)
+    raise missing(_error, "hypothesis", __name__)  # noqa: B904 (missing() chains it)
 
 import itertools
 
