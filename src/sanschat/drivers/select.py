@@ -153,7 +153,7 @@ class Timer:
 
     __slots__ = ("_callback", "_loop", "_owner", "when")
 
-    def __init__(self, loop: Loop, when: float, callback: _Callback, owner: Any) -> None:
+    def __init__(self, loop: Loop, when: float, callback: Callable[[], object], owner: Any) -> None:
         self._loop, self._owner = loop, owner
         self._callback: _Callback | None = callback
         self.when: float = when
@@ -247,7 +247,7 @@ class _Connection:
         """Close now, dropping unwritten output; the chat is detached from the ready queue."""
         self._teardown(None)
 
-    def call_soon_threadsafe(self, callback: _Callback) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run *callback* on the loop's thread soon; if it raises, this connection closes."""
         self._loop._call_soon(callback, self)
 
@@ -463,12 +463,12 @@ class Loop:
         else:
             conn._lost(OSError(err, os.strerror(err)))
 
-    def call_soon_threadsafe(self, callback: _Callback) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run *callback* on the loop's thread soon, waking the loop; callable from any thread.
         An exception from *callback* is logged and the loop carries on."""
         self._call_soon(callback, None)
 
-    def call_later(self, delay: float, callback: _Callback) -> Timer:
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
         """Run *callback* once on the loop's thread, *delay* seconds from now or a bit later.
 
         Callbacks due at the same time run in the order they were scheduled; an exception is
