@@ -57,7 +57,9 @@ def tables(text: str) -> list[tuple[dict[str, str], list[str], list[list[str]]]]
     return found
 
 
-def svg(title: str, unit: str, series: list[str], rows: list[tuple[str, list[float | None]]]) -> str:
+def svg(
+    title: str, unit: str, series: list[str], rows: list[tuple[str, list[float | None]]]
+) -> str:
     """A grouped horizontal bar chart: one group per row, one bar per series."""
     top = max((v for _, values in rows for v in values if v is not None), default=1.0)
     group = ROW_HEIGHT * len(series) + GROUP_GAP

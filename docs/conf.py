@@ -21,13 +21,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-import sanschat  # noqa: E402
-
 import _chart  # noqa: E402
+
+import sanschat  # noqa: E402
 
 project = "sanschat"
 author = "the sanschat authors"
-copyright = "2026, the sanschat authors"  # noqa: A001 (the name Sphinx reads)
+copyright = "2026, the sanschat authors"
 release = sanschat.__version__
 version = ".".join(release.split(".")[:2])
 

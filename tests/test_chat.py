@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import pytest
 
-from sanschat import Channel, Chat, FrameTooLarge
-from sanschat.testing import ChatHarness, RecordingTransport
+from sanschat import Channel, Chat, FrameTooLarge, ProtocolError
+from sanschat.testing import ChatHarness, RecordingTransport, assert_same_for_every_chunking
 
 
 class Lines(Chat):
@@ -205,8 +205,8 @@ def test_max_frame_size_class_attribute_limits_frames() -> None:
 
     chat = Small()
     attached(chat)
-    with pytest.raises(FrameTooLarge):
-        chat.feed(b"abcd")
+    chat.feed(b"ab\nabcd")  # the peer's error: answered by the chat, not raised
+    assert chat.frames == [b"ab"] and chat.channel.closing
 
 
 def test_a_callback_exception_propagates_to_the_driver_and_dispatch_state_resets() -> None:
@@ -325,9 +325,8 @@ def test_frames_before_a_frame_too_large_reach_found_frames_before_the_error() -
         max_frame_size = 4
 
     chat = Limited()
-    with pytest.raises(FrameTooLarge):
-        chat.feed(b"ok\nfine\nmuch too long\n")
-    assert chat.batches == [[b"ok", b"fine"]]
+    chat.feed(b"ok\nfine\nmuch too long\n")  # answered by protocol_error, not raised
+    assert chat.batches == [[b"ok", b"fine"]] and chat.channel.closing
 
 
 def test_found_frames_wins_over_found_frame_and_gets_the_last_frame_at_eof() -> None:
@@ -368,3 +367,118 @@ def test_a_subclass_overriding_found_frame_below_a_batch_handler_gets_frames_one
     chat = OneByOne()
     chat.feed(b"a\nb\n")
     assert chat.batches == [[b"single", b"a"], [b"single", b"b"]]
+
+
+# ---------------------------------------------------------------- the peer's errors
+
+
+class Answers(Chat):
+    """Whole frames (or batches, or asynchat's style) with an error reply of its own."""
+
+    terminator = b"\n"
+    max_frame_size = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[ProtocolError] = []
+
+    def found_frame(self, frame: bytes) -> None:
+        if frame == b"bad":
+            raise ProtocolError("bad command")
+        self.push(frame + b"!\n")
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        self.errors.append(error)
+        self.push(b"ERR " + type(error).__name__.encode() + b"\n")
+
+
+class AnswersInBatches(Answers):
+    def found_frames(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.found_frame(frame)
+
+
+class AnswersAsynchatStyle(Answers):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame = b""
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.frame += data
+
+    def found_terminator(self) -> None:
+        frame, self.frame = self.frame, b""
+        self.found_frame(frame)
+
+
+STYLES = [Answers, AnswersInBatches, AnswersAsynchatStyle]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_frame_too_large_is_answered_after_the_earlier_replies_then_closes(
+    style: type[Answers],
+) -> None:
+    harness = ChatHarness(style())
+    sent = harness.feed(b"a\nb\n" + b"x" * 9 + b"\nc\n", b"d\n")
+    assert sent == b"a!\nb!\nERR FrameTooLarge\n"  # nothing dispatched after the error
+    assert harness.closed and harness.lost and harness.error is None
+    (error,) = harness.chat.errors
+    assert isinstance(error, FrameTooLarge) and error.limit == 5
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_the_answer_to_a_frame_too_large_does_not_depend_on_the_cut(style: type[Answers]) -> None:
+    reference = assert_same_for_every_chunking(style, b"ok\n" + b"y" * 7, max_pieces=3)
+    assert reference.sent == b"ok!\nERR FrameTooLarge\n" and reference.closed
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_protocol_error_raised_by_a_hook_is_the_peers_too(style: type[Answers]) -> None:
+    harness = ChatHarness(style())
+    assert harness.feed(b"a\nbad\nc\n") == b"a!\nERR ProtocolError\n"
+    assert harness.closed and str(harness.chat.errors[0]) == "bad command"
+
+
+def test_a_frame_too_large_at_end_of_stream_is_answered_too() -> None:
+    harness = ChatHarness(Answers())
+    harness.chat.set_terminator((b"\r\n", b"\r"), max_frame_size=3)
+    harness.feed(b"abc\r")  # held back: the longer alternative may follow
+    assert harness.feed_eof() == b"abc!\n"
+    harness = ChatHarness(Answers())
+    harness.feed(b"abcd")
+    assert harness.feed_eof() == b""  # not too large yet: the last frame ends at EOF
+    assert harness.chat.errors == []
+
+
+def test_the_default_protocol_error_flushes_and_closes() -> None:
+    class Plain(Chat):
+        terminator = b"\n"
+        max_frame_size = 2
+
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame)
+
+    harness = ChatHarness(Plain())
+    assert harness.feed(b"a\nbbbbb\n") == b"a"
+    assert harness.closed and not harness.transport.closed  # graceful, not abortive
+    assert harness.chat.channel.take_unframed().startswith(b"bbb")  # still readable
+
+
+def test_protocol_error_may_close_at_once() -> None:
+    class Abort(Answers):
+        def protocol_error(self, error: ProtocolError) -> None:
+            self.close()
+
+    harness = ChatHarness(Abort())
+    assert harness.feed(b"a\n" + b"z" * 9) == b""  # close() drops queued output, as documented
+    assert harness.transport.closed
+
+
+def test_an_error_in_protocol_error_itself_is_a_bug() -> None:
+    class Buggy(Answers):
+        def protocol_error(self, error: ProtocolError) -> None:
+            raise RuntimeError("oops")
+
+    harness = ChatHarness(Buggy())
+    with pytest.raises(RuntimeError, match="oops"):
+        harness.feed(b"z" * 9)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sanschat import Chat, FrameTooLarge
+from sanschat import Chat, ProtocolError
 from sanschat.examples import Echo, HTTPRequestHandler
 from sanschat.testing import (
     ChatHarness,
@@ -73,19 +73,52 @@ def test_harness_sees_close_when_done_after_the_reply() -> None:
     assert harness.closed and harness.lost
 
 
-def test_harness_catches_a_handler_error_like_a_driver() -> None:
-    broken = ChatHarness(Chat())
+class _Broken(Chat):
+    """A handler with a bug: a KeyError on every frame."""
+
+    terminator = b"\n"
+
+    def found_frame(self, frame: bytes) -> None:
+        {}[frame]
+
+
+def test_a_handler_error_propagates_with_its_traceback() -> None:
+    harness = ChatHarness(_Broken())
+    with pytest.raises(KeyError) as info:
+        harness.feed(b"z\n")
+    assert info.traceback[-1].name == "found_frame"  # the handler's own frame, not the harness's
+    assert harness.error is info.value and harness.lost and harness.closed
+    assert harness.feed(b"ignored\n") == b""  # detached, as a driver would
+
+
+def test_a_handler_error_can_be_captured_on_request() -> None:
+    broken = ChatHarness(Chat(), catch=True)
     broken.chat.set_terminator(b"\n")
     broken.feed(b"z\n", b"ignored\n")
     assert isinstance(broken.error, NotImplementedError)
     assert broken.lost
 
 
-def test_harness_can_let_errors_propagate() -> None:
-    harness = ChatHarness(Chat(), catch=False)
-    harness.chat.set_terminator(b"\n")
-    with pytest.raises(NotImplementedError):
-        harness.feed(b"z\n")
+def test_a_protocol_error_closes_gracefully_in_the_harness() -> None:
+    class Limited(Echo):
+        max_frame_size = 4
+
+    harness = ChatHarness(Limited())
+    assert harness.feed(b"ok\r\n" + b"x" * 10) == b"ok\r\n"  # the earlier reply is kept
+    assert harness.closed and harness.lost and harness.error is None
+
+
+def test_reprs_name_public_things() -> None:
+    harness = ChatHarness(_Broken(), catch=True)
+    harness.feed(b"k\n")
+    assert repr(harness) == (
+        "<ChatHarness _Broken: sent 0 bytes, closed=True, lost=True, error=KeyError(b'k')>"
+    )
+    pair = ChatPair(Echo(), Echo())
+    assert repr(pair) == "<ChatPair Echo -> Echo: 0 bytes sent, 0 bytes back>"
+    assert repr(transcript(_Broken(), [b"k\n"])) == (
+        "Transcript(sent=b'', closed=True, error=KeyError)"
+    )
 
 
 def test_harness_runs_threadsafe_callbacks_and_idle() -> None:
@@ -240,5 +273,43 @@ def test_transcripts_of_a_frame_limit_error_do_not_depend_on_the_cut() -> None:
         def found_frame(self, frame: bytes) -> None:
             self.push(frame)
 
-    reference = assert_same_for_every_chunking(Limited, b"abcdefgh", max_pieces=3)
-    assert reference.error is FrameTooLarge
+    reference = assert_same_for_every_chunking(Limited, b"ab\ncdefgh", max_pieces=3)
+    assert reference == Transcript(b"ab", closed=True, error=None)
+
+
+def test_every_chunking_fails_for_a_handler_that_always_raises() -> None:
+    with pytest.raises(AssertionError) as info:
+        assert_same_for_every_chunking(_Broken, b"a\nb\n")
+    message = str(info.value)
+    assert "the handler raised" in message and "KeyError" in message
+    assert "chunks:   [b'a\\nb\\n']" in message  # the cut, then both transcripts
+    assert "expected: Transcript(" in message and "in found_frame" in message  # the traceback
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_every_chunking_finds_a_reply_lost_on_a_protocol_error() -> None:
+    class ClosesAbortively(Echo):
+        """The old drivers' bug: an abortive close on error drops the queued replies."""
+
+        max_frame_size = 4
+
+        def protocol_error(self, error: ProtocolError) -> None:
+            self.close()
+
+    with pytest.raises(AssertionError, match="depends on how the input is cut"):
+        assert_same_for_every_chunking(ClosesAbortively, b"ok\r\nxxxxxx", max_pieces=2)
+
+
+def test_assert_chunking_invariant_fails_for_a_handler_that_always_raises() -> None:
+    from sanschat.testing.strategies import assert_chunking_invariant
+
+    with pytest.raises(AssertionError, match="the handler raised on the whole input") as info:
+        assert_chunking_invariant(_Broken, b"a\nb\n", max_examples=10)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_the_chunking_invariant_fixture_fails_loudly_too(
+    chunking_invariant: Callable[..., object],
+) -> None:
+    with pytest.raises(AssertionError, match="KeyError"):
+        chunking_invariant(_Broken, b"x\n")

@@ -12,16 +12,23 @@ itself; a verb used *outside* a callback (a timer, another connection's handler)
 the transport with `Transport.output_ready`, so output never waits for the next read.
 
 A chat never blocks, never sleeps and never touches a socket, so a test can drive it with
-plain method calls (see `sanschat.testing`).  The driver owns errors: an exception from a
-callback propagates to it, and it logs the error and closes this connection only.
+plain method calls (see `sanschat.testing`).  Errors come in two kinds.  The *peer's*, a
+`ProtocolError` such as `FrameTooLarge` raised while framing its input (or raised on purpose
+by a hook), is the chat's to answer: `feed` and `feed_eof` catch it, call `protocol_error`,
+and from then on the connection only flushes what is queued and closes, so replies to the
+frames before the error reach the peer however its input was cut.  A *bug*, any other
+exception from a callback, propagates to the driver, which logs it with its traceback and
+closes this connection at once (queued output is dropped: nothing is known to be valid).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal, Protocol, overload
 
 from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
+from ._errors import ProtocolError
 from ._events import Data, TerminatorFound
 from ._producers import ProducerLike
 
@@ -79,6 +86,8 @@ class _Detached:
 
 
 _DETACHED = _Detached()
+
+_logger = logging.getLogger("sanschat")
 
 
 class _Gone(_Detached):
@@ -202,6 +211,21 @@ class Chat:
         """
         self.close_when_done()
 
+    def protocol_error(self, error: ProtocolError) -> None:
+        """Called once when the peer broke the protocol: *error* says how.
+
+        *error* is a `ProtocolError` raised while framing the peer's input (`FrameTooLarge`:
+        a frame grew past `max_frame_size`) or raised on purpose by one of this chat's own
+        hooks.  The frames before it have all been dispatched and their replies queued.
+        Push an error reply here if the protocol has one (HTTP's ``431 Request Header
+        Fields Too Large``, SMTP's ``500``, RESP's ``-ERR``); whatever this hook does, no
+        frame is dispatched after it and the connection closes once everything queued has
+        been sent (`close_when_done`), unless it calls `close` to close at once.  The bytes
+        left unframed stay readable in ``channel`` (`Channel.take_unframed`).  A peer that
+        never reads the reply holds the connection like any slow reader (its queued output
+        is bounded by what was pushed).  Default: nothing more than that graceful close.
+        """
+
     def idle(self) -> None:
         """Called when `idle_timeout` seconds pass with no traffic.  Default: `close`."""
         self.close()
@@ -254,8 +278,12 @@ class Chat:
     def close_when_done(self) -> None:
         """Close the connection once everything queued so far has been sent.
 
-        No callback runs after it: frames the peer sent behind the one that asked to close
-        (pipelined requests) are not dispatched, and later input is ignored.
+        The drivers close gracefully: they send end of stream once the output is out, then
+        read (and drop) what the peer still sends until it closes too or a short linger time
+        passes, so that the peer's unread input never turns the close into a reset that
+        would lose the last reply (see ``sanschat.drivers.LINGER``).  No callback runs after
+        it: frames the peer sent behind the one that asked to close (pipelined requests) are
+        not dispatched, and later input is ignored.
         """
         self.channel.close_when_done()
         if self._dispatching:
@@ -343,8 +371,19 @@ class Chat:
                         collect(event.data)
                     else:
                         terminated()
+        except ProtocolError as error:
+            self._protocol_failed(error)
         finally:
             self._dispatching = False
+
+    def _protocol_failed(self, error: ProtocolError) -> None:
+        """Answer the peer's *error*: `protocol_error`, then flush and close (no more frames)."""
+        _logger.info("protocol error from %s (%s): %s; closing after the reply",
+                     self.peername, type(self).__name__, error)
+        self.channel.interrupt()
+        self.protocol_error(error)
+        if not (self._closed or self.channel.closing):
+            self.channel.close_when_done()
 
     def _feed_batches(self, frames: Iterator[bytes]) -> None:
         """Hand *frames* to `found_frames` as one list, then any frames the bytes after them
@@ -399,6 +438,8 @@ class Chat:
                         self.found_terminator()
             if not (self._closed or self.channel.closing):
                 self.eof_received(bytes(unframed))
+        except ProtocolError as error:
+            self._protocol_failed(error)
         finally:
             self._dispatching = False
 

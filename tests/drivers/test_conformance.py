@@ -7,17 +7,22 @@ checks it from the outside, with plain blocking sockets as clients.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from http_cases import BAD_REQUESTS
 from netutil import TIMEOUT, ServerStarter, connect, recv_exactly, recv_until_eof, wait_for
 
-from sanschat import Chat
+from sanschat import Chat, ProtocolError
+from sanschat.drivers import BackgroundServer
 from sanschat.examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 
 
@@ -114,6 +119,80 @@ def test_http_post_switches_to_a_length_terminator_mid_connection(
     assert head.startswith(b"HTTP/1.0 200 OK")
     assert b"Content-Length: %d" % len(body) in head
     assert echoed == body
+
+
+def _http_client_status(
+    server: BackgroundServer, method: str, headers: dict[str, str], body: bytes
+) -> tuple[int, str, bytes]:
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.request(method, "/", body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.reason, response.read()
+    finally:
+        conn.close()
+
+
+def test_http_answers_431_to_http_client_for_a_header_line_over_the_limit(
+    serve: ServerStarter,
+) -> None:
+    server = serve(factory("http"))
+    status, reason, body = _http_client_status(server, "GET", {"X-Big": "b" * 70_000}, b"")
+    assert (status, reason, body) == (431, "Request Header Fields Too Large",
+                                      b"header line too long\n")
+
+
+def test_http_answers_413_to_http_client_for_a_body_over_the_limit(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    status, reason, _ = _http_client_status(server, "POST", {}, b"p" * (3 * 1024 * 1024))
+    assert (status, reason) == (413, "Content Too Large")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_http_answers_431_to_curl(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    host, port = server.address
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "X-Big: " + "c" * 70_000,
+         f"http://{host}:{port}/"],
+        capture_output=True, timeout=TIMEOUT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(b"header line too long\n\n431")
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_http_refuses_each_bad_request_over_a_socket_with_its_status(
+    serve: ServerStarter, name: str
+) -> None:
+    request, status = BAD_REQUESTS[name]
+    server = serve(factory("http"))
+    with connect(server) as sock:
+        sock.sendall(request)
+        reply = recv_until_eof(sock)
+    assert reply.startswith(b"HTTP/1.0 " + status + b" "), reply[:60]
+
+
+def test_http_client_with_chunked_or_duplicate_lengths_is_refused(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/", body=iter([b"abc"]), encode_chunked=True)
+        assert conn.getresponse().status == 501
+    finally:
+        conn.close()
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.putrequest("POST", "/")
+        conn.putheader("Content-Length", "3")
+        conn.putheader("Content-Length", "4")
+        conn.endheaders(b"abcd")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (400, b"more than one Content-Length\n")
+    finally:
+        conn.close()
 
 
 def test_chat_line_reaches_every_other_member_but_not_the_sender(serve: ServerStarter) -> None:
@@ -229,20 +308,62 @@ def test_handler_exception_closes_that_connection_logs_it_and_spares_others(
              "connection_lost with the handler's exception")
 
 
-def test_frame_over_the_limit_closes_the_connection_and_the_server_goes_on(
+class Answering(Chat):
+    """Echo with a 10-byte frame limit that answers the peer's error before it closes."""
+
+    terminator = b"\r\n"
+    max_frame_size = 10
+
+    def found_frame(self, frame: bytes) -> None:
+        self.push(frame + b"\r\n")
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        self.push(b"ERR %s\r\n" % type(error).__name__.encode())
+
+
+TWO_FRAMES = b"short\r\n" + b"x" * 100 + b"\r\n"
+ANSWER = b"short\r\nERR FrameTooLarge\r\n"
+
+
+def test_the_reply_before_a_frame_too_large_and_the_error_reply_arrive_for_every_cut(
     serve: ServerStarter, caplog: pytest.LogCaptureFixture
 ) -> None:
+    server = serve(Answering)
+    with caplog.at_level(logging.WARNING, logger="sanschat"):
+        for point in range(len(TWO_FRAMES)):  # 0: one write; else two, cut at that byte
+            with connect(server) as sock:
+                sock.sendall(TWO_FRAMES[:point])
+                time.sleep(0.001)  # let the first part travel alone
+                sock.sendall(TWO_FRAMES[point:])
+                assert recv_until_eof(sock) == ANSWER, f"cut at byte {point}"
+    assert not caplog.records  # the peer's error is no error of the server's
+
+
+def test_a_flood_past_the_limit_gets_the_error_reply_and_a_clean_end_not_a_reset(
+    serve: ServerStarter,
+) -> None:
+    """The server stops framing long before the flood ends; it lingers, reading and
+    dropping, so the client's send completes and the reply is not destroyed by a reset."""
+    server = serve(Answering)
+    with connect(server) as flooder:
+        flooder.sendall(b"short\r\n" + b"y" * (4 * 1024 * 1024))  # never refused
+        flooder.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(flooder) == ANSWER
+    with connect(server) as other:
+        other.sendall(b"ok\r\n")
+        assert recv_exactly(other, 4) == b"ok\r\n"
+
+
+def test_a_frame_over_the_default_limit_closes_gracefully_and_the_server_goes_on(
+    serve: ServerStarter,
+) -> None:
     server = serve(factory("echo"))
-    with caplog.at_level(logging.ERROR, logger="sanschat"):
-        with connect(server) as flooder:
-            # The server may close before it has read everything.
-            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                flooder.sendall(b"y" * (MAX_FRAME_SIZE + 10))
-            with pytest.raises((ConnectionResetError, AssertionError)):
-                assert recv_until_eof(flooder) != b""
-        with connect(server) as other:
-            other.sendall(b"ok\r\n")
-            assert recv_exactly(other, 4) == b"ok\r\n"
+    with connect(server) as flooder:
+        flooder.sendall(b"first\r\n" + b"y" * (MAX_FRAME_SIZE + 10))
+        assert recv_until_eof(flooder) == b"first\r\n"  # the default: flush, then close
+    with connect(server) as other:
+        other.sendall(b"ok\r\n")
+        assert recv_exactly(other, 4) == b"ok\r\n"
 
 
 class Flood(Chat):

@@ -12,8 +12,12 @@ module (the asyncio and trio ones share their ``async for`` reader, `_pull.PullR
   buffer), plus an ``async for`` style.
 
 All three share the same contract, checked by one conformance suite
-(``tests/drivers/test_conformance.py``): an exception in a handler is logged on the
-``sanschat`` logger and closes that connection only; end of stream from the peer flushes
+(``tests/drivers/test_conformance.py``): an exception in a handler (a bug) is logged on
+the ``sanschat`` logger with its traceback and closes that connection only, at once; a
+peer's `ProtocolError` is answered by the chat (`Chat.protocol_error`), whose output is
+flushed before the connection closes, so earlier replies and the error reply reach the peer
+whatever the cut; a close after output (`Chat.close_when_done`) is graceful on TCP: end of
+stream first, then `LINGER`; end of stream from the peer flushes
 queued output and then closes (unless the handler overrides `Chat.eof_received`); output is
 pulled from the channel only while the socket can take it, and a connection whose output
 piles up past `HIGH_WATER` stops being read until it drains.
@@ -36,6 +40,7 @@ from .._errors import ProtocolError
 __all__ = [
     "DRIVERS",
     "HIGH_WATER",
+    "LINGER",
     "READ_SIZE",
     "BackgroundServer",
     "log_failure",
@@ -54,6 +59,13 @@ READ_SIZE = 256 * 1024
 #: Queued output (bytes) above which a driver stops reading from that connection until the
 #: peer has taken enough of it: a client that never reads cannot grow the server's memory.
 HIGH_WATER = 1024 * 1024
+
+#: Seconds a driver lingers after a graceful close of a TCP connection: once everything
+#: queued is sent it ends its stream (FIN), then reads and drops what the peer still sends
+#: until the peer's own end of stream, at most this long, before it closes the socket.
+#: Closing a socket with unread input makes the kernel answer with a reset, which can
+#: destroy the last reply (an error reply above all) before the peer reads it.
+LINGER = 2.0
 
 
 def log_failure(where: str, peer: object, exc: BaseException) -> None:

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from .._channel import TerminatorLike
 from .._chat import Chat
-from . import HIGH_WATER, READ_SIZE, BackgroundServer, log_failure
+from . import HIGH_WATER, LINGER, READ_SIZE, BackgroundServer, log_failure
 from ._pull import PullReader
 
 __all__ = [
@@ -89,6 +89,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._lost_waiter: asyncio.Future[None] | None = None
         self._idle_timeout: float | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._linger_handle: asyncio.TimerHandle | None = None
         self._last_active = 0.0
 
     # ------------------------------------------------------------ asyncio's callbacks
@@ -149,6 +150,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._lost = self._closing = True
         if self._idle_handle is not None:
             self._idle_handle.cancel()
+        if self._linger_handle is not None:
+            self._linger_handle.cancel()
         self._wake_drain()
         if self._lost_waiter is not None and not self._lost_waiter.done():
             self._lost_waiter.set_result(None)
@@ -232,7 +235,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 self._touch()
             if channel.wants_close:
                 self._closing = True
-                transport.close()  # asyncio sends what it has buffered, then closes
+                self._close_gracefully(transport)
                 return
             if budget <= 0 and channel.wants_write:
                 self.output_ready()
@@ -245,6 +248,21 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+    def _close_gracefully(self, transport: asyncio.Transport) -> None:
+        """Everything queued was handed over: end our stream once asyncio has sent it, then
+        read and drop the peer's input until its end of stream (`eof_received` closes), at
+        most `LINGER` seconds, so that unread input does not turn the close into a reset
+        that loses the last reply.  TLS and transports that cannot half-close just close."""
+        if self._eof or self._ssl or not transport.can_write_eof():
+            transport.close()  # asyncio sends what it has buffered, then closes
+            return
+        transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        assert self._loop is not None
+        self._linger_handle = self._loop.call_later(LINGER, transport.close)
 
     def _set_input_full(self, full: bool) -> None:
         self._input_full = full

@@ -42,7 +42,7 @@ from time import monotonic
 from typing import Any, Final, Protocol, final
 
 from .._chat import Chat
-from . import HIGH_WATER, READ_SIZE, log_failure
+from . import HIGH_WATER, LINGER, READ_SIZE, log_failure
 
 __all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
 
@@ -222,7 +222,7 @@ class _Connection:
     """One socket and its chat: the `Transport` that the select driver gives a `Chat`."""
 
     __slots__ = ("_chat", "_closed", "_connecting", "_eof", "_events", "_extra", "_flushing",
-                 "_idle", "_idle_timer", "_last", "_loop", "_sock")
+                 "_idle", "_idle_timer", "_last", "_linger_timer", "_loop", "_sock")
 
     def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False):
         self._loop, self._sock, self._chat, self._connecting = loop, sock, chat, connecting
@@ -230,6 +230,7 @@ class _Connection:
         self._events = 0
         self._idle: float | None = None
         self._idle_timer: Timer | None = None
+        self._linger_timer: Timer | None = None  # set once our FIN is sent (see _linger)
         self._last = 0.0
         self._extra: dict[str, Any] = {"socket": sock}
         loop._conns.add(self)
@@ -310,6 +311,10 @@ class _Connection:
         except OSError as exc:
             self._lost(exc)
             return
+        if self._linger_timer is not None:  # closing: drop the input, its end ends us
+            if not n:
+                self._teardown(None)
+            return
         self._last = loop._now
         if n:
             # As bytes: the channel copies what it keeps either way, and its hot path (a
@@ -347,7 +352,7 @@ class _Connection:
                 break  # the socket is full: pending stays true
             pending = channel.wants_write
         if channel.wants_close:
-            self._teardown(None)
+            self._linger()
             return
         if pending:
             want = _WRITE if self._eof or channel.buffered_output > HIGH_WATER else _READ | _WRITE
@@ -362,6 +367,33 @@ class _Connection:
             else:
                 poller.modify(self._sock, want, self)
             self._events = want
+
+    def _linger(self) -> None:
+        """Everything queued was sent: end our stream (FIN), then read and drop the peer's
+        input until its end of stream, at most `LINGER` seconds, so that unread input does
+        not turn the close into a reset that loses the last reply (see `LINGER`)."""
+        sock = self._sock
+        if self._linger_timer is not None:
+            return  # already lingering
+        if self._eof or sock.type != socket.SOCK_STREAM:
+            self._teardown(None)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._teardown(None)
+            return
+        poller = self._loop._poller
+        if self._events != _READ:
+            if self._events:
+                poller.modify(sock, _READ, self)
+            else:
+                poller.register(sock, _READ, self)
+            self._events = _READ
+        self._linger_timer = self._loop._call_later(LINGER, self._teardown_now, self)
+
+    def _teardown_now(self) -> None:
+        self._teardown(None)
 
     def _queued_flush(self) -> None:
         self._flushing = False
@@ -399,6 +431,8 @@ class _Connection:
             self._events = 0
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         loop._conns.discard(self)
         self._sock.close()
         loop._ready.append((partial(self._detach, exc), None))

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,7 @@ except ImportError as _error:
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
-from . import HIGH_WATER, READ_SIZE, log_failure
+from . import HIGH_WATER, LINGER, READ_SIZE, log_failure
 from ._pull import PullReader
 
 __all__ = [
@@ -391,12 +392,34 @@ class _SocketTransport(_Transport):
     """A plain TCP stream: the connection's task reads, feeds and sends; a writer task runs
     only while the socket is full (see the module docstring)."""
 
-    __slots__ = ("_sock", "_writing")
+    __slots__ = ("_eof", "_lingering", "_sock", "_writing")
 
     def __init__(self, stream: trio.abc.Stream, chat: Chat, sock: Any) -> None:
         super().__init__(stream, chat)
         self._sock = sock
         self._writing = False  # a writer task is waiting for the socket to take the rest
+        self._eof = False  # the peer has ended its stream
+        self._lingering = False  # our FIN is sent: reading (and dropping) until the peer's
+
+    def _close_gracefully(self) -> None:
+        """Everything queued was sent: end the stream with a FIN, then linger (read and drop
+        the peer's input until its own end of stream, at most `LINGER` seconds) so that
+        unread input does not turn the close into a reset that loses the last reply."""
+        nursery = self._nursery
+        if self._eof or self._lingering or nursery is None:
+            self._end()
+            return
+        self._lingering = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._end()
+            return
+        nursery.start_soon(self._linger_deadline)
+
+    async def _linger_deadline(self) -> None:
+        await trio.sleep(LINGER)
+        self._end()
 
     def output_ready(self) -> None:
         """Send what the socket takes now; a writer task waits to send the rest."""
@@ -407,7 +430,7 @@ class _SocketTransport(_Transport):
             self._writing = True
             nursery.start_soon(self._writer)
         elif self._chat.channel.wants_close:
-            self._end()  # everything was sent: close, gracefully
+            self._close_gracefully()  # everything was sent
 
     async def _serve(self, nursery: trio.Nursery) -> None:
         chat = self._chat
@@ -434,10 +457,16 @@ class _SocketTransport(_Transport):
                 self._lost(exc)
                 return
             self._stamp()
+            if self._lingering:  # closing: the input is dropped, its end ends the connection
+                if not n:
+                    self._end()
+                    return
+                continue
             try:
                 if n:
                     chat.feed(view[:n].tobytes())  # bytes: what the core's hot path takes
                 else:
+                    self._eof = True
                     chat.feed_eof()
             except Exception as exc:
                 self._fail(exc)
@@ -487,7 +516,7 @@ class _SocketTransport(_Transport):
         finally:
             self._writing = False
         if self._chat.channel.wants_close:
-            self._end()  # everything was sent: close, gracefully
+            self._close_gracefully()  # everything was sent
 
 
 async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:

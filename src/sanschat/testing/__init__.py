@@ -1,8 +1,11 @@
 """`sanschat.testing`: unit-test protocols without sockets, and prove them cut-independent.
 
 Theory of operation: a `Chat` does no I/O, so a test can play the driver.  `ChatHarness`
-attaches a recording transport, feeds scripted chunks, drains what the chat pushed and
-catches what it raised, exactly as a driver would (an exception detaches the chat with it).
+attaches a recording transport, feeds scripted chunks and drains what the chat pushed,
+exactly as a driver would.  The peer's errors (`ProtocolError`) are the chat's own business
+(`Chat.protocol_error`, then a graceful close, which the harness shows as `closed` with the
+error reply in `sent`); any other exception is a bug in the handler, and the harness never
+hides one: it propagates to the test with its traceback, unless the test asks to capture it.
 `ChatPair` wires two chats back to back and pumps bytes both ways until quiet, cutting every
 transfer into given sizes and optionally losing the connection at a chosen byte.
 `every_chunking` enumerates the ways to cut a byte string, and `transcript` reduces one run
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +46,8 @@ class RecordingTransport:
     def __init__(self, peername: Any = ("127.0.0.1", 50000)) -> None:
         self.peername = peername
         self.closed: bool = False
-        """True once the chat called `Chat.close` (an abortive close)."""
+        """True once the chat called `Chat.close` (an abortive close): see also
+        `ChatHarness.closed`, which counts a graceful close too."""
         self.output_ready_calls: int = 0
         self.idle_timeout: float | None = None
         self.callbacks: list[Callable[[], object]] = []
@@ -77,20 +82,29 @@ class ChatHarness:
         reply = harness.feed(b"GET / HTTP/1.0\\r\\n\\r\\n")
         assert reply.startswith(b"HTTP/1.0 200 OK") and harness.closed
 
+    A peer's protocol error (``max_frame_size`` exceeded, or a `ProtocolError` a hook
+    raised) is answered by the chat (`Chat.protocol_error`) and closes it gracefully: the
+    error reply and every earlier reply are in `sent`, and `closed` is true.  An exception
+    that escapes the chat is a bug: the harness detaches the chat with it as a driver would
+    (`error` holds it, `lost` is true, later feeds are ignored) and then re-raises it, so
+    the test fails with the handler's own traceback.
+
     Args:
         chat: a fresh chat; the harness attaches it at once (``connection_made`` runs).
-        catch: if true (the default), an exception from the chat is caught as a driver would
-            catch it: recorded in `error`, the chat detached with it, and later feeds are
-            ignored.  If false, it propagates to the test.
+        catch: if true, an exception that escapes the chat is only recorded in `error`, not
+            re-raised: for tests about failure itself.  False by default.
+        peername: what ``chat.peername`` returns.
     """
 
-    def __init__(self, chat: Chat, *, catch: bool = True, peername: Any = ("127.0.0.1", 50000)):
+    def __init__(
+        self, chat: Chat, *, catch: bool = False, peername: Any = ("127.0.0.1", 50000)
+    ) -> None:
         self.chat = chat
         self.transport: RecordingTransport = RecordingTransport(peername)
         self.catch = catch
         """Whether an exception from the chat is caught (and recorded in `error`)."""
         self.error: BaseException | None = None
-        """The exception the chat raised, if any (with ``catch=True``)."""
+        """The exception that escaped the chat, if any (re-raised unless ``catch=True``)."""
         self.sent: bytearray = bytearray()
         """Every byte the chat has sent so far."""
         self.lost: bool = False
@@ -135,18 +149,26 @@ class ChatHarness:
 
     @property
     def closed(self) -> bool:
-        """True if the chat closed: at once (`Chat.close`) or after its output was sent."""
-        return self.transport.closed or self.chat.channel.wants_close
+        """True if the chat closed: at once (`Chat.close`), after its output was sent
+        (`Chat.close_when_done`, end of stream, a protocol error), or by failing."""
+        return self.transport.closed or self.chat.channel.wants_close or self.error is not None
+
+    def __repr__(self) -> str:
+        error = "None" if self.error is None else f"{type(self.error).__name__}({self.error})"
+        return (
+            f"<ChatHarness {type(self.chat).__qualname__}: sent {len(self.sent)} bytes, "
+            f"closed={self.closed}, lost={self.lost}, error={error}>"
+        )
 
     def _run(self, step: Callable[[], object]) -> None:
         try:
             step()
             self._drain()
         except Exception as error:
-            if not self.catch:
-                raise
             self.error = error
             self.lose_connection(error)
+            if not self.catch:
+                raise
             return
         if self.closed:
             self.lose_connection(None)
@@ -210,6 +232,13 @@ class ChatPair:
                 return
         raise RuntimeError(f"the pair was still talking after {max_rounds} transfers")
 
+    def __repr__(self) -> str:
+        return (
+            f"<ChatPair {type(self.client.chat).__qualname__} -> "
+            f"{type(self.server.chat).__qualname__}: {len(self.client_to_server)} bytes sent, "
+            f"{len(self.server_to_client)} bytes back>"
+        )
+
     def _take(self, side: ChatHarness) -> None:
         self._pending[id(side)] += side.sent
         side.sent.clear()
@@ -247,28 +276,41 @@ class ChatPair:
             side.lose_connection(ConnectionResetError("connection lost by ChatPair(lose_at=...)"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Transcript:
     """What a peer can observe of one run of a chat: the bytes it sent back, whether it
-    closed, and the type of the error it raised (if any).
+    closed, and the type of the exception that escaped it (a bug), if any.
 
-    Only the type: an error's message may say how far into the stream it was noticed
-    (`FrameTooLarge` does), which depends on how the input was cut.
+    Only the type: an error's message may say how far into the stream it was noticed,
+    which depends on how the input was cut.
     """
 
     sent: bytes
     closed: bool
     error: type[BaseException] | None
 
+    def __repr__(self) -> str:
+        error = "None" if self.error is None else self.error.__qualname__
+        return f"Transcript(sent={self.sent!r}, closed={self.closed}, error={error})"
 
-def transcript(chat: Chat, chunks: Iterable[bytes], *, eof: bool = False) -> Transcript:
-    """Feed *chunks* (then end of stream, if *eof*) to *chat*; return what a peer saw."""
-    harness = ChatHarness(chat)
+
+def _run(chat: Chat, chunks: Iterable[bytes], eof: bool) -> tuple[Transcript, BaseException | None]:
+    harness = ChatHarness(chat, catch=True)
     harness.feed(*chunks)
     if eof:
         harness.feed_eof()
     error = None if harness.error is None else type(harness.error)
-    return Transcript(bytes(harness.sent), harness.closed, error)
+    return Transcript(bytes(harness.sent), harness.closed, error), harness.error
+
+
+def transcript(chat: Chat, chunks: Iterable[bytes], *, eof: bool = False) -> Transcript:
+    """Feed *chunks* (then end of stream, if *eof*) to *chat*; return what a peer saw.
+
+    An exception that escapes the chat is recorded in the transcript (`Transcript.error`),
+    not raised: compare transcripts, or use `assert_same_for_every_chunking`, which fails
+    on it.
+    """
+    return _run(chat, chunks, eof)[0]
 
 
 def every_chunking(data: bytes, *, max_pieces: int | None = None) -> Iterator[list[bytes]]:
@@ -303,15 +345,56 @@ def assert_same_for_every_chunking(
     than about 16 bytes, bound the work with *max_pieces* (or use the hypothesis helper
     `sanschat.testing.strategies.chunkings`).  Returns the reference transcript.
 
+    A run in which an exception escapes the chat fails too, even if every cut fails the
+    same way: a handler that always raises is broken, not cut-independent.  (A peer's
+    `ProtocolError` does not escape: the chat answers it with `Chat.protocol_error`.)
+
     Raises:
-        AssertionError: naming the first cutting whose transcript differs.
+        AssertionError: naming the first cutting whose transcript differs or whose run
+            raised, with the expected and actual transcripts and the handler's exception
+            and traceback (also chained as ``__cause__``).
     """
-    reference = expected or transcript(make_chat(), [data], eof=eof)
+    reference = _reference(make_chat, data, eof, expected)
     for chunks in every_chunking(data, max_pieces=max_pieces):
-        got = transcript(make_chat(), chunks, eof=eof)
-        if got != reference:
-            raise AssertionError(
-                f"the answer depends on how the input is cut:\n  chunks:   {chunks!r}\n"
-                f"  got:      {got!r}\n  expected: {reference!r}"
-            )
+        _check_cut(make_chat, chunks, eof, reference)
     return reference
+
+
+def _reference(
+    make_chat: Callable[[], Chat], data: bytes, eof: bool, expected: Transcript | None
+) -> Transcript:
+    """The transcript every cut must give: *expected*, else the run on *data* whole (which
+    fails the check if the handler raised there)."""
+    if expected is not None:
+        return expected
+    reference, failure = _run(make_chat(), [data], eof)
+    if failure is not None:
+        _fail("the handler raised on the whole input", [data], reference, reference, failure)
+    return reference
+
+
+def _check_cut(
+    make_chat: Callable[[], Chat], chunks: list[bytes], eof: bool, reference: Transcript
+) -> None:
+    """Fail unless a fresh chat fed *chunks* answers *reference*, raising nothing."""
+    got, failure = _run(make_chat(), chunks, eof)
+    if failure is not None:
+        _fail("the handler raised", chunks, got, reference, failure)
+    if got != reference:
+        _fail("the answer depends on how the input is cut", chunks, got, reference, None)
+
+
+def _fail(
+    what: str,
+    chunks: list[bytes],
+    got: Transcript,
+    expected: Transcript,
+    error: BaseException | None,
+) -> None:
+    """Raise the `AssertionError` of `assert_same_for_every_chunking`."""
+    message = f"{what}:\n  chunks:   {chunks!r}\n  got:      {got!r}\n  expected: {expected!r}"
+    if error is not None:
+        message += "\n  the handler's exception:\n" + "".join(
+            "    " + line for line in "".join(traceback.format_exception(error)).splitlines(True)
+        )
+    raise AssertionError(message) from error
