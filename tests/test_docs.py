@@ -4,13 +4,15 @@ public name (the docs build itself, with warnings as errors, runs in .ci/run).""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = sorted(DOCS.rglob("*.md"))
+PAGES = sorted(DOCS.rglob("*.rst"))
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 PUBLIC_MODULES = [
     "sanschat",
@@ -27,20 +29,33 @@ PUBLIC_MODULES = [
 ]
 
 
+# page: (skip if true, why)
+SKIP = {
+    "howto/tls.md": (
+        sys.version_info < (3, 11) or importlib.util.find_spec("trustme") is None,
+        "needs trustme; asyncio's SSL transport on 3.10 reports an error from __del__",
+    ),
+}
+
+
 def test_the_docs_have_python_examples() -> None:
     assert sum(len(BLOCK.findall(page.read_text(encoding="utf-8"))) for page in PAGES) >= 8
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
 def test_the_examples_of_a_page_run_in_order(page: Path) -> None:
+    skip, why = SKIP.get(page.relative_to(DOCS).as_posix(), (False, ""))
+    if skip:
+        pytest.skip(why)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for index, block in enumerate(BLOCK.findall(page.read_text(encoding="utf-8"))):
         exec(compile(block, f"{page.relative_to(DOCS)} example {index + 1}", "exec"), namespace)
 
 
 def test_the_api_reference_documents_every_public_module() -> None:
-    api = (DOCS / "api.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\.\. automodule:: ([\w.]+)$", api, re.M))
-    assert documented == set(PUBLIC_MODULES)
+    documented = set()
+    for page in (DOCS / "api").glob("*.rst"):
+        documented |= set(re.findall(r"^\.\. automodule:: ([\w.]+)$", page.read_text(), re.M))
+    assert documented == {*PUBLIC_MODULES, "sanschat.testing.pytest_plugin"}
     for name in PUBLIC_MODULES:
         assert importlib.import_module(name).__all__, name  # autodoc documents __all__

@@ -148,7 +148,7 @@ class HTTPRequestHandler(Chat):
         self.ibuffer: bytearray = bytearray()
         self.request_line: bytes = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
+        self.header_bytes: int = 0
         self.reading_headers: bool = True
         self.handling: bool = False
 

@@ -16,7 +16,7 @@ finding.  The invariants:
   partial terminator.
 
 `check_protocol` fuzzes a user's `Chat` factory instead: whatever the input, the chat
-raises nothing but `SanschatError`s and answers the same however its input is cut.
+raises no exception but a `SanschatError` and answers the same however its input is cut.
 
 Engines: atheris (coverage-guided, ``pip install atheris``) where it imports, else
 hypothesis (``pip install 'sanschat[testing]'``).  Both take a budget in runs and seconds.
@@ -207,7 +207,7 @@ def check_protocol(make_chat: Callable[[], Chat]) -> Callable[[bytes], None]:
     """A fuzz target for a user's `Chat` factory.
 
     The returned function feeds its input whole and cut by sizes taken from its first
-    bytes, and asserts that the chat raised nothing but `SanschatError`s and sent the same
+    bytes, and asserts that the chat raised no exception but a `SanschatError` and sent the same
     bytes, closing the same way, both times.
     """
 
