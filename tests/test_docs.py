@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = sorted(DOCS.rglob("*.rst"))
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 PUBLIC_MODULES = [
     "sanschat",
