@@ -59,3 +59,29 @@ def test_the_api_reference_documents_every_public_module() -> None:
     assert documented == {*PUBLIC_MODULES, "sanschat.testing.pytest_plugin"}
     for name in PUBLIC_MODULES:
         assert importlib.import_module(name).__all__, name  # autodoc documents __all__
+
+
+def test_the_committed_charts_are_drawn_from_the_benchmark_tables(tmp_path: Path) -> None:
+    import runpy
+
+    chart = runpy.run_path(str(DOCS / "_chart.py"))
+    assert chart["main"]([str(DOCS / "benchmarks.md"), str(tmp_path)]) == 0
+    drawn = sorted(p.name for p in tmp_path.iterdir())
+    assert drawn == ["echo-bulk.svg", "echo-pingpong.svg"]
+    for name in drawn:
+        assert (tmp_path / name).read_text() == (DOCS / "_static" / name).read_text(), name
+
+
+def test_a_chart_bar_is_as_long_as_its_figure(tmp_path: Path) -> None:
+    import runpy
+
+    chart = runpy.run_path(str(DOCS / "_chart.py"))
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- chart: c.svg | T | units | a, b -->\n| name | a | b |\n|---|---|---|\n"
+        "| one | **4** (x) | 1 |\n| two | 2 | |\n"
+    )
+    chart["main"]([str(page), str(tmp_path)])
+    widths = [float(w) for w in re.findall(r'<rect x="290" y="[\d.]+" width="([\d.]+)"', (
+        tmp_path / "c.svg").read_text())]
+    assert widths == [420.0, 105.0, 210.0]  # 4 is the longest; 1 and 2 in proportion; no bar
