@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,18 @@ def test_the_version_has_one_source() -> None:
     assert "version" not in project and "version" in project["dynamic"]
     init = (ROOT / "src" / "sanschat" / "__init__.py").read_text(encoding="utf-8")
     assert f'__version__ = "{sanschat.__version__}"' in init
+
+
+def test_every_extra_the_texts_mention_is_declared() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = set(project["optional-dependencies"])
+    texts = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "src").rglob("*.py")]
+    mentioned: set[str] = set()
+    for path in texts:
+        if "_build" in path.parts:
+            continue
+        for group in re.findall(r"(?:sanschat|\.)\[([\w,-]+)\]", path.read_text(encoding="utf-8")):
+            mentioned.update(group.split(","))
+    assert {"trio", "testing", "test"} <= mentioned
+    assert mentioned <= declared
