@@ -52,7 +52,7 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, final
+from typing import Any, Final, Literal, final, overload
 
 from .._extras import missing
 
@@ -645,7 +645,13 @@ class Connection(PullReader):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
+    @overload
+    def get_extra_info(
+        self, name: Literal["peername", "sockname"]
+    ) -> tuple[str, int] | tuple[str, int, int, int] | str | None: ...
+    @overload
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+    def get_extra_info(self, name: str, default: object = None) -> object:
         """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
         value = _extra_info(self.stream, name)
         return default if value is None else value
