@@ -26,7 +26,8 @@ loop, and can then run other asyncio code beside its dispatchers.
 
 Names, signatures and observable behaviour are those of Python 3.11's module, so that
 existing code runs unchanged; the few deliberate differences are said where they are (and
-in the README's migration section).  Importing this module issues no deprecation warning.
+in the migration guide, docs/howto/migrate.md).  Importing this module issues no
+deprecation warning.
 """
 
 from __future__ import annotations
