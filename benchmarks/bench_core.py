@@ -216,6 +216,32 @@ def chat_collect(chunks: Iterable[bytes]) -> Outcome:
     return _chat(CollectingChat(), chunks)
 
 
+class SwitchingChat(Chat):
+    """RESP's bulk strings: a ``$N`` line, then N bytes (+ CRLF) read by count, then lines."""
+
+    terminator = b"\r\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.last = b""
+        self.header = True
+
+    def found_frame(self, frame: bytes) -> None:
+        if self.header:
+            self.header = False
+            self.set_terminator(int(frame[1:]) + 2)
+        else:
+            self.header = True
+            self.count += 1
+            self.last = frame[:-2]
+            self.set_terminator(b"\r\n")
+
+
+def chat_switching(chunks: Iterable[bytes]) -> Outcome:
+    return _chat(SwitchingChat(), chunks)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- baselines
 
 
@@ -299,6 +325,47 @@ if asynchat is not None:
             self.last = b"".join(self.ibuffer)
             self.ibuffer = []
             self.count += 1
+
+
+if asynchat is not None:
+
+    class AsynchatSwitching(asynchat.async_chat):
+        """`SwitchingChat` written for asynchat: collect, then switch in found_terminator."""
+
+        ac_in_buffer_size = 65536
+
+        def __init__(self, sock: FakeSocket) -> None:
+            super().__init__(sock=None, map={})
+            self.socket = sock  # type: ignore[assignment]
+            self.connected = True
+            self.set_terminator(b"\r\n")
+            self.ibuffer: list[bytes] = []
+            self.count = 0
+            self.last = b""
+            self.header = True
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.ibuffer.append(data)
+
+        def found_terminator(self) -> None:
+            frame = b"".join(self.ibuffer)
+            self.ibuffer = []
+            if self.header:
+                self.header = False
+                self.set_terminator(int(frame[1:]) + 2)
+            else:
+                self.header = True
+                self.count += 1
+                self.last = frame[:-2]
+                self.set_terminator(b"\r\n")
+
+
+def asynchat_switching(chunks: Sequence[bytes]) -> Outcome:
+    chat = AsynchatSwitching(FakeSocket(chunks))
+    handle_read = chat.handle_read
+    for _ in range(len(chunks)):
+        handle_read()
+    return chat.count, chat.last
 
 
 def asynchat_lines(chunks: Sequence[bytes]) -> Outcome:
@@ -568,6 +635,7 @@ CHAT_COLLECT = "sanschat Chat.feed, collect_incoming_data"
 SPLIT = "bytes.split + carry"
 FIND = "find + copy"
 ASYNCHAT = "asynchat"
+CHAT_SWITCHING = "sanschat Chat.found_frame + set_terminator"
 TWISTED = "Twisted LineOnlyReceiver"
 TWISTED_LR = "Twisted LineReceiver"
 
@@ -711,6 +779,26 @@ def long_lines_workload(sizes: Sizes) -> Workload:
         MiB,
         contenders,
         notes=['Lines are 65535 bytes + b"\\n", so they end exactly at a chunk boundary.'],
+    )
+
+
+def switching_workload(sizes: Sizes) -> Workload:
+    value = b"v" * 16
+    count = sizes.bulk_bytes // 64
+    data = b"".join(b"$%d\r\n%s%06d\r\n" % (len(value) + 6, value, i) for i in range(count))
+    chunks = cut(data, 64 * KiB)
+    expect = (count, value + b"%06d" % (count - 1))
+    contenders = [Contender(CHAT_SWITCHING, chat_switching, chunks, expect, count)]
+    if asynchat is not None:
+        contenders.append(Contender(ASYNCHAT, asynchat_switching, chunks, expect, count))
+    return Workload(
+        "W8",
+        f"a terminator switch per frame: RESP bulk strings ($N line, then N bytes by count) "
+        f"pipelined, in 64 KiB reads ({count} values)",
+        "k values/s",
+        1e3,
+        contenders,
+        notes=["The handler sets the terminator in every frame: a line, then an int count."],
     )
 
 
@@ -872,6 +960,7 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("W4", FRAMES, ASYNCHAT, 15.0),
     ("W5", FRAMES, ASYNCHAT, 1.0),
     ("W5", EVENTS, ASYNCHAT, 1.0),
+    ("W8", CHAT_SWITCHING, ASYNCHAT, 1.0),
 ]
 
 #: Judged only when the loaded build is the compiled one.
@@ -955,6 +1044,7 @@ def run_all(sizes: Sizes, quick: bool, gc_off: bool) -> Result:
         bulk_workload,
         long_lines_workload,
         send_workload,
+        switching_workload,
     )
     for build in builders:
         workload = build(sizes)
@@ -985,7 +1075,7 @@ def run_all(sizes: Sizes, quick: bool, gc_off: bool) -> Result:
 
 # --------------------------------------------------------------------------- report
 
-ORDER = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+ORDER = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
 
 
 def heading(text: str, markdown: bool) -> str:

@@ -130,7 +130,64 @@ def _exhausted(iterator: Iterator[Any]) -> bool:
     A list iterator drops its list once it is exhausted, which its ``__reduce__`` shows; at
     its last item but not yet past it, it still sees appends.
     """
+    if type(iterator) is _StepFrames:
+        return iterator.done
     return len(iterator.__reduce__()) < 3
+
+
+class _StepFrames:
+    """The iterator of a frames outbox decided one reader step at a time, as it is reached.
+
+    `Chat` loops over one after a handler changed the terminator inside a loop
+    (`Channel._frames_stepwise`): a terminator set while it runs takes back at most the
+    one step decided ahead, and is never followed by a decision of all the rest, so a
+    handler that switches the terminator on every frame (RESP, memcached, pipelined HTTP)
+    costs work in proportion to its frames, not to frames x the bytes left in the read.
+    """
+
+    __slots__ = ("_channel", "_i", "_out", "done")
+
+    def __init__(self, channel: Channel, out: list[Any]) -> None:
+        self._channel = channel
+        self._out = out
+        self._i = 0
+        self.done = False
+
+    def __iter__(self) -> _StepFrames:
+        return self
+
+    def __next__(self) -> bytes:
+        out = self._out
+        i = self._i
+        if i >= len(out):
+            # Decide one step, handed out at once: nothing decided is ever left unreached,
+            # so there is never anything to take back (and no mark is needed).
+            channel = self._channel
+            if not self.done and channel._out is out:
+                reader = channel._reader
+                try:
+                    result = reader.step(channel._buf, channel._frame_len, False, False)
+                except TooLarge:  # (raised before the reader changed anything)
+                    channel._cut(True)  # the same step again, which appends an _Overflow
+                else:
+                    if result is not None:
+                        out.append(result[0])
+                        channel._frame_len = 0
+                        if reader.one_shot:
+                            channel._reader = NoneReader(reader.limit)
+                            channel._hot = None
+            if i >= len(out):
+                self.done = True
+                raise StopIteration
+        item = out[i]
+        self._i = i + 1
+        if type(item) is _Overflow:
+            self.done = True
+            item[:]  # raises FrameTooLarge
+        return item  # type: ignore[no-any-return]
+
+    def __length_hint__(self) -> int:
+        return len(self._out) - self._i
 
 
 def _events_of(frames: list[bytes], found: TerminatorFound) -> list[Any]:
@@ -218,6 +275,9 @@ class Channel(SendQueue):
         "_out_it",
         "_owed",
         "_reader",
+        "_resume",
+        "_spare",
+        "_stepwise",
     )
 
     def __init__(
@@ -237,6 +297,9 @@ class Channel(SendQueue):
         self._marks: list[_Mark] | None = []  # None: one mark, see _mark_list
         self._owed: TerminatorFound | None = None
         self._hot: BytesReader | None = None
+        self._stepwise = False  # set by Chat: see _frames_stepwise
+        self._resume = False  # a terminator set in a loop left bytes to frame stepwise
+        self._spare: BytesReader | None = None  # see set_terminator's stepwise path
         self.set_terminator(terminator)
 
     def __repr__(self) -> str:
@@ -303,12 +366,40 @@ class Channel(SendQueue):
                 an empty element.
             FrameTooLarge: inside a loop, as said above.
         """
-        term = self._validate(terminator)
+        kind = type(terminator)
+        if (kind is bytes and terminator) or (kind is int and terminator >= 0):  # type: ignore[operator]
+            term: Terminator = terminator  # type: ignore[assignment]  # valid as it is
+        else:
+            term = self._validate(terminator)
         limit = (
             self._default_limit
             if max_frame_size is _CHANNEL_LIMIT
             else _check_limit(max_frame_size)
         )
+        stepper = self._out_it
+        if type(stepper) is _StepFrames and stepper._i >= len(stepper._out):
+            # Chat's stepwise loop, which has reached all it decided: nothing to take back,
+            # the reader in force is the one at the consumer's position, nothing to re-decide.
+            # A line reader left for a count is kept (_spare) for the switch back.
+            reader = self._reader
+            if type(term) is int:
+                new: Reader = CountReader(term, limit)
+            elif term == reader.terminator and limit == reader.limit:
+                return
+            else:
+                spare = self._spare
+                if spare is not None and spare.term == term and spare.limit == limit:
+                    spare.scan_from = 0
+                    new = spare
+                else:
+                    new = reader_for(term, limit)
+            if type(reader) is BytesReader:
+                self._spare = reader
+            self._reader = new
+            self._hot = (  # (_rehot, inline)
+                new if type(new) is BytesReader and self._owed is None and not self._eof else None
+            )
+            return
         if type(term) is not int:
             reader = self._reader_now()[0]
             if term == reader.terminator and limit == reader.limit:
@@ -317,6 +408,13 @@ class Channel(SendQueue):
         self._take_back()
         self._reader = reader_for(term, limit)
         self._rehot()
+        if live and self._stepwise and not self._out_events:
+            # Chat's loops: a _StepFrames decides the rest as it gets there; a list
+            # iterator ends after this item (what it had not reached was taken back), and
+            # Chat goes on with _frames_stepwise.  Never a decision of all the rest here.
+            if type(self._out_it) is not _StepFrames and (self._buf or term == 0):
+                self._resume = True  # (an int 0 ends a frame with no byte)
+            return
         if live:
             out = self._out
             assert out is not None
@@ -587,6 +685,14 @@ class Channel(SendQueue):
             return _NOTHING
         return frames
 
+    def _frames_stepwise(self) -> Iterator[bytes]:
+        """For `Chat`: the frames of the bytes held, decided one step at a time as the loop
+        reaches them (a `_StepFrames`); used after a terminator set inside a loop of a
+        channel whose ``_stepwise`` is set, when ``_resume`` says bytes are left."""
+        self._resume = False
+        self._retire()
+        return self._serve(False, stepwise=True)
+
     def receive_eof(self) -> Iterator[Event]:
         """Tell the channel the peer will send nothing more; return the last events.
 
@@ -646,12 +752,14 @@ class Channel(SendQueue):
         self._retire()
         self._buf += data
 
-    def _serve(self, events: bool) -> Iterator[Any]:
-        """Start a new outbox, decide into it all that can be decided, hand it out."""
+    def _serve(self, events: bool, stepwise: bool = False) -> Iterator[Any]:
+        """Start a new outbox, decide into it all that can be decided, hand it out (with
+        *stepwise*, frames only: decide nothing yet, hand out a `_StepFrames`)."""
         out: list[Any] = []
         self._out = out
         self._out_events = events
         self._marks = []
+        self._resume = False
         owed = self._owed
         if owed is not None:  # the end of a frame whose Data a loop reached: it comes first
             self._owed = None
@@ -662,6 +770,9 @@ class Channel(SendQueue):
         # wrapper touches it.  Frames need a wrapper only if this cut already hit a frame too
         # large (see set_terminator for one found later); events always have one.
         self._out_guarded = True
+        if stepwise:
+            stepper = self._out_it = _StepFrames(self, out)
+            return stepper
         too_large = self._cut()
         iterator = self._out_it = iter(out)
         if events:
@@ -673,8 +784,9 @@ class Channel(SendQueue):
         self._out_guarded = False
         return iterator
 
-    def _cut(self) -> tuple[int, int] | None:
-        """Decide into the outbox everything the readers can decide now (see the top).
+    def _cut(self, one: bool = False) -> tuple[int, int] | None:
+        """Decide into the outbox everything the readers can decide now (see the top); with
+        *one*, a single reader step at most (`_StepFrames`, frames only, never at EOF).
 
         Returns ``(limit, size)`` if a frame too large stopped it (then the outbox ends
         with an `_Overflow`, if it is guarded), else None.
@@ -691,7 +803,9 @@ class Channel(SendQueue):
         try:
             while True:
                 reader = self._reader
-                if type(reader) is BytesReader and buf.find(reader.term, reader.scan_from) >= 0:
+                if one:
+                    pass  # one step: no batch
+                elif type(reader) is BytesReader and buf.find(reader.term, reader.scan_from) >= 0:
                     frame_len = self._frame_len
                     frames = reader.split(buf, frame_len)
                     if frames:  # the batch: every complete frame at once
@@ -720,6 +834,8 @@ class Channel(SendQueue):
                 if reader.one_shot:
                     self._reader = NoneReader(reader.limit)
                     self._hot = None
+                if one:
+                    break
         except TooLarge as exc:
             assert reader.limit is not None
             self._rehot()

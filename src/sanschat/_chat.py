@@ -156,6 +156,10 @@ class Chat:
         self._closed = False
         self._batch_mode = _style(type(self)) == "found_frames"
         self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
+        # One frame per call: a terminator set in found_frame ends the channel's loop, and
+        # feed goes on deciding one step at a time (Channel._frames_stepwise), so switching
+        # on every frame costs no re-decision of all the bytes left in the read.
+        self.channel._stepwise = self._frames_mode and not self._batch_mode
 
     # ------------------------------------------------------------------ hooks
 
@@ -361,6 +365,8 @@ class Chat:
                 found = self.found_frame
                 for frame in channel.frames(data):
                     found(frame)
+                if channel._resume:
+                    self._frames_stepwise()
             elif self._batch_mode:
                 self._feed_batches(channel.frames(data))
             else:
@@ -384,6 +390,15 @@ class Chat:
         self.protocol_error(error)
         if not (self._closed or self.channel.closing):
             self.channel.close_when_done()
+
+    def _frames_stepwise(self) -> None:
+        """Dispatch the frames left after found_frame changed the terminator, decided one
+        step at a time as they are reached (see ``Channel._frames_stepwise``)."""
+        channel = self.channel
+        found = self.found_frame
+        while channel._resume and not (self._closed or channel._closing):
+            for frame in channel._frames_stepwise():
+                found(frame)
 
     def _feed_batches(self, frames: Iterator[bytes]) -> None:
         """Hand *frames* to `found_frames` as one list, then any frames the bytes after them
@@ -419,6 +434,8 @@ class Chat:
             elif frames_mode:
                 for frame in self.channel.frames():
                     self.found_frame(frame)
+                if self.channel._resume:
+                    self._frames_stepwise()
                 if self._closed or self.channel.closing:
                     return
             for event in self.channel.receive_eof():

@@ -1,0 +1,111 @@
+"""`Chat` frames stepwise after a terminator switch: the same frames as the eager core,
+for any switching script and any cut, and in linear time (a switch per frame)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sanschat import COMPILED, Channel, Chat, FrameTooLarge, ProtocolError, TerminatorLike
+from sanschat.testing import ChatHarness
+from sanschat.testing.strategies import chunkings, terminators
+
+ALPHABET = b"\r\nab"
+
+
+class Scripted(Chat):
+    """Sets the next terminator of *script* after each frame (the last one stays)."""
+
+    terminator = b"\n"
+
+    def __init__(self, script: list[TerminatorLike], limit: int | None) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.limit = limit
+        self.frames: list[bytes] = []
+        self.error: type[ProtocolError] | None = None
+        self.set_terminator(self.script.pop(0), max_frame_size=limit)
+
+    def found_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        if self.script:
+            self.set_terminator(self.script.pop(0), max_frame_size=self.limit)
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        self.error = type(error)
+
+
+def eager(script: list[TerminatorLike], limit: int | None, chunks: list[bytes]) -> Scripted:
+    """The reference: a bare `Channel` loop (which re-decides the rest at each switch)."""
+    record = Scripted.__new__(Scripted)
+    record.frames, record.error = [], None
+    todo = list(script)
+    channel = Channel(todo.pop(0), max_frame_size=limit)
+    try:
+        for chunk in [b"", *chunks]:  # b"": what the chat's own set_terminator frames at once
+            for frame in channel.frames(chunk):
+                record.frames.append(frame)
+                if todo:
+                    channel.set_terminator(todo.pop(0), max_frame_size=limit)
+    except FrameTooLarge:
+        record.error = FrameTooLarge
+    return record
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(terminators(ALPHABET), min_size=1, max_size=12),
+    st.one_of(st.none(), st.integers(0, 8)),
+    st.binary(max_size=40).map(lambda raw: bytes(ALPHABET[b % 4] for b in raw)),
+    st.data(),
+)
+def test_stepwise_frames_equal_the_eager_cores_for_any_script_and_cut(
+    script: list[TerminatorLike], limit: int | None, stream: bytes, data: st.DataObject
+) -> None:
+    chunks = data.draw(chunkings(stream))
+    chat = Scripted(script, limit)
+    harness = ChatHarness(chat)
+    harness.feed(*chunks)
+    reference = eager(script, limit, chunks)
+    assert chat.frames == reference.frames
+    assert chat.error is reference.error
+    whole = Scripted(script, limit)
+    ChatHarness(whole).feed(stream)  # and the same as the whole stream in one read
+    assert whole.frames == chat.frames and whole.error is chat.error
+
+
+def test_a_frame_too_large_after_a_switch_is_answered_in_order() -> None:
+    chat = Scripted([b"\n", 3, b"\n"], limit=4)
+    harness = ChatHarness(chat)
+    harness.feed(b"ab\nxyz" + b"q" * 10 + b"\n")
+    assert chat.frames == [b"ab", b"xyz"] and chat.error is FrameTooLarge and harness.closed
+
+
+def test_nothing_is_dispatched_after_close_when_done_in_a_stepwise_loop() -> None:
+    class Quits(Scripted):
+        def found_frame(self, frame: bytes) -> None:
+            super().found_frame(frame)
+            if frame == b"QUIT":
+                self.close_when_done()
+
+    chat = Quits([b"\n", 2, b"\n", 2, b"\n"], limit=None)
+    ChatHarness(chat).feed(b"a\nbcQUIT\nde\nf\n")
+    assert chat.frames == [b"a", b"bc", b"QUIT"]
+
+
+@pytest.mark.skipif(COMPILED, reason="counts through a patched method (pure build only)")
+def test_a_switch_per_frame_never_re_decides_the_rest_of_the_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The work per switch must not grow with the bytes left in the read: each switch used
+    to take back and re-cut every byte after it (quadratic in the frames of one read)."""
+    taken_back = []
+    original = Channel._raw
+    monkeypatch.setattr(Channel, "_raw", lambda self, keep: taken_back.append(
+        len(raw := original(self, keep))) or raw)
+    values = 2000
+    chat = Scripted([b"\r\n", 7] * values, limit=None)
+    ChatHarness(chat).feed(b"$5\r\nhello\r\n" * values)
+    assert len(chat.frames) == 2 * values
+    assert sum(taken_back) <= 11 * values  # once through the read at most (was ~11 x 2000^2)
