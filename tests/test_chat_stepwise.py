@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sanschat import COMPILED, Channel, Chat, FrameTooLarge, ProtocolError, TerminatorLike
+from sanschat import (
+    COMPILED,
+    Channel,
+    Chat,
+    Data,
+    FrameTooLarge,
+    ProtocolError,
+    TerminatorLike,
+)
 from sanschat.testing import ChatHarness
 from sanschat.testing.strategies import chunkings, terminators
 
@@ -109,3 +117,125 @@ def test_a_switch_per_frame_never_re_decides_the_rest_of_the_read(
     ChatHarness(chat).feed(b"$5\r\nhello\r\n" * values)
     assert len(chat.frames) == 2 * values
     assert sum(taken_back) <= 11 * values  # once through the read at most (was ~11 x 2000^2)
+
+
+class ScriptedEvents(Chat):
+    """`Scripted` in asynchat's style: the bytes of each frame, then its end."""
+
+    terminator = b"\n"
+
+    def __init__(self, script: list[TerminatorLike], limit: int | None) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.limit = limit
+        self.log: list[object] = []
+        self.set_terminator(self.script.pop(0), max_frame_size=limit)
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.log.append(data)
+
+    def found_terminator(self) -> None:
+        self.log.append("END")
+        if self.script:
+            self.set_terminator(self.script.pop(0), max_frame_size=self.limit)
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        self.log.append(type(error))
+
+
+def eager_events(
+    script: list[TerminatorLike], limit: int | None, chunks: list[bytes]
+) -> list[object]:
+    """The reference for `ScriptedEvents`: a bare `Channel.receive` loop (eager)."""
+    log: list[object] = []
+    todo = list(script)
+    channel = Channel(todo.pop(0), max_frame_size=limit)
+    try:
+        for chunk in [b"", *chunks]:
+            for event in channel.receive(chunk):
+                if isinstance(event, Data):
+                    log.append(event.data)
+                else:
+                    log.append("END")
+                    if todo:
+                        channel.set_terminator(todo.pop(0), max_frame_size=limit)
+    except FrameTooLarge:
+        log.append(FrameTooLarge)
+    return log
+
+
+def joined(log: list[object]) -> list[object]:
+    """*log* with adjacent bytes joined (how a frame's bytes are cut is not observable)."""
+    out: list[object] = []
+    for item in log:
+        if isinstance(item, bytes) and out and isinstance(out[-1], bytes):
+            out[-1] += item
+        else:
+            out.append(item)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(terminators(ALPHABET), min_size=1, max_size=12),
+    st.one_of(st.none(), st.integers(0, 8)),
+    st.binary(max_size=40).map(lambda raw: bytes(ALPHABET[b % 4] for b in raw)),
+    st.data(),
+)
+def test_asynchat_style_stepwise_equals_the_eager_core_for_any_script_and_cut(
+    script: list[TerminatorLike], limit: int | None, stream: bytes, data: st.DataObject
+) -> None:
+    chunks = data.draw(chunkings(stream))
+    chat = ScriptedEvents(script, limit)
+    ChatHarness(chat).feed(*chunks)
+    assert joined(chat.log) == joined(eager_events(script, limit, chunks))
+
+
+@pytest.mark.skipif(COMPILED, reason="counts through a patched method (pure build only)")
+def test_compat_switching_per_frame_never_re_decides_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sanschat.compat import asynchat
+
+    taken_back = []
+    original = Channel._raw
+    monkeypatch.setattr(Channel, "_raw", lambda self, keep: taken_back.append(
+        len(raw := original(self, keep))) or raw)
+
+    class Bulk(asynchat.async_chat):
+        def __init__(self) -> None:
+            super().__init__(sock=None, map={})
+            self.set_terminator(b"\r\n")
+            self.values: list[bytes] = []
+            self.buffer = b""
+            self.header = True
+
+        def collect_incoming_data(self, data: bytes) -> None:
+            self.buffer += data
+
+        def found_terminator(self) -> None:
+            frame, self.buffer = self.buffer, b""
+            if self.header:
+                self.set_terminator(int(frame[1:]) + 2)
+            else:
+                self.values.append(frame[:-2])
+                self.set_terminator(b"\r\n")
+            self.header = not self.header
+
+    class OneRead:
+        """Just enough socket: one recv() returns the whole pipeline."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def recv(self, size: int) -> bytes:
+            data, self.data = self.data[:size], self.data[size:]
+            return data
+
+    values = 2000
+    chat = Bulk()
+    chat.socket = OneRead(b"$5\r\nhello\r\n" * values)  # type: ignore[assignment]
+    chat.connected = True
+    chat.handle_read()
+    assert chat.values == [b"hello"] * values
+    assert sum(taken_back) <= 11 * values

@@ -130,33 +130,37 @@ def _exhausted(iterator: Iterator[Any]) -> bool:
     A list iterator drops its list once it is exhausted, which its ``__reduce__`` shows; at
     its last item but not yet past it, it still sees appends.
     """
-    if type(iterator) is _StepFrames:
+    if type(iterator) is _Stepper:
         return iterator.done
     return len(iterator.__reduce__()) < 3
 
 
-class _StepFrames:
-    """The iterator of a frames outbox decided one reader step at a time, as it is reached.
+class _Stepper:
+    """The iterator of an outbox decided one reader step at a time, as it is reached.
 
-    `Chat` loops over one after a handler changed the terminator inside a loop
-    (`Channel._frames_stepwise`): a terminator set while it runs takes back at most the
-    one step decided ahead, and is never followed by a decision of all the rest, so a
-    handler that switches the terminator on every frame (RESP, memcached, pipelined HTTP)
-    costs work in proportion to its frames, not to frames x the bytes left in the read.
+    `Chat` and the compat layer loop over one after a handler changed the terminator
+    inside a loop (`Channel._stepwise`, `_frames_stepwise`, `_events_stepwise`): a
+    terminator set while it runs takes back at most the one step decided ahead, and is
+    never followed by a decision of all the rest, so a handler that switches the terminator
+    on every frame (RESP, memcached, pipelined HTTP) costs work in proportion to its
+    frames, not to frames x the bytes left in the read.
     """
 
-    __slots__ = ("_channel", "_i", "_out", "done")
+    __slots__ = ("_channel", "_events", "_i", "_out", "done")
 
-    def __init__(self, channel: Channel, out: list[Any]) -> None:
+    def __init__(self, channel: Channel, out: list[Any], events: bool) -> None:
         self._channel = channel
         self._out = out
+        self._events = events
         self._i = 0
         self.done = False
 
-    def __iter__(self) -> _StepFrames:
+    def __iter__(self) -> _Stepper:
         return self
 
-    def __next__(self) -> bytes:
+    def __next__(self) -> Any:
+        if self._events:
+            return self._next_event()
         out = self._out
         i = self._i
         if i >= len(out):
@@ -184,7 +188,26 @@ class _StepFrames:
         if type(item) is _Overflow:
             self.done = True
             item[:]  # raises FrameTooLarge
-        return item  # type: ignore[no-any-return]
+        return item
+
+    def _next_event(self) -> Any:
+        """Events: one step may be a `Data` and its `TerminatorFound`, which a handler may
+        separate by a `set_terminator` (the end then is owed): marks are kept (`_cut`)."""
+        out = self._out
+        i = self._i
+        if i >= len(out):
+            channel = self._channel
+            if not self.done and channel._out is out:
+                channel._cut(True)
+            if i >= len(out):
+                self.done = True
+                raise StopIteration
+        item = out[i]
+        self._i = i + 1
+        if type(item) is _Overflow:
+            self.done = True
+            bool(item)  # raises FrameTooLarge
+        return _as_event(item) if _LAZY_DATA else item
 
     def __length_hint__(self) -> int:
         return len(self._out) - self._i
@@ -377,7 +400,7 @@ class Channel(SendQueue):
             else _check_limit(max_frame_size)
         )
         stepper = self._out_it
-        if type(stepper) is _StepFrames and stepper._i >= len(stepper._out):
+        if type(stepper) is _Stepper and stepper._i >= len(stepper._out):
             # Chat's stepwise loop, which has reached all it decided: nothing to take back,
             # the reader in force is the one at the consumer's position, nothing to re-decide.
             # A line reader left for a count is kept (_spare) for the switch back.
@@ -408,11 +431,11 @@ class Channel(SendQueue):
         self._take_back()
         self._reader = reader_for(term, limit)
         self._rehot()
-        if live and self._stepwise and not self._out_events:
-            # Chat's loops: a _StepFrames decides the rest as it gets there; a list
-            # iterator ends after this item (what it had not reached was taken back), and
-            # Chat goes on with _frames_stepwise.  Never a decision of all the rest here.
-            if type(self._out_it) is not _StepFrames and (self._buf or term == 0):
+        if live and self._stepwise and not self._eof:
+            # Chat's and compat's loops: a _Stepper decides the rest as it gets there; a
+            # list iterator ends after this item (what it had not reached was taken back),
+            # and they go on stepwise.  Never a decision of all the rest here.
+            if type(self._out_it) is not _Stepper and (self._buf or term == 0):
                 self._resume = True  # (an int 0 ends a frame with no byte)
             return
         if live:
@@ -687,11 +710,17 @@ class Channel(SendQueue):
 
     def _frames_stepwise(self) -> Iterator[bytes]:
         """For `Chat`: the frames of the bytes held, decided one step at a time as the loop
-        reaches them (a `_StepFrames`); used after a terminator set inside a loop of a
+        reaches them (a `_Stepper`); used after a terminator set inside a loop of a
         channel whose ``_stepwise`` is set, when ``_resume`` says bytes are left."""
         self._resume = False
         self._retire()
         return self._serve(False, stepwise=True)
+
+    def _events_stepwise(self) -> Iterator[Event]:
+        """`_frames_stepwise` for a consumer of events (Chat's asynchat style, compat)."""
+        self._resume = False
+        self._retire()
+        return self._serve(True, stepwise=True)
 
     def receive_eof(self) -> Iterator[Event]:
         """Tell the channel the peer will send nothing more; return the last events.
@@ -754,7 +783,7 @@ class Channel(SendQueue):
 
     def _serve(self, events: bool, stepwise: bool = False) -> Iterator[Any]:
         """Start a new outbox, decide into it all that can be decided, hand it out (with
-        *stepwise*, frames only: decide nothing yet, hand out a `_StepFrames`)."""
+        *stepwise*: decide nothing yet, hand out a `_Stepper`)."""
         out: list[Any] = []
         self._out = out
         self._out_events = events
@@ -771,7 +800,7 @@ class Channel(SendQueue):
         # large (see set_terminator for one found later); events always have one.
         self._out_guarded = True
         if stepwise:
-            stepper = self._out_it = _StepFrames(self, out)
+            stepper = self._out_it = _Stepper(self, out, events)
             return stepper
         too_large = self._cut()
         iterator = self._out_it = iter(out)
@@ -786,7 +815,7 @@ class Channel(SendQueue):
 
     def _cut(self, one: bool = False) -> tuple[int, int] | None:
         """Decide into the outbox everything the readers can decide now (see the top); with
-        *one*, a single reader step at most (`_StepFrames`, frames only, never at EOF).
+        *one*, a single reader step at most (`_Stepper`, never at end of stream).
 
         Returns ``(limit, size)`` if a frame too large stopped it (then the outbox ends
         with an `_Overflow`, if it is guarded), else None.

@@ -156,10 +156,11 @@ class Chat:
         self._closed = False
         self._batch_mode = _style(type(self)) == "found_frames"
         self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
-        # One frame per call: a terminator set in found_frame ends the channel's loop, and
-        # feed goes on deciding one step at a time (Channel._frames_stepwise), so switching
-        # on every frame costs no re-decision of all the bytes left in the read.
-        self.channel._stepwise = self._frames_mode and not self._batch_mode
+        # A terminator set in a callback ends the channel's loop, and feed goes on deciding
+        # one step at a time (Channel._frames_stepwise / _events_stepwise), so switching on
+        # every frame costs no re-decision of all the bytes left in the read.  (A batch is
+        # all the frames of a read under one terminator: it needs no such thing.)
+        self.channel._stepwise = not self._batch_mode
 
     # ------------------------------------------------------------------ hooks
 
@@ -377,6 +378,12 @@ class Chat:
                         collect(event.data)
                     else:
                         terminated()
+                while channel._resume and not (self._closed or channel._closing):
+                    for event in channel._events_stepwise():
+                        if type(event) is Data:
+                            collect(event.data)
+                        else:
+                            terminated()
         except ProtocolError as error:
             self._protocol_failed(error)
         finally:

@@ -59,6 +59,12 @@ _UNSET: Final = _Unset.UNSET
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
+def _stepwise(channel: Channel) -> Channel:
+    """*channel*, set to go on one step at a time after a terminator change in a loop."""
+    channel._stepwise = True
+    return channel
+
+
 def _describe(value: object) -> str:
     return f"{type(value).__name__}: {value!r:.60}"
 
@@ -114,7 +120,7 @@ class async_chat(asyncore.dispatcher):
         """Where `_collect_incoming_data` keeps frame data for `_get_data`."""
         self.producer_fifo: deque[Any] = deque()
         """The output queue: bytes-like chunks, producers and ``None`` (close here)."""
-        self.__framing = Channel()
+        self.__framing = _stepwise(Channel())
         asyncore.dispatcher.__init__(self, sock, map)
 
     # ------------------------------------------------------------------ hooks
@@ -174,7 +180,7 @@ class async_chat(asyncore.dispatcher):
     def __framing_channel(self) -> Channel:
         channel = self.__framing
         if channel is None:
-            channel = self.__framing = Channel()
+            channel = self.__framing = _stepwise(Channel())
         return channel
 
     def __apply(self, term: Any) -> None:
@@ -262,7 +268,7 @@ class async_chat(asyncore.dispatcher):
             # (set_socket, or create_socket and connect again).  Frame them as a new
             # stream, under the terminator in force.
             self.__at_eof = False
-            self.__framing = Channel()
+            self.__framing = _stepwise(Channel())
             self.__synced = _UNSET
             self.__held = 0
         if self.__pending:
@@ -272,12 +278,16 @@ class async_chat(asyncore.dispatcher):
         channel = self.__framing_channel()
         while True:
             self.__deliver(channel, channel.receive(data), self.__held + len(data))
+            while channel._resume and channel is self.__framing and not self.__pending:
+                # A terminator changed inside the loop: go on one step at a time (no
+                # re-decision of all the rest); get_terminator() was just asked.
+                self.__deliver(channel, channel._events_stepwise(), self.__held, asked=True)
             if channel is not self.__framing or not self.__pending:
                 return
             # ac_in_buffer was read or assigned inside a callback: frame what it holds now.
             data, self.__pending = self.__pending, b""
 
-    def __deliver(self, channel: Channel, events: Any, left: int) -> None:
+    def __deliver(self, channel: Channel, events: Any, left: int, asked: bool = False) -> None:
         """Run the callbacks for *events*, which frame *left* bytes, until they end or the
         buffers are discarded; then `__held` is what the channel holds back.
 
@@ -291,7 +301,9 @@ class async_chat(asyncore.dispatcher):
         moves = self.__moves
         try:
             while True:
-                if left:
+                if asked:
+                    asked = False
+                elif left:
                     if moves != self.__moves:  # ac_in_buffer took the input: framed later
                         return
                     term = get_terminator()
@@ -507,7 +519,7 @@ class async_chat(asyncore.dispatcher):
 
         Called from a callback, it also ends the framing of the chunk being read.
         """
-        self.__framing = Channel()
+        self.__framing = _stepwise(Channel())
         self.__synced = _UNSET  # the terminator is applied to the new channel at next read
         self.__held = 0
         self.__pending = b""
