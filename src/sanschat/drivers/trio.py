@@ -26,10 +26,14 @@ scope is the connection's.  It takes one of two transports, chosen once per conn
   (Awaiting the trio socket's ``recv_into`` would not do: trio yields after the system
   call, so a shared buffer could be overwritten before the feed.)
 
-Either way, while the chat's unsent output is above `HIGH_WATER` the reading waits for it
-to drain: a peer that never reads stops being read.  The idle watchdog is a task that
-runs only once an idle timeout is set: the transports merely stamp the time of the last
-traffic; it sleeps until stamp + timeout and re-arms lazily.
+Either way, while the chat's unsent output is above its high water (`high_water_of`:
+the chat class's, else the server's `Limits.high_water`) the reading waits for it to
+drain: a peer that never reads stops being read.  The idle watchdog is a task that runs
+only once an idle timeout is set: the transports merely stamp the time of the last
+traffic; it sleeps until stamp + timeout and re-arms lazily.  A server's connections are
+accepted by `_Acceptor` (not ``trio.serve_listeners``), which keeps the server's `Limits`:
+one sweep task for every timeout, no accepting at ``max_connections``, and out of
+descriptors one log line a second.
 
 Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
 ``sanschat`` logger), the peer going away (logged at debug level only), a graceful close.
@@ -46,19 +50,29 @@ Framing is the channel's alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
-from . import HIGH_WATER, LINGER, READ_SIZE, log_failure
+from . import (
+    LINGER,
+    READ_SIZE,
+    Guard,
+    Limits,
+    Watch,
+    high_water_of,
+    log_failure,
+    log_limited,
+)
 from ._pull import PullReader
 
 __all__ = [
@@ -141,6 +155,8 @@ class _Transport:
         "_chat",
         "_error",
         "_finished",
+        "_guard",
+        "_high_water",
         "_idle_changed",
         "_idle_timeout",
         "_last_activity",
@@ -157,7 +173,9 @@ class _Transport:
         self._chat = chat
         self._token = trio.lowlevel.current_trio_token()
         self._nursery: trio.Nursery | None = None  # open while the connection runs
-        self._resume: trio.Event | None = None  # set when the output is back under HIGH_WATER
+        self._resume: trio.Event | None = None  # set when the output is back under high water
+        self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
+        self._high_water = high_water_of(chat, None)
         self._idle_timeout: float | None = None
         self._idle_changed: trio.Event | None = None  # the watchdog's, once it runs
         self._watching = False
@@ -223,6 +241,8 @@ class _Transport:
         finally:
             self._nursery = None
             self._finished = True
+            if self._guard is not None:
+                self._guard.release()
             try:
                 await trio.aclose_forcefully(self._stream)
             finally:
@@ -271,12 +291,12 @@ class _Transport:
 
     def _maybe_resume(self) -> None:
         resume = self._resume
-        if resume is not None and self._chat.channel.buffered_output <= HIGH_WATER:
+        if resume is not None and self._chat.channel.buffered_output <= self._high_water:
             self._resume = None
             resume.set()
 
     async def _wait_for_drain(self) -> None:
-        """Backpressure: wait until the output is back down to `HIGH_WATER`."""
+        """Backpressure: wait until the output is back down to the high water."""
         resume = self._resume = trio.Event()
         await resume.wait()
 
@@ -330,7 +350,7 @@ class _StreamTransport(_Transport):
         receive_some = self._stream.receive_some
         with self._read_scope:
             while True:
-                if channel.buffered_output > HIGH_WATER:
+                if channel.buffered_output > self._high_water:
                     self._wakeup.set()
                     await self._wait_for_drain()
                 try:
@@ -347,6 +367,8 @@ class _StreamTransport(_Transport):
                 except Exception as exc:
                     self._fail(exc)
                     return
+                if self._guard is not None:
+                    self._guard.read(len(data))
                 self._wakeup.set()
                 if not data:
                     return
@@ -371,6 +393,8 @@ class _StreamTransport(_Transport):
                     self._lost(exc)
                     return
                 self._stamp()
+                if self._guard is not None:
+                    self._guard.wrote()
                 self._maybe_resume()
             self._maybe_resume()
             if channel.wants_close:
@@ -436,7 +460,7 @@ class _SocketTransport(_Transport):
         cancel_scope = nursery.cancel_scope
         self.output_ready()  # what connection_made queued
         while True:
-            if channel.buffered_output > HIGH_WATER:
+            if channel.buffered_output > self._high_water:
                 await self._wait_for_drain()
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -466,6 +490,8 @@ class _SocketTransport(_Transport):
             except Exception as exc:
                 self._fail(exc)
                 return
+            if self._guard is not None:
+                self._guard.read(n)
             if cancel_scope.cancel_called:  # closed from a callback: unsent output is dropped
                 return
             self.output_ready()
@@ -495,6 +521,8 @@ class _SocketTransport(_Transport):
                     return False
                 if sent:
                     self._stamp()
+                    if self._guard is not None:
+                        self._guard.wrote()
                 if sent < len(chunk):
                     channel.unsend(memoryview(chunk)[sent:])
                     return True
@@ -524,27 +552,104 @@ async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
     logged at debug level only.  Never raises for either.  If the surrounding scope is
     cancelled, the chat is detached with ``None`` and ``trio.Cancelled`` propagates.
     """
+    await _transport(stream, chat).run()
+
+
+def _transport(stream: trio.abc.Stream, chat: Chat) -> _Transport:
     sock = _raw_socket(stream)
     if sock is None:
-        await _StreamTransport(stream, chat).run()
-    else:
-        await _SocketTransport(stream, chat, sock).run()
+        return _StreamTransport(stream, chat)
+    return _SocketTransport(stream, chat, sock)
 
 
-def _handler(factory: Callable[[], Chat]) -> Callable[[trio.SocketStream], Awaitable[None]]:
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            chat = factory()
-        except Exception:
-            logger.exception("sanschat: the connection factory failed; connection dropped")
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            await run_chat(stream, chat)
-        except Exception:  # a driver bug must not stop the server either
-            logger.exception("sanschat: trio driver error on a connection")
+#: The ``accept`` errors that mean "out of descriptors or memory": wait, then try again.
+_STARVED = frozenset(getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
+                     if hasattr(errno, name))
 
-    return handle
+
+async def _run_guarded(transport: _Transport) -> None:
+    try:
+        await transport.run()
+    except Exception:  # a driver bug must not stop the server either
+        logger.exception("sanschat: trio driver error on a connection")
+
+
+class _Acceptor:
+    """A server's accept loops and connections, within its `Limits` (its `Watch`).
+
+    Instead of ``trio.serve_listeners`` (which logs every 0.1 s while out of descriptors and
+    knows no connection limit): at ``max_connections`` the loops wait until a connection
+    closes; out of descriptors they log one line a second at most and retry after 1 s.
+    """
+
+    def __init__(self, factory: Callable[[], Chat], limits: Limits) -> None:
+        self.factory = factory
+        self.watch = Watch(limits, lambda: None, self._room_made)
+        self._room = trio.Event()
+        self._accepting = trio.CancelScope()
+        self._conns: trio.Nursery | None = None
+
+    def _room_made(self) -> None:
+        self._room.set()
+
+    async def serve(self, listeners: list[Any], task_status: Any) -> None:
+        """Accept on *listeners* until cancelled (or until `stop_accepting`, then until the
+        connections are gone)."""
+        interval = self.watch.limits.sweep_interval
+        async with trio.open_nursery() as conns:
+            self._conns = conns
+            if interval is not None:
+                conns.start_soon(self._sweep, interval)
+            try:
+                with self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(self._accept, listener)
+                        task_status.started(listeners)
+            finally:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+            while self.watch.guards:  # the shutdown: the connections end, then the sweep
+                await trio.sleep(0.02)
+            conns.cancel_scope.cancel()
+
+    def stop_accepting(self) -> None:
+        self._accepting.cancel()
+
+    async def _accept(self, listener: Any) -> None:
+        watch = self.watch
+        while True:
+            if not watch.admit():
+                if self._room.is_set():
+                    self._room = trio.Event()
+                await self._room.wait()
+                continue
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _STARVED:
+                    raise
+                log_limited("accept failed", logging.ERROR,
+                            "sanschat: accept on %s failed, pausing 1 s: %s",
+                            listener.socket.getsockname(), exc)
+                await trio.sleep(1.0)
+                continue
+            try:
+                chat = self.factory()
+            except Exception:
+                logger.exception("sanschat: the connection factory failed; connection dropped")
+                await trio.aclose_forcefully(stream)
+                continue
+            transport = _transport(stream, chat)
+            transport._guard = watch.add(chat, transport.close, transport._dispatch)
+            transport._high_water = high_water_of(chat, watch.limits)
+            assert self._conns is not None
+            self._conns.start_soon(_run_guarded, transport)
+
+    async def _sweep(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            self.watch.sweep()
 
 
 async def serve(
@@ -552,16 +657,19 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    limits: Limits | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection.
+    """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection,
+    within *limits* (None: the defaults of `Limits`).
 
-    Built on ``trio.serve_tcp``: use ``listeners = await nursery.start(serve, factory)`` to
-    learn the bound port (``listeners[0].socket.getsockname()``).  Runs until cancelled;
-    cancelling it closes the listener and detaches every connection's chat.  A factory or
-    handler error drops that connection only.
+    Use ``listeners = await nursery.start(serve, factory)`` to learn the bound port
+    (``listeners[0].socket.getsockname()``).  Runs until cancelled; cancelling it closes
+    the listener and detaches every connection's chat.  A factory or handler error drops
+    that connection only.
     """
-    await trio.serve_tcp(_handler(factory), port, host=host, task_status=task_status)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    await _Acceptor(factory, limits or Limits()).serve(listeners, task_status)
 
 
 async def connect(chat: Chat, host: str, port: int) -> None:
@@ -661,8 +769,9 @@ class TrioServer:
     Made by `start_server`; `stop` may be called from any thread.
     """
 
-    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
-        self._factory = factory
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int,
+                 limits: Limits | None = None) -> None:
+        self._acceptor = _Acceptor(factory, limits or Limits())
         self._address = (host, port)
         self._ready = threading.Event()
         self._token: Any = None
@@ -692,27 +801,42 @@ class TrioServer:
             listeners = await trio.open_tcp_listeners(port, host=host)
             self._address = listeners[0].socket.getsockname()[:2]
             self._ready.set()
-            await trio.serve_listeners(_handler(self._factory), listeners)
+            await self._acceptor.serve(listeners, trio.TASK_STATUS_IGNORED)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def _shutdown(self, grace: float) -> None:
+        """The graceful stop: no more accepting, every chat asked to close when done; at the
+        end of *grace* the scope (so every connection still open) is cancelled."""
+        self._acceptor.stop_accepting()
+        self._acceptor.watch.close_all()
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
+
+    def stop(self, timeout: float = 5.0, *, grace: float = 0.0) -> None:
         """Close the listener and every connection (each chat is detached), end the run and
-        join the thread, waiting up to *timeout* seconds.  Idempotent."""
+        join the thread, waiting up to *timeout* seconds.  Idempotent.
+
+        With *grace* > 0 the connections first get that many seconds to send what they
+        queued and close (`Watch.close_all`); those still open then are aborted."""
         if self._token is not None:
             with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._scope.cancel)
+                if grace > 0:
+                    self._token.run_sync_soon(self._shutdown, grace)
+                else:
+                    self._token.run_sync_soon(self._scope.cancel)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise TimeoutError(f"the trio server thread did not end in {timeout} s")
 
 
-def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0) -> TrioServer:
-    """Run `serve` for *factory* in a background thread; return once it accepts connections.
+def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
+                 limits: Limits | None = None) -> TrioServer:
+    """Run `serve` for *factory* in a background thread, within *limits*; return once it
+    accepts connections.
 
     Raises:
         OSError: if the address cannot be bound.
     """
-    server = TrioServer(factory, host, port)
+    server = TrioServer(factory, host, port, limits)
     server._thread.start()
     server._ready.wait()  # bounded: set at once by the bind, or by its error
     if server._error is not None:
