@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from . import COMPILED, __version__
-from .drivers import DRIVERS, BackgroundServer, start_server
+from .drivers import DRIVERS, BackgroundServer, Limits, start_server
 from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 
 SERVERS = ("echo", "chat", "http")
@@ -52,8 +52,34 @@ def _parser() -> argparse.ArgumentParser:
         default=MAX_FRAME_SIZE,
         help=f"largest frame accepted, in bytes (default {MAX_FRAME_SIZE})",
     )
+    _limit_options(serve)
     commands.add_parser("demo", help="run every server on every driver on loopback")
     return parser
+
+
+def _limit_options(serve: argparse.ArgumentParser) -> None:
+    """The server-wide limits (`sanschat.drivers.Limits`) as options; 0 turns one off."""
+    default = Limits()
+    group = serve.add_argument_group("limits", "server-wide limits (sanschat.drivers.Limits)")
+    for name, kind, what in (
+        ("max_connections", int, "connections open at once; beyond it, stop accepting"),
+        ("high_water", int, "bytes of queued output above which a connection is not read"),
+        ("idle_timeout", float, "seconds without traffic before a connection is closed"),
+        ("frame_timeout", float, "seconds a frame may take once begun (slowloris)"),
+        ("send_timeout", float, "seconds queued output may wait with the peer not reading"),
+        ("shutdown_grace", float, "seconds to flush and close on SIGTERM, then abort"),
+    ):
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(default, name),
+                           metavar="N", help=f"{what} (default %(default)s; 0: off)"
+                           if name not in ("high_water", "shutdown_grace")
+                           else f"{what} (default %(default)s)")
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The `Limits` the options ask for (0 turns a limit or timeout off); ValueError if bad."""
+    off = {name: getattr(args, name) or None
+           for name in ("max_connections", "idle_timeout", "frame_timeout", "send_timeout")}
+    return Limits(high_water=args.high_water, shutdown_grace=args.shutdown_grace, **off)
 
 
 def version_line() -> str:
@@ -66,14 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args.server, args.driver, args.host, args.port, args.max_frame)
+        try:
+            limits = _limits(args)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return _serve(args.server, args.driver, args.host, args.port, args.max_frame, limits)
     return _demo()
 
 
-def _serve(name: str, driver: str, host: str, port: int, max_frame: int) -> int:
+def _serve(name: str, driver: str, host: str, port: int, max_frame: int,
+           limits: Limits | None = None) -> int:
     if max_frame < 1:
         print("error: --max-frame must be at least 1", file=sys.stderr)
         return 2
+    limits = limits or Limits()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -82,23 +115,34 @@ def _serve(name: str, driver: str, host: str, port: int, max_frame: int) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     try:
-        server = start_server(driver, factory(name, max_frame), host, port)
+        server = start_server(driver, factory(name, max_frame), host, port, limits)
     except (OSError, ImportError) as error:
         print(f"error: cannot serve {name} on {driver}: {error}", file=sys.stderr)
         return 1
-    announce_and_wait(server, stop)
+    announce_and_wait(server, stop, limits.shutdown_grace)
     return 0
 
 
-def announce_and_wait(server: BackgroundServer, stop: threading.Event) -> None:
-    """Print ``listening on HOST:PORT``, wait until *stop* is set, then stop *server*."""
+#: Seconds a stop may take after the grace period (aborting what is left) before the
+#: process exits anyway: the kernel then closes the sockets that are still open.
+ABORT_ALLOWANCE = 1.0
+
+
+def announce_and_wait(server: BackgroundServer, stop: threading.Event,
+                      grace: float = 0.0) -> None:
+    """Print ``listening on HOST:PORT``, wait until *stop* is set, then stop *server*:
+    *grace* seconds for its connections to flush and close, then they are aborted; if
+    that is not over `ABORT_ALLOWANCE` seconds later, return anyway (one line on stderr)."""
     host, port = server.address[:2]
     print(f"listening on {host}:{port}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
-        server.stop()
+        try:
+            server.stop(grace + ABORT_ALLOWANCE, grace=grace)
+        except TimeoutError as error:
+            print(f"sanschat: exiting with connections still open: {error}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- demo

@@ -390,10 +390,12 @@ class BackgroundServer(Protocol):
         """The host and port the server accepts connections on."""
         ...
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, grace: float = 0.0) -> None:
         """Close the listener and every connection, stop the loop and join the thread.
 
-        Idempotent; callable from any thread but the server's own.
+        With *grace* > 0 the connections first get that many seconds to send what they
+        queued and close gracefully (`Watch.close_all`); those still open then are
+        aborted.  Idempotent; callable from any thread but the server's own.
 
         Raises:
             TimeoutError: if the thread has not ended after *timeout* seconds.
@@ -402,9 +404,12 @@ class BackgroundServer(Protocol):
 
 
 def start_server(
-    driver: str, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0
+    driver: str, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
+    limits: Limits | None = None,
 ) -> BackgroundServer:
     """Start a server for *factory* on *driver* in a background thread; return once it listens.
+
+    The server keeps *limits* (None: the defaults of `Limits`).
 
     Raises:
         ValueError: if *driver* is not one of `DRIVERS`.
@@ -413,5 +418,5 @@ def start_server(
     if driver not in DRIVERS:
         raise ValueError(f"unknown driver {driver!r}: expected one of {', '.join(DRIVERS)}")
     module = importlib.import_module(f"{__name__}.{driver}")
-    server: BackgroundServer = module.start_server(factory, host, port)
+    server: BackgroundServer = module.start_server(factory, host, port, limits)
     return server

@@ -425,7 +425,9 @@ class _SocketTransport(_Transport):
         the peer's input until its own end of stream, at most `LINGER` seconds) so that
         unread input does not turn the close into a reset that loses the last reply."""
         nursery = self._nursery
-        if self._eof or self._lingering or nursery is None:
+        if self._lingering:
+            return  # already closing (a second output_ready, from a thread's close, ...)
+        if self._eof or nursery is None:
             self._end()
             return
         self._lingering = True
