@@ -37,8 +37,11 @@ stamp that clock (`Guard.read`, `Guard.wrote`).  Log lines a peer can cause go t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,6 +203,8 @@ def high_water_of(chat: Chat, limits: Limits | None) -> int:
     return HIGH_WATER if limits is None else limits.high_water
 
 
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
 _limited: dict[str, tuple[float, int]] = {}  # kind -> (time of the last line, suppressed)
 _limited_lock = threading.Lock()
 
@@ -290,6 +295,15 @@ class Guard:
     def _expire(self, kind: str, why: str) -> None:
         log_limited(kind, logging.INFO, "sanschat: %s: %s; closing %s", kind, why,
                     self.chat.transport.get_extra_info("peername"))
+        self.reset()
+
+    def reset(self) -> None:
+        """Abort the connection with a reset: the kernel drops what it still holds for the
+        peer instead of retrying to send it to a peer that does not read."""
+        sock = self.chat.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.abort()
 
 
@@ -360,10 +374,14 @@ class Watch:
                 guard.dispatch(guard.chat.close_when_done)
 
     def abort_all(self) -> None:
-        """End the shutdown: close every connection still open, dropping its output."""
+        """End the shutdown: close every connection still open, dropping its output (with
+        a reset where output was still waiting: the peer is not reading it)."""
         self.stopping = True
         for guard in list(self.guards):
-            guard.abort()
+            if guard.chat.channel.wants_write:
+                guard.reset()
+            else:
+                guard.abort()
 
 
 def log_failure(where: str, peer: object, exc: BaseException) -> None:

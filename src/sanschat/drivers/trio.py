@@ -589,6 +589,7 @@ class _Acceptor:
         self.watch = Watch(limits, lambda: None, self._room_made)
         self._room = trio.Event()
         self._accepting = trio.CancelScope()
+        self._deadline = float("inf")  # of the graceful shutdown, once one began
         self._conns: trio.Nursery | None = None
 
     def _room_made(self) -> None:
@@ -612,11 +613,18 @@ class _Acceptor:
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
             while self.watch.guards:  # the shutdown: the connections end, then the sweep
+                if trio.current_time() >= self._deadline:
+                    self.watch.abort_all()  # resets, then the cancel below closes them
+                    break
                 await trio.sleep(0.02)
             conns.cancel_scope.cancel()
 
-    def stop_accepting(self) -> None:
+    def shutdown(self, grace: float) -> None:
+        """Stop accepting, ask every connection to close when done, and abort those still
+        open after *grace* seconds."""
+        self._deadline = trio.current_time() + grace
         self._accepting.cancel()
+        self.watch.close_all()
 
     async def _accept(self, listener: Any) -> None:
         watch = self.watch
@@ -805,13 +813,6 @@ class TrioServer:
             self._ready.set()
             await self._acceptor.serve(listeners, trio.TASK_STATUS_IGNORED)
 
-    def _shutdown(self, grace: float) -> None:
-        """The graceful stop: no more accepting, every chat asked to close when done; at the
-        end of *grace* the scope (so every connection still open) is cancelled."""
-        self._acceptor.stop_accepting()
-        self._acceptor.watch.close_all()
-        self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace)
-
     def stop(self, timeout: float = 5.0, *, grace: float = 0.0) -> None:
         """Close the listener and every connection (each chat is detached), end the run and
         join the thread, waiting up to *timeout* seconds.  Idempotent.
@@ -821,7 +822,7 @@ class TrioServer:
         if self._token is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 if grace > 0:
-                    self._token.run_sync_soon(self._shutdown, grace)
+                    self._token.run_sync_soon(self._acceptor.shutdown, grace)
                 else:
                     self._token.run_sync_soon(self._scope.cancel)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
