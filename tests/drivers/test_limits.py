@@ -325,10 +325,10 @@ def test_limits_refuse_a_bad_value_naming_the_field(field: str, value: object) -
 
 def test_the_defaults_keep_the_worst_case_within_the_documented_budget() -> None:
     limits = Limits()
-    assert limits.worst_case(MAX_FRAME_SIZE) <= 1.5 * 1024**3
+    assert limits.worst_case(MAX_FRAME_SIZE) <= 1.6 * 1024**3
     small = Limits(max_connections=100, high_water=256 * 1024)
     assert small.worst_case(MAX_FRAME_SIZE) == 100 * (
-        256 * 1024 + READ_SIZE + MAX_FRAME_SIZE + drivers.CONNECTION_OVERHEAD) + READ_SIZE
+        256 * 1024 + 2 * READ_SIZE + MAX_FRAME_SIZE + drivers.CONNECTION_OVERHEAD) + READ_SIZE
     with pytest.raises(ValueError, match="max_connections"):
         Limits(max_connections=None).worst_case(MAX_FRAME_SIZE)
 

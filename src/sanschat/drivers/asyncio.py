@@ -498,8 +498,7 @@ class _Acceptor:
 
     def _sweep(self, interval: float) -> None:
         if self.server.is_serving() or self.watch.guards:
-            self.watch.sweep()
-            self.loop.call_later(interval, self._sweep, interval)
+            self.loop.call_later(self.watch.sweep(), self._sweep, interval)
 
 
 async def connect(chat: Chat, host: str, port: int, **kwargs: Any) -> ChatProtocol:

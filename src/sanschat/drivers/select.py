@@ -244,8 +244,8 @@ class Listener:
         watch = self.watch
         if self._closed and not watch.guards:
             return
-        watch.sweep()
-        self._loop._call_later(interval, partial(self._sweep, interval), None)
+        delay = watch.sweep()
+        self._loop._call_later(delay, partial(self._sweep, interval), None)
 
     def _fail(self, exc: BaseException) -> None:
         _logger.error("sanschat: error accepting on %s", self.address, exc_info=exc)

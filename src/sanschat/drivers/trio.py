@@ -657,9 +657,10 @@ class _Acceptor:
             self._conns.start_soon(_run_guarded, transport)
 
     async def _sweep(self, interval: float) -> None:
+        delay = interval
         while True:
-            await trio.sleep(interval)
-            self.watch.sweep()
+            await trio.sleep(delay)
+            delay = self.watch.sweep()
 
 
 async def serve(
