@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import os
 import signal
 import socket
 import sys
@@ -119,7 +120,12 @@ def _serve(name: str, driver: str, host: str, port: int, max_frame: int,
     except (OSError, ImportError) as error:
         print(f"error: cannot serve {name} on {driver}: {error}", file=sys.stderr)
         return 1
-    announce_and_wait(server, stop, limits.shutdown_grace)
+    if not announce_and_wait(server, stop, limits.shutdown_grace):
+        # Connections outlived the grace and the abort: exit now, leaving the kernel to
+        # close them (interpreter shutdown next to the loop's thread could take seconds).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -129,10 +135,11 @@ ABORT_ALLOWANCE = 1.0
 
 
 def announce_and_wait(server: BackgroundServer, stop: threading.Event,
-                      grace: float = 0.0) -> None:
+                      grace: float = 0.0) -> bool:
     """Print ``listening on HOST:PORT``, wait until *stop* is set, then stop *server*:
     *grace* seconds for its connections to flush and close, then they are aborted; if
-    that is not over `ABORT_ALLOWANCE` seconds later, return anyway (one line on stderr)."""
+    that is not over `ABORT_ALLOWANCE` seconds later, return False anyway (one line on
+    stderr).  True if the server stopped in time."""
     host, port = server.address[:2]
     print(f"listening on {host}:{port}", flush=True)
     try:
@@ -143,6 +150,8 @@ def announce_and_wait(server: BackgroundServer, stop: threading.Event,
             server.stop(grace + ABORT_ALLOWANCE, grace=grace)
         except TimeoutError as error:
             print(f"sanschat: exiting with connections still open: {error}", file=sys.stderr)
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- demo
