@@ -364,15 +364,17 @@ def test_high_water_of_prefers_the_class_then_the_server_then_the_default() -> N
 
 
 def test_serve_options_become_limits_and_zero_turns_one_off() -> None:
-    args = _parser().parse_args(["serve", "echo", "--max-connections", "0", "--idle-timeout",
+    args = _parser()[0].parse_args(["serve", "echo", "--max-connections", "0", "--idle-timeout",
                                  "0", "--frame-timeout", "2.5", "--high-water", "4096"])
     limits = _limits(args)
     assert limits.max_connections is None and limits.idle_timeout is None
     assert limits.frame_timeout == 2.5 and limits.high_water == 4096
     assert limits.send_timeout == Limits().send_timeout
-    assert _limits(_parser().parse_args(["serve", "echo"])) == Limits()
+    assert _limits(_parser()[0].parse_args(["serve", "echo"])) == Limits()
 
 
 def test_serve_refuses_a_bad_limit_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "echo", "--high-water", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "echo", "--high-water", "0"])
+    assert exit_.value.code == 2
     assert "high_water" in capsys.readouterr().err

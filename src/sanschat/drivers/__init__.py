@@ -22,9 +22,12 @@ queued output and then closes (unless the handler overrides `Chat.eof_received`)
 pulled from the channel only while the socket can take it, and a connection whose output
 piles up past `HIGH_WATER` stops being read until it drains.
 
-Every driver module also offers ``start_server(factory, host, port)``, which runs a server
-on that driver in a background thread and returns a `BackgroundServer`: the command line,
-the demo and the tests use it to run any driver the same way.
+Every driver module also offers ``start_server(factory, host, port, ssl_context=None,
+backlog=BACKLOG)``, which runs a server on that driver (IPv4 or IPv6, TLS if given a server
+context) in a background thread and returns a `BackgroundServer`: the command line, the demo
+and the tests use it to run any driver the same way.  Each driver logs on its own child of the
+``sanschat`` logger (``sanschat.drivers.select``, ``.asyncio``, ``.trio``), naming the peer
+as `format_address` writes it.
 
 Server-wide limits (`Limits`, passed to every driver's ``serve`` and ``start_server`` as
 ``limits=``) are kept by one `Watch` per server: it counts the connections (the listener
@@ -46,6 +49,7 @@ import contextlib
 import importlib
 import logging
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -57,6 +61,7 @@ from .._chat import Chat
 from .._errors import ProtocolError
 
 __all__ = [
+    "BACKLOG",
     "CONNECTION_OVERHEAD",
     "DRIVERS",
     "HIGH_WATER",
@@ -68,13 +73,12 @@ __all__ = [
     "Guard",
     "Limits",
     "Watch",
+    "format_address",
     "high_water_of",
     "log_failure",
     "log_limited",
     "start_server",
 ]
-
-_logger = logging.getLogger("sanschat")
 
 #: The driver names, in the order the demo runs them.
 DRIVERS = ("select", "asyncio", "trio")
@@ -86,6 +90,11 @@ READ_SIZE = 256 * 1024
 #: Queued output (bytes) above which a driver stops reading from that connection until the
 #: peer has taken enough of it: a client that never reads cannot grow the server's memory.
 HIGH_WATER = 1024 * 1024
+
+#: Connections the kernel queues before the server accepts them: as many as the system allows
+#: (``socket.SOMAXCONN``, trio's default; Linux caps it at ``net.core.somaxconn``), so that a
+#: burst of clients connecting at once (1,000 in the reliability run) is queued, not dropped.
+BACKLOG = socket.SOMAXCONN
 
 #: Seconds a driver lingers after a graceful close of a TCP connection: once everything
 #: queued is sent it ends its stream (FIN), then reads and drops what the peer still sends
@@ -219,10 +228,10 @@ _limited_lock = threading.Lock()
 
 
 def log_limited(kind: str, level: int, message: str, *args: object,
-                interval: float = 1.0) -> bool:
-    """Log *message* % *args* on the ``sanschat`` logger unless a line of the same *kind*
-    went out less than *interval* seconds ago (then it is only counted); the next line of
-    that kind says how many were suppressed.  For lines a peer can cause (out of
+                interval: float = 1.0, logger: logging.Logger | None = None) -> bool:
+    """Log *message* % *args* on *logger* (default ``sanschat.drivers``) unless a line of
+    the same *kind* went out less than *interval* seconds ago (then it is only counted); the
+    next line of that kind says how many were suppressed.  For lines a peer can cause (out of
     descriptors, protocol errors, timeouts), so that no peer can flood the logs.
     Thread-safe; returns True if the line was logged."""
     now = monotonic()
@@ -234,7 +243,7 @@ def log_limited(kind: str, level: int, message: str, *args: object,
         _limited[kind] = (now, 0)
     if suppressed:
         message += f" ({suppressed} more like it in the last {now - last:.0f} s not logged)"
-    _logger.log(level, message, *args)
+    (logger or logging.getLogger(__name__)).log(level, message, *args)
     return True
 
 
@@ -313,8 +322,8 @@ class Guard:
         return False
 
     def _expire(self, kind: str, why: str) -> None:
-        log_limited(kind, logging.INFO, "sanschat: %s: %s; closing %s", kind, why,
-                    self.chat.transport.get_extra_info("peername"))
+        log_limited(kind, logging.INFO, "%s: %s; closing %s", kind, why,
+                    format_address(self.chat.transport.get_extra_info("peername")))
         self.reset()
 
     def reset(self) -> None:
@@ -358,7 +367,7 @@ class Watch:
             self.accepting = False
             self._pause()
             log_limited("max connections", logging.WARNING,
-                        "sanschat: %d connections open (Limits.max_connections): not accepting "
+                        "%d connections open (Limits.max_connections): not accepting "
                         "until one closes", limit)
         return False
 
@@ -419,20 +428,37 @@ class Watch:
                 guard.abort()
 
 
-def log_failure(where: str, peer: object, exc: BaseException) -> None:
-    """Log, on the ``sanschat`` logger, why a driver closes a connection: *where* failed.
+def format_address(address: object) -> str:
+    """Write a socket address as log messages and the command line show it.
+
+    ``("127.0.0.1", 80)`` gives ``127.0.0.1:80``; an IPv6 address, with or without its
+    flow and scope fields, gives ``[::1]:80``; anything else (None, a Unix socket path) its
+    ``str``.
+    """
+    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[0], str):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+def log_failure(
+    where: str, peer: object, exc: BaseException, logger: logging.Logger | None = None
+) -> None:
+    """Log, on a driver's *logger* (default ``sanschat.drivers``), why it closes a
+    connection with *peer*: *where* failed.
 
     A handler's (or producer's) exception is an error, with its traceback.  A
     `ProtocolError` such as `FrameTooLarge` is the peer's doing: one warning line without a
     traceback, so that a peer cannot fill the server's logs.
     """
+    logger = logger or logging.getLogger(__name__)
     if isinstance(exc, ProtocolError):
         log_limited("protocol error", logging.WARNING,
-                    "sanschat: %s for %s: %s; closing that connection", where, peer, exc)
+                    "%s for %s: %s; closing that connection", where, format_address(peer), exc,
+                    logger=logger)
     else:
-        _logger.error(
-            "sanschat: error in %s for %s; closing that connection", where, peer, exc_info=exc
-        )
+        logger.error("error in %s for %s; closing that connection", where,
+                     format_address(peer), exc_info=exc)
 
 
 class BackgroundServer(Protocol):
@@ -457,19 +483,37 @@ class BackgroundServer(Protocol):
 
 
 def start_server(
-    driver: str, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
+    driver: str,
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
     limits: Limits | None = None,
 ) -> BackgroundServer:
     """Start a server for *factory* on *driver* in a background thread; return once it listens.
 
-    The server keeps *limits* (None: the defaults of `Limits`).
+    *host* may be an IPv4 or IPv6 address or a name; *port* 0 picks a free port.  With
+    *ssl_context* (a server-side `ssl.SSLContext` holding the certificate) every connection
+    is TLS; *backlog* is the listen queue's length.  The server keeps *limits* (None: the
+    defaults of `Limits`).
 
     Raises:
-        ValueError: if *driver* is not one of `DRIVERS`.
+        ValueError: if *driver* is not one of `DRIVERS`, or *port* is not in 0-65535, or
+            *backlog* is below 1.
         ImportError: if the driver's library (``trio``) is not installed.
+        OSError: if the address cannot be bound.
     """
     if driver not in DRIVERS:
         raise ValueError(f"unknown driver {driver!r}: expected one of {', '.join(DRIVERS)}")
+    if not 0 <= port <= 65535:  # trio would bind port % 65536 without a word
+        raise ValueError(f"a port is 0-65535, not {port!r}")
+    if backlog < 1:
+        raise ValueError(f"a backlog is at least 1, not {backlog!r}")
     module = importlib.import_module(f"{__name__}.{driver}")
-    server: BackgroundServer = module.start_server(factory, host, port, limits)
+    server: BackgroundServer = module.start_server(
+        factory, host, port, ssl_context=ssl_context, backlog=backlog,
+        limits=limits
+    )
     return server

@@ -10,8 +10,8 @@ read ahead, and one connection cannot starve the others.  `resume_writing` pulls
 Reading stops while the channel holds more than `HIGH_WATER` unsent bytes (or, in the stream
 style, unread bytes) and resumes once they drain.  Output queued outside a callback
 (`output_ready`) is flushed by one coalesced ``call_soon``.  A handler's exception is logged
-on the ``sanschat`` logger and aborts that connection only; `Chat.detach` is called exactly
-once, from `connection_lost`.
+on the ``sanschat.drivers.asyncio`` logger and aborts that connection only; `Chat.detach` is
+called exactly once, from `connection_lost`.
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and
@@ -26,6 +26,7 @@ import asyncio
 import functools
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from typing import Any, cast
 from .._channel import TerminatorLike
 from .._chat import Chat
 from . import (
+    BACKLOG,
     HIGH_WATER,
     LINGER,
     READ_SIZE,
@@ -41,6 +43,7 @@ from . import (
     Guard,
     Limits,
     Watch,
+    format_address,
     high_water_of,
     log_failure,
     log_limited,
@@ -59,7 +62,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger("sanschat")
+logger = logging.getLogger(__name__)
 
 #: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
 SEND_SIZE = READ_SIZE
@@ -186,7 +189,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
             self.chat.detach(self._error or exc)
         except Exception as error:
             logger.error("error in %s.connection_lost for %s", type(self.chat).__name__,
-                         self._peer(), exc_info=error)
+                         format_address(self._peer()), exc_info=error)
 
     # ------------------------------------------------------------ the chat's Transport
 
@@ -350,7 +353,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
     def _fail(self, exc: BaseException, where: object = None) -> None:
         """Log a handler's (or producer's) exception and abort this connection only."""
         self._error = self._error or exc
-        log_failure(str(where or type(self.chat).__name__), self._peer(), exc)
+        log_failure(str(where or type(self.chat).__name__), self._peer(), exc, logger)
         self.close()
 
 
@@ -447,8 +450,8 @@ class _Acceptor:
                 continue
             except OSError as exc:  # EMFILE and the like: pause rather than spin on it
                 log_limited("accept failed", logging.ERROR,
-                            "sanschat: accept on %s failed, pausing 1 s: %s",
-                            sock.getsockname(), exc)
+                            "accept on %s failed, pausing 1 s: %s",
+                            format_address(sock.getsockname()), exc, logger=logger)
                 self._starved = True
                 self._pause()
                 self.loop.call_later(1.0, self._retry)
@@ -458,7 +461,7 @@ class _Acceptor:
                 protocol = self._make()
             except Exception:
                 conn.close()
-                logger.exception("sanschat: the connection factory failed; connection dropped")
+                logger.exception("error in the connection factory; connection dropped")
                 continue
             task = self.loop.create_task(self.loop.connect_accepted_socket(
                 _given(protocol), conn, **self._ssl))
@@ -470,7 +473,7 @@ class _Acceptor:
         self._tasks.discard(task)
         if task.cancelled() or task.exception() is not None:  # a TLS handshake failed, ...
             if not task.cancelled():
-                logger.debug("sanschat: connection from an accepted socket failed: %r",
+                logger.debug("connection from an accepted socket failed: %r",
                              task.exception())
             conn.close()
             if protocol._guard is not None and protocol._transport is None:
@@ -713,7 +716,8 @@ async def serve_connections(
             await handler(conn)
         except Exception as exc:
             if conn.protocol._lost and (exc is conn._error or isinstance(exc, ConnectionError)):
-                logger.debug("connection to %s lost: %r", conn.get_extra_info("peername"), exc)
+                logger.debug("connection with %s lost: %r",
+                             format_address(conn.get_extra_info("peername")), exc)
             else:
                 conn.protocol._fail(exc, getattr(handler, "__qualname__", handler))
         except BaseException:
@@ -740,6 +744,7 @@ class _BackgroundServer:
     """`start_server`'s result: an asyncio loop serving in a daemon thread."""
 
     def __init__(self, factory: Callable[[], Chat], host: str, port: int,
+                 ssl_context: ssl.SSLContext | None, backlog: int,
                  limits: Limits | None = None) -> None:
         self.address = (host, port)
         self._limits = limits or Limits()
@@ -751,7 +756,8 @@ class _BackgroundServer:
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()  # bound to the server's loop when first awaited
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(factory),),
+        main = self._main(factory, ssl_context, backlog)
+        self._thread = threading.Thread(target=asyncio.run, args=(main,),
                                         name="sanschat-asyncio", daemon=True)
         self._thread.start()
         if not self._ready.wait(30.0):
@@ -759,10 +765,12 @@ class _BackgroundServer:
         if self._failure is not None:
             raise self._failure
 
-    async def _main(self, factory: Callable[[], Chat]) -> None:
+    async def _main(self, factory: Callable[[], Chat], ssl_context: ssl.SSLContext | None,
+                    backlog: int) -> None:
         self._loop = asyncio.get_running_loop()
         try:
-            acceptor = await _Acceptor.start(factory, *self.address, self._limits, {})
+            acceptor = await _Acceptor.start(factory, *self.address, self._limits,
+                                             {"ssl": ssl_context, "backlog": backlog})
             server = acceptor.server
             self.address = server.sockets[0].getsockname()[:2]
         except BaseException as exc:
@@ -806,9 +814,18 @@ class _BackgroundServer:
 
 
 def start_server(
-    factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
     limits: Limits | None = None,
 ) -> BackgroundServer:
     """Serve *factory* on an asyncio loop in a daemon thread, within *limits*; return once
-    it listens."""
-    return _BackgroundServer(factory, host, port, limits)
+    it listens.
+
+    *ssl_context* (server side, certificate loaded) makes every connection TLS; *backlog*
+    is the listen queue's length.  Raises `OSError` if the address cannot be bound.
+    """
+    return _BackgroundServer(factory, host, port, ssl_context, backlog, limits)

@@ -36,7 +36,8 @@ one sweep task for every timeout, no accepting at ``max_connections``, and out o
 descriptors one log line a second.
 
 Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
-``sanschat`` logger), the peer going away (logged at debug level only), a graceful close.
+``sanschat.drivers.trio`` logger), the peer going away (logged at debug level only), a
+graceful close.
 Tasks catch their own errors, so only ``Cancelled`` leaves the nursery; a ``finally`` closes
 the stream and calls `Chat.detach` exactly once.  A cancellation from outside (a server
 stopping) detaches with ``None`` and propagates.
@@ -54,6 +55,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -64,11 +66,13 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before tri
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
 from . import (
+    BACKLOG,
     LINGER,
     READ_SIZE,
     Guard,
     Limits,
     Watch,
+    format_address,
     high_water_of,
     log_failure,
     log_limited,
@@ -87,7 +91,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger("sanschat")
+logger = logging.getLogger(__name__)
 
 #: Most bytes pulled from the channel for one ``send_all``: a whole read's worth of replies
 #: leaves in one call.
@@ -250,9 +254,9 @@ class _Transport:
                     chat.detach(self._error)
                 except Exception:
                     logger.exception(
-                        "sanschat: %s.connection_lost failed (peer %s)",
+                        "error in %s.connection_lost for %s",
                         type(chat).__name__,
-                        self._peername,
+                        format_address(self._peername),
                     )
 
     async def _serve(self, nursery: trio.Nursery) -> None:
@@ -268,7 +272,7 @@ class _Transport:
         """A handler, producer or frame limit raised: log it, end this connection only."""
         if self._error is None:
             self._error = exc
-        log_failure(type(self._chat).__name__, self._peername, exc)
+        log_failure(type(self._chat).__name__, self._peername, exc, logger)
         self._end()
 
     def _lost(self, exc: BaseException) -> None:
@@ -277,7 +281,7 @@ class _Transport:
         error = cause if isinstance(cause, OSError) and not isinstance(exc, OSError) else exc
         if self._error is None:
             self._error = error
-        logger.debug("sanschat: connection with %s lost: %r", self._peername, error)
+        logger.debug("connection with %s lost: %r", format_address(self._peername), error)
         self._end()
 
     def _dispatch(self, callback: Callable[[], object]) -> None:
@@ -572,7 +576,7 @@ async def _run_guarded(transport: _Transport) -> None:
     try:
         await transport.run()
     except Exception:  # a driver bug must not stop the server either
-        logger.exception("sanschat: trio driver error on a connection")
+        logger.exception("error in the trio driver for %s", format_address(transport._peername))
 
 
 class _Acceptor:
@@ -639,14 +643,15 @@ class _Acceptor:
                 if exc.errno not in _STARVED:
                     raise
                 log_limited("accept failed", logging.ERROR,
-                            "sanschat: accept on %s failed, pausing 1 s: %s",
-                            listener.socket.getsockname(), exc)
+                            "accept on %s failed, pausing 1 s: %s",
+                            format_address(_listener_address(listener)), exc, logger=logger)
                 await trio.sleep(1.0)
                 continue
             try:
                 chat = self.factory()
             except Exception:
-                logger.exception("sanschat: the connection factory failed; connection dropped")
+                logger.exception("error in the connection factory for %s; connection dropped",
+                                 format_address(_extra_info(stream, "peername")))
                 await trio.aclose_forcefully(stream)
                 continue
             transport = _transport(stream, chat)
@@ -667,19 +672,41 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
     limits: Limits | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection,
     within *limits* (None: the defaults of `Limits`).
 
-    Use ``listeners = await nursery.start(serve, factory)`` to learn the bound port
-    (``listeners[0].socket.getsockname()``).  Runs until cancelled; cancelling it closes
-    the listener and detaches every connection's chat.  A factory or handler error drops
-    that connection only.
+    As ``trio.serve_tcp`` does (``trio.serve_ssl_over_tcp`` with *ssl_context*, a server
+    context with its certificate loaded: each connection is then a ``trio.SSLStream``): use
+    ``listeners = await nursery.start(serve, factory)`` to learn the bound port
+    (``listeners[0].socket.getsockname()``, through ``.transport_listener`` for TLS).
+    Runs until cancelled; cancelling it closes the listener and detaches every connection's
+    chat.  A factory or handler error drops that connection only.  The server keeps
+    *limits* (None: the defaults of `Limits`).
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await _listeners(host, port, ssl_context, backlog)
     await _Acceptor(factory, limits or Limits()).serve(listeners, task_status)
+
+
+async def _listeners(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, backlog: int
+) -> list[Any]:
+    """TCP listeners on *host*:*port*, wrapped in ``trio.SSLListener`` for TLS."""
+    tcp = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if ssl_context is None:
+        return list(tcp)
+    return [trio.SSLListener(listener, ssl_context, https_compatible=False) for listener in tcp]
+
+
+def _listener_address(listener: Any) -> tuple[str, int]:
+    """The (host, port) a listener from `_listeners` is bound to."""
+    sock = getattr(listener, "transport_listener", listener).socket
+    address: tuple[str, int] = sock.getsockname()[:2]
+    return address
 
 
 async def connect(chat: Chat, host: str, port: int) -> None:
@@ -780,9 +807,11 @@ class TrioServer:
     """
 
     def __init__(self, factory: Callable[[], Chat], host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG,
                  limits: Limits | None = None) -> None:
         self._acceptor = _Acceptor(factory, limits or Limits())
         self._address = (host, port)
+        self._ssl_context, self._backlog = ssl_context, backlog
         self._ready = threading.Event()
         self._token: Any = None
         self._scope = trio.CancelScope()
@@ -800,7 +829,7 @@ class TrioServer:
         except BaseException as exc:
             self._error = exc
             if self._ready.is_set():
-                logger.error("sanschat: the trio server thread failed", exc_info=exc)
+                logger.error("error in the trio server thread", exc_info=exc)
         finally:
             self._ready.set()
 
@@ -808,8 +837,8 @@ class TrioServer:
         self._token = trio.lowlevel.current_trio_token()
         with self._scope:
             host, port = self._address
-            listeners = await trio.open_tcp_listeners(port, host=host)
-            self._address = listeners[0].socket.getsockname()[:2]
+            listeners = await _listeners(host, port, self._ssl_context, self._backlog)
+            self._address = _listener_address(listeners[0])
             self._ready.set()
             await self._acceptor.serve(listeners, trio.TASK_STATUS_IGNORED)
 
@@ -831,15 +860,25 @@ class TrioServer:
                 raise TimeoutError(f"the trio server thread did not end in {timeout} s")
 
 
-def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
-                 limits: Limits | None = None) -> TrioServer:
+def start_server(
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
+    limits: Limits | None = None,
+) -> TrioServer:
     """Run `serve` for *factory* in a background thread, within *limits*; return once it
     accepts connections.
+
+    *ssl_context* (server side, certificate loaded) makes every connection TLS; *backlog*
+    is the listen queue's length.
 
     Raises:
         OSError: if the address cannot be bound.
     """
-    server = TrioServer(factory, host, port, limits)
+    server = TrioServer(factory, host, port, ssl_context, backlog, limits)
     server._thread.start()
     server._ready.wait()  # bounded: set at once by the bind, or by its error
     if server._error is not None:
