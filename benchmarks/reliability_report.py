@@ -7,7 +7,7 @@ date, Python and the machine; then one row per scenario, and every problem seen.
 goes to stderr.  Exit status 1 if any scenario failed, so the table is never quoted as
 clean by mistake.
 
-    python3 benchmarks/reliability_report.py --scale full     # the README's figures
+    python3 benchmarks/reliability_report.py --scale full     # the figures of docs/benchmarks.md
     python3 benchmarks/reliability_report.py --scale small    # about what CI runs
 """
 

@@ -1,6 +1,6 @@
 """`Channel` held to its own docs: the cases an independent check found to disagree with them.
 
-Each test names one sentence of a docstring (or of the README's tables) and checks it.  The
+Each test names one sentence of a docstring (or of the user guide's tables) and checks it.  The
 first part covers the five contradictions that check reported (issue 10); the second, the
 points on which the docs were silent or disagreed with each other, now written down.  The
 two properties at the end replay random operation sequences twice, once with and once

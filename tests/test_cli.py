@@ -25,7 +25,8 @@ import pytest
 
 import sanschat
 from sanschat import Chat
-from sanschat.__main__ import EXAMPLES, _missing_extra_message, _parser, load_factory, main
+from sanschat.__main__ import EXAMPLES, _parser, load_factory, main
+from sanschat._extras import missing_extra_message
 from sanschat.drivers import DRIVERS
 
 TIMEOUT = 30.0
@@ -588,7 +589,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_serve_and_demo_word_the_missing_trio_extra_alike() -> None:
-    message = _missing_extra_message("the trio driver", "trio")
+    message = missing_extra_message("the trio driver", "trio")
     assert message == ("the trio driver needs trio, which is not installed: "
                        "pip install 'sanschat[trio]'")
     serve = subprocess.run([sys.executable, "-c", WITHOUT_TRIO, "serve", "echo", "--driver",

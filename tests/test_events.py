@@ -1,8 +1,9 @@
-"""Events are frozen, slotted value objects under one base class."""
+"""Events are frozen, slotted value objects; `Event` is their closed union."""
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 
@@ -12,8 +13,13 @@ EVENTS = [Data(b"x"), TerminatorFound(b"\n"), TerminatorFound(3), EndOfStream(Tr
 
 
 @pytest.mark.parametrize("event", EVENTS)
-def test_events_share_the_event_base_class(event: Event) -> None:
+def test_every_event_is_an_instance_of_the_event_union(event: Event) -> None:
     assert isinstance(event, Event)
+
+
+def test_the_event_union_is_closed_over_the_three_event_classes() -> None:
+    assert typing.get_args(Event) == (Data, TerminatorFound, EndOfStream)
+    assert not isinstance(b"x", Event)
 
 
 @pytest.mark.parametrize("event", EVENTS)

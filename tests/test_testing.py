@@ -260,7 +260,7 @@ def test_sanschat_testing_imports_without_pytest_or_hypothesis() -> None:
         "import sys; sys.modules['pytest'] = None; sys.modules['hypothesis'] = None\n"
         "import sanschat.testing\n"
         "try:\n    import sanschat.testing.strategies\nexcept ImportError as e:\n"
-        "    assert 'sanschat[test]' in str(e), e\nelse:\n    raise SystemExit('imported')\n"
+        "    assert 'sanschat[testing]' in str(e), e\nelse:\n    raise SystemExit('imported')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -21,8 +21,9 @@ from ._events import Event as Event
 from ._events import TerminatorFound as TerminatorFound
 from ._producers import IterableProducer as IterableProducer
 from ._producers import Producer as Producer
+from ._producers import ProducerLike as ProducerLike
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 __all__ = [
     "COMPILED",
@@ -35,6 +36,7 @@ __all__ = [
     "FrameTooLarge",
     "IterableProducer",
     "Producer",
+    "ProducerLike",
     "ProtocolError",
     "SanschatError",
     "Terminator",
@@ -42,3 +44,11 @@ __all__ = [
     "TerminatorLike",
     "Transport",
 ]
+
+# Public classes say where users import them from: reprs, pickles and the docs name
+# sanschat.Chat, not sanschat._chat.Chat.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type):
+        _value.__module__ = __name__
+del _name, _value

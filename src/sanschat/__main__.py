@@ -35,6 +35,7 @@ from types import FrameType
 
 from . import COMPILED, __version__
 from ._chat import Chat
+from ._extras import missing_extra_message
 from .drivers import BACKLOG, DRIVERS, BackgroundServer, Limits, format_address, start_server
 from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 from .protocols import factory as protocol_factory
@@ -182,15 +183,6 @@ def version_line() -> str:
     """Return what ``--version`` prints: ``sanschat VERSION (pure Python|compiled, mypyc)``."""
     build = "compiled, mypyc" if COMPILED else "pure Python"
     return f"sanschat {__version__} ({build})"
-
-
-def _missing_extra_message(feature: str, package: str) -> str:
-    """The one wording, for ``serve`` and ``demo``, of *feature* finding *package* missing.
-
-    A stand-in, with the same signature and wording, for ``sanschat._extras`` (on its way
-    to main), whose extras are named after their package.
-    """
-    return f"{feature} needs {package}, which is not installed: pip install 'sanschat[{package}]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,7 +334,7 @@ def _serve(name: str, chats: Callable[[], Chat], driver: str, host: str, port: i
     except ImportError as error:
         if error.name != "trio":
             raise
-        print(f"error: cannot serve {name}: {_missing_extra_message('the trio driver', 'trio')}",
+        print(f"error: cannot serve {name}: {missing_extra_message('the trio driver', 'trio')}",
               file=sys.stderr)
         return 1
     except OSError as error:
@@ -453,7 +445,7 @@ def _demo() -> int:
     started = time.monotonic()
     for driver in DRIVERS:
         if driver == "trio" and importlib.util.find_spec("trio") is None:
-            print(f"{driver:8} (skipped: {_missing_extra_message('the trio driver', 'trio')})")
+            print(f"{driver:8} (skipped: {missing_extra_message('the trio driver', 'trio')})")
             continue
         for name in SERVERS:
             room = ChatRoom()

@@ -48,7 +48,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from operator import itemgetter
-from typing import Any, Final, TypeAlias, final
+from typing import Any, Final, TypeAlias, final, overload
 
 from ._errors import FrameTooLarge
 from ._events import COMPILED, Data, EndOfStream, Event, TerminatorFound, make_data, make_datas
@@ -248,6 +248,12 @@ class Channel(SendQueue):
 
     # ------------------------------------------------------------------ terminator
 
+    # The overloads are the public signature: without max_frame_size the limit in force is
+    # kept, which the private sentinel default of the implementation stands for.
+    @overload
+    def set_terminator(self, terminator: TerminatorLike) -> None: ...
+    @overload
+    def set_terminator(self, terminator: TerminatorLike, *, max_frame_size: int | None) -> None: ...
     def set_terminator(
         self,
         terminator: TerminatorLike,

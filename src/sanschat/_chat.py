@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol, overload
 
 from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
 from ._errors import ProtocolError
 from ._events import Data, TerminatorFound
-from ._producers import Producer
+from ._producers import ProducerLike
 
 __all__ = ["Chat", "Transport"]
 
@@ -50,8 +50,20 @@ class Transport(Protocol):
     def set_idle_timeout(self, seconds: float | None) -> None:
         """Call `Chat.idle` after *seconds* with no bytes read or written (None: never)."""
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Connection details such as ``"peername"`` and ``"sockname"``, as asyncio names them."""
+    @overload
+    def get_extra_info(
+        self, name: Literal["peername", "sockname"]
+    ) -> tuple[str, int] | tuple[str, int, int, int] | str | None: ...
+    @overload
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """Connection details such as ``"peername"`` and ``"sockname"``, as asyncio names them.
+
+        An address is what the socket module gives: ``(host, port)`` for IPv4,
+        ``(host, port, flowinfo, scope_id)`` for IPv6, a path for a Unix socket; *default*
+        (``None``) when the driver does not know it.  Other names are driver-specific
+        (``"socket"``, ``"sslcontext"``, ...): narrow what they return with ``isinstance``.
+        """
 
 
 class _Detached:
@@ -136,7 +148,7 @@ class Chat:
     """Seconds without any byte read or written after which `idle` is called; None: never."""
 
     def __init__(self) -> None:
-        self.channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
+        self.channel: Channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
         """The `Channel` that frames this connection; drivers read its output."""
         self.transport: Transport = _DETACHED
         """The driver's side of the connection; a placeholder until `connection_made`."""
@@ -224,6 +236,10 @@ class Chat:
 
     # ------------------------------------------------------------------ verbs
 
+    @overload
+    def set_terminator(self, terminator: TerminatorLike) -> None: ...
+    @overload
+    def set_terminator(self, terminator: TerminatorLike, *, max_frame_size: int | None) -> None: ...
     def set_terminator(
         self,
         terminator: TerminatorLike,
@@ -235,7 +251,10 @@ class Chat:
         Called outside a callback (from a timer, or through `Transport.call_soon_threadsafe`),
         it frames at once the bytes already received under the new terminator.
         """
-        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+        if max_frame_size is _CHANNEL_LIMIT:
+            self.channel.set_terminator(terminator)
+        else:
+            self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
         if not self._dispatching:
             self.feed(b"")
             self.transport.output_ready()
@@ -250,7 +269,7 @@ class Chat:
         if not self._dispatching:
             self.transport.output_ready()
 
-    def push_with_producer(self, producer: Producer | bytes | object) -> None:
+    def push_with_producer(self, producer: ProducerLike) -> None:
         """Queue a producer, pulled only as the connection can take its bytes."""
         self.channel.push_with_producer(producer)
         if not self._dispatching:
@@ -309,8 +328,8 @@ class Chat:
         return self._closed or self.channel.closing
 
     @property
-    def peername(self) -> Any:
-        """The peer's address, or None if unknown."""
+    def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | str | None:
+        """The peer's address, or None if unknown (see `Transport.get_extra_info`)."""
         return self.transport.get_extra_info("peername")
 
     # ------------------------------------------------------------------ driver side

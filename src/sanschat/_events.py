@@ -1,8 +1,10 @@
 """Events that `Channel.receive` and `Channel.receive_eof` produce.
 
-Theory of operation: an event is a frozen, slotted dataclass under the `Event` base class.
-Events carry data, never behaviour; users dispatch on their type with ``match`` or
-``isinstance``.  For one byte stream the events are, in order, any number of frames, each
+Theory of operation: an event is a frozen, slotted dataclass under one small base class, and
+`Event` is the closed union of the three event classes, so that a type checker knows a
+``match`` over them is exhaustive.  Events carry data, never behaviour; users dispatch on
+their type with ``match`` or ``isinstance`` (``isinstance(x, Event)`` works on the union).
+For one byte stream the events are, in order, any number of frames, each
 made of zero or more `Data` events and one `TerminatorFound`, then (after
 `Channel.receive_eof`) possibly a last unterminated run of `Data` and exactly one
 `EndOfStream`.  Terminator bytes never appear inside `Data`.
@@ -19,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Final
+from typing import Final, TypeAlias
 
 __all__ = ["Data", "EndOfStream", "Event", "TerminatorFound"]
 
@@ -32,14 +34,14 @@ def _probe() -> None:
 COMPILED: Final = not isinstance(_probe, types.FunctionType)
 
 
-class Event:
-    """Base class of every event sanschat produces."""
+class _EventBase:
+    """Base class of every event sanschat produces (their union is `Event`)."""
 
     __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
-class Data(Event):
+class Data(_EventBase):
     """Bytes of the current frame, in stream order; never empty, never terminator bytes.
 
     How a frame is cut into `Data` events depends on how the stream arrived; joining the
@@ -53,7 +55,7 @@ class Data(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class TerminatorFound(Event):
+class TerminatorFound(_EventBase):
     """The current frame has ended.
 
     ``terminator`` is what ended it: the byte string that matched (for a tuple terminator,
@@ -67,7 +69,7 @@ class TerminatorFound(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class EndOfStream(Event):
+class EndOfStream(_EventBase):
     """The peer will send nothing more; always the last event of a channel.
 
     ``incomplete`` is true if the stream ended inside a frame: bytes of a frame were
@@ -79,6 +81,12 @@ class EndOfStream(Event):
 
     def __init__(self, incomplete: bool) -> None:
         object.__setattr__(self, "incomplete", incomplete)
+
+
+#: Every event sanschat produces: a closed union, so ``match`` over `Data`,
+#: `TerminatorFound` and `EndOfStream` can end in ``assert_never``; ``isinstance(x, Event)``
+#: works too.
+Event: TypeAlias = Data | TerminatorFound | EndOfStream
 
 
 # Building events fast.  A compiled `Data(data)` is a direct call of the explicit __init__

@@ -12,11 +12,17 @@ protocol itself lives in `_protocols`, which stays pure Python in the compiled b
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 from ._protocols import Producer as Producer
 
-__all__ = ["IterableProducer", "Producer"]
+__all__ = ["IterableProducer", "Producer", "ProducerLike"]
+
+#: What `Channel.push_with_producer` accepts: a `Producer`, a bytes-like value, or an
+#: iterable of bytes-like chunks (a list, a generator).  A ``str`` is none of these.
+ProducerLike: TypeAlias = (
+    "Producer | bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]"
+)
 
 
 class IterableProducer:

@@ -3,7 +3,7 @@
 Theory of operation: this module holds the library's ``runtime_checkable`` protocol on its
 own because it must stay pure Python in every build: mypyc compiles a class into a native
 class, and ``runtime_checkable`` refuses anything that is not a real protocol class.  So the
-compiled build (see the README's "Compiled build") never lists this module; `_producers`
+compiled build (see docs/guide/compiled.md) never lists this module; `_producers`
 re-exports `Producer` from here, so every import site stays the same.
 """
 

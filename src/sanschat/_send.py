@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal, TypeAlias
 
-from ._producers import Producer, as_producer, checked_chunk
+from ._producers import Producer, ProducerLike, as_producer, checked_chunk
 
 __all__ = ["DEFAULT_SEND_SIZE", "SendQueue"]
 
@@ -103,7 +103,7 @@ class SendQueue:
                 queue.append(data)
         self._queued_bytes += size
 
-    def push_with_producer(self, producer: Producer | bytes | object) -> None:
+    def push_with_producer(self, producer: ProducerLike) -> None:
         """Queue a producer, pulled by `data_to_send` only when its bytes are wanted.
 
         Accepts an object with a ``more()`` method, a bytes-like value (queued as by

@@ -145,12 +145,12 @@ class HTTPRequestHandler(Chat):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ibuffer = bytearray()
-        self.request_line = b""
+        self.ibuffer: bytearray = bytearray()
+        self.request_line: bytes = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.reading_headers = True
-        self.handling = False
+        self.header_bytes: int = 0
+        self.reading_headers: bool = True
+        self.handling: bool = False
 
     def collect_incoming_data(self, data: bytes) -> None:
         """Buffer the data (ignored once the request is being answered)."""

@@ -9,9 +9,10 @@ after one import line changes::
 `sanschat.compat.asyncore` is the event loop and the ``dispatcher`` classes;
 `sanschat.compat.asynchat` is ``async_chat``, whose input framing runs through
 `sanschat.Channel`, the one implementation of the framing rules in this library.  Every
-deliberate difference from the standard library is listed in the README's migration section and in
-the docstring concerned.  `sanschat.compat.asyncore.loop_asyncio` runs the same dispatchers
-on an asyncio event loop instead.
+deliberate difference from the standard library is listed in the migration guide
+(docs/howto/migrate.md) and in the docstring concerned.
+`sanschat.compat.asyncore.loop_asyncio` runs the same dispatchers on an asyncio event loop
+instead.
 
 Nothing else in sanschat imports this package.
 """

@@ -31,7 +31,8 @@ asynchat did, but keeps the unsent rest of a large chunk as a ``memoryview`` (no
 partial send), copies mutable buffers when they are pushed, and raises a `TypeError` that
 names the culprit for a ``str`` where bytes are needed (unless ``use_encoding`` is set).
 
-The deliberate differences from Python 3.11 are listed in the README's migration section.
+The deliberate differences from Python 3.11 are listed in the migration guide
+(docs/howto/migrate.md).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ loop, and can then run other asyncio code beside its dispatchers.
 
 Names, signatures and observable behaviour are those of Python 3.11's module, so that
 existing code runs unchanged; the few deliberate differences are said where they are (and
-in the README's migration section).  Importing this module issues no deprecation warning.
+in the migration guide, docs/howto/migrate.md).  Importing this module issues no
+deprecation warning.
 """
 
 from __future__ import annotations
@@ -272,17 +273,17 @@ class dispatcher:
 
     debug = False
     """If true, `dispatcher_with_send.send` logs what it sends."""
-    connected = False
+    connected: bool = False
     """True once the socket is connected (set by the constructor, `connect` and the loop)."""
-    accepting = False
+    accepting: bool = False
     """True once `listen` was called: read events then mean "accept"."""
-    connecting = False
+    connecting: bool = False
     """True while a non-blocking `connect` is in progress."""
     closing = False
     """Never set by this module; kept because code tests it."""
     addr: Any = None
     """The peer's address (connected), or the address given to `bind` / `connect`."""
-    ignore_log_types = frozenset({"warning"})
+    ignore_log_types: frozenset[str] = frozenset({"warning"})
     """The `log_info` message types that are not printed."""
 
     def __init__(self, sock: Any = None, map: dict[int, Any] | None = None) -> None:
@@ -340,7 +341,7 @@ class dispatcher:
 
     def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
         """Create a non-blocking socket of *family* and *type* and add this dispatcher."""
-        self.family_and_type = family, type
+        self.family_and_type: tuple[int, int] = family, type
         sock = socket.socket(family, type)
         sock.setblocking(False)
         self.set_socket(sock)
@@ -674,7 +675,7 @@ if os.name == "posix":
         """
 
         def __init__(self, fd: int) -> None:
-            self.fd = os.dup(fd)
+            self.fd: int = os.dup(fd)
 
         def __del__(self) -> None:
             if self.fd >= 0:

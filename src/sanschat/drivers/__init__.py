@@ -330,9 +330,10 @@ class Guard:
         """Abort the connection with a reset: the kernel drops what it still holds for the
         peer instead of retrying to send it to a peer that does not read."""
         sock = self.chat.transport.get_extra_info("socket")
-        if sock is not None:
+        setsockopt = getattr(sock, "setsockopt", None)  # a socket, asyncio's or trio's
+        if setsockopt is not None:
             with contextlib.suppress(OSError, ValueError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.abort()
 
 

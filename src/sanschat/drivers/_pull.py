@@ -12,7 +12,7 @@ nothing about bytes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import TypeVar, final
+from typing import TypeVar, final, overload
 
 from .._channel import _CHANNEL_LIMIT, Channel, TerminatorLike, _Default
 from .._events import Data, Event, TerminatorFound
@@ -31,7 +31,7 @@ class PullReader:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         """The `Channel` that frames what is read."""
-        self.unframed = b""
+        self.unframed: bytes = b""
         """After `frames` has stopped: bytes of a last frame that never got its terminator."""
         self._events: Iterator[Event] | None = None  # the channel iterator of each style;
         self._frames: Iterator[bytes] | None = None  # dropping one loses nothing
@@ -43,11 +43,18 @@ class PullReader:
         """Driver part: wait until bytes are added to ``_pending`` or ``_eof`` is set."""
         raise NotImplementedError
 
+    @overload
+    def set_terminator(self, terminator: TerminatorLike) -> None: ...
+    @overload
+    def set_terminator(self, terminator: TerminatorLike, *, max_frame_size: int | None) -> None: ...
     def set_terminator(
         self, terminator: TerminatorLike, *, max_frame_size: int | _Default | None = _CHANNEL_LIMIT
     ) -> None:
         """Set how the next frame ends (see `Channel.set_terminator`)."""
-        self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
+        if max_frame_size is _CHANNEL_LIMIT:
+            self.channel.set_terminator(terminator)
+        else:
+            self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
 
     def __aiter__(self: _R) -> _R:
         return self

@@ -62,7 +62,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger(__name__)
+logger: logging.Logger = logging.getLogger(__name__)
 
 #: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
 SEND_SIZE = READ_SIZE
@@ -569,7 +569,7 @@ class Connection(PullReader):
         chat = _StreamChat(self)
         chat.channel.set_terminator(terminator, max_frame_size=max_frame_size)
         super().__init__(chat.channel)
-        self.protocol = ChatProtocol(chat)
+        self.protocol: ChatProtocol = ChatProtocol(chat)
         """The asyncio protocol carrying this connection."""
         self._unread = 0  # bytes received since the consumer last ran dry
         self._error: BaseException | None = None

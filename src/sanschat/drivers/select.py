@@ -191,10 +191,10 @@ class Timer:
 
     __slots__ = ("_callback", "_loop", "_owner", "when")
 
-    def __init__(self, loop: Loop, when: float, callback: _Callback, owner: Any) -> None:
+    def __init__(self, loop: Loop, when: float, callback: Callable[[], object], owner: Any) -> None:
         self._loop, self._owner = loop, owner
         self._callback: _Callback | None = callback
-        self.when = when
+        self.when: float = when
         """The `time.monotonic` time at which the callback is due."""
 
     def cancel(self) -> None:
@@ -341,7 +341,7 @@ class _Connection:
         """Close now, dropping unwritten output; the chat is detached from the ready queue."""
         self._teardown(None)
 
-    def call_soon_threadsafe(self, callback: _Callback) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run *callback* on the loop's thread soon; if it raises, this connection closes."""
         self._loop._call_soon(callback, self)
 
@@ -744,12 +744,12 @@ class Loop:
         else:
             conn._lost(OSError(err, os.strerror(err)))
 
-    def call_soon_threadsafe(self, callback: _Callback) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run *callback* on the loop's thread soon, waking the loop; callable from any thread.
         An exception from *callback* is logged and the loop carries on."""
         self._call_soon(callback, None)
 
-    def call_later(self, delay: float, callback: _Callback) -> Timer:
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
         """Run *callback* once on the loop's thread, *delay* seconds from now or a bit later.
 
         Callbacks due at the same time run in the order they were scheduled; an exception is
@@ -895,7 +895,7 @@ class ServerThread:
     def __init__(self, factory: Callable[[], Chat], host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG,
                  limits: Limits | None = None) -> None:
-        self.loop = Loop()
+        self.loop: Loop = Loop()
         """The loop; while it runs, touch it only through `Loop.call_soon_threadsafe`."""
         try:
             self._listener = self.loop.listen(factory, host, port, backlog, ssl_context, limits)

@@ -59,9 +59,14 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, Final, Literal, final, overload
 
-import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
+from .._extras import missing
+
+try:
+    import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
+except ImportError as _error:
+    raise missing(_error, "trio", __name__)  # noqa: B904 (missing() chains it)
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
@@ -91,7 +96,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger(__name__)
+logger: Final[logging.Logger] = logging.getLogger(__name__)
 
 #: Most bytes pulled from the channel for one ``send_all``: a whole read's worth of replies
 #: leaves in one call.
@@ -675,7 +680,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = BACKLOG,
     limits: Limits | None = None,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection,
     within *limits* (None: the defaults of `Limits`).
@@ -785,7 +790,13 @@ class Connection(PullReader):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
+    @overload
+    def get_extra_info(
+        self, name: Literal["peername", "sockname"]
+    ) -> tuple[str, int] | tuple[str, int, int, int] | str | None: ...
+    @overload
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+    def get_extra_info(self, name: str, default: object = None) -> object:
         """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
         value = _extra_info(self.stream, name)
         return default if value is None else value

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._chat import Chat
+from .._extras import missing_extra_message
 from ._core import check_channel, check_protocol
 from ._protocol import fuzz_protocol, load_corpus, load_dictionary
 
@@ -36,8 +37,10 @@ def _run_hypothesis(target: Callable[[bytes], None], runs: int, seconds: float, 
         from hypothesis import HealthCheck, given, settings
         from hypothesis import seed as hypothesis_seed
         from hypothesis import strategies as st
-    except ImportError:
-        print("error: neither atheris nor hypothesis is installed: pip install 'sanschat[test]'")
+    except ImportError as error:
+        if error.name != "hypothesis":
+            raise
+        print("error: " + missing_extra_message("python -m sanschat.fuzz", "hypothesis"))
         return 2
     deadline = time.monotonic() + seconds
     done = 0

@@ -201,7 +201,7 @@ def check_protocol(make_chat: Callable[[], Chat]) -> Callable[[bytes], None]:
     """A fuzz target for a user's `Chat` factory.
 
     The returned function feeds its input whole and cut by sizes taken from its first
-    bytes, and asserts that the chat raised nothing but `ProtocolError`s and sent the same
+    bytes, and asserts that the chat raised no exception but a `ProtocolError` and sent the same
     bytes, closing the same way, both times.
     """
 

@@ -45,10 +45,10 @@ class RecordingTransport:
 
     def __init__(self, peername: Any = ("127.0.0.1", 50000)) -> None:
         self.peername = peername
-        self.closed = False
+        self.closed: bool = False
         """True once the chat called `Chat.close` (an abortive close): see also
         `ChatHarness.closed`, which counts a graceful close too."""
-        self.output_ready_calls = 0
+        self.output_ready_calls: int = 0
         self.idle_timeout: float | None = None
         self.callbacks: list[Callable[[], object]] = []
 
@@ -100,14 +100,14 @@ class ChatHarness:
         self, chat: Chat, *, catch: bool = False, peername: Any = ("127.0.0.1", 50000)
     ) -> None:
         self.chat = chat
-        self.transport = RecordingTransport(peername)
+        self.transport: RecordingTransport = RecordingTransport(peername)
         self.catch = catch
         """Whether an exception from the chat is caught (and recorded in `error`)."""
         self.error: BaseException | None = None
         """The exception that escaped the chat, if any (re-raised unless ``catch=True``)."""
-        self.sent = bytearray()
+        self.sent: bytearray = bytearray()
         """Every byte the chat has sent so far."""
-        self.lost = False
+        self.lost: bool = False
         """True once the chat has been detached (closed, failed or `lose_connection`)."""
         self._run(lambda: chat.attach(self.transport))
 
@@ -206,13 +206,13 @@ class ChatPair:
     ) -> None:
         if cut is not None and (not cut or min(cut) < 1):
             raise ValueError(f"cut sizes must be positive, got {list(cut)!r}")
-        self.client = ChatHarness(client, peername=("127.0.0.1", 443))
-        self.server = ChatHarness(server, peername=("127.0.0.1", 50000))
+        self.client: ChatHarness = ChatHarness(client, peername=("127.0.0.1", 443))
+        self.server: ChatHarness = ChatHarness(server, peername=("127.0.0.1", 50000))
         self._sizes = itertools.cycle(cut) if cut is not None else None
         self.lose_at = lose_at
-        self.client_to_server = bytearray()
+        self.client_to_server: bytearray = bytearray()
         """Every byte delivered from the client to the server so far."""
-        self.server_to_client = bytearray()
+        self.server_to_client: bytearray = bytearray()
         """Every byte delivered from the server to the client so far."""
         self._pending = {id(self.client): bytearray(), id(self.server): bytearray()}
         self._eof_sent: set[int] = set()

@@ -7,20 +7,20 @@ accepts, from a small alphabet so that they actually occur in drawn streams.
 `assert_chunking_invariant` runs a user's chat over drawn cuttings and compares what a peer
 observes (`sanschat.testing.transcript`) with the run on the whole input.
 
-Needs hypothesis: ``pip install 'sanschat[test]'``.
+Needs hypothesis: ``pip install 'sanschat[testing]'``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._extras import missing
+
 try:
     from hypothesis import given, settings
     from hypothesis import strategies as st
-except ImportError as error:  # pragma: no cover - exercised only without hypothesis
-    raise ImportError(
-        "sanschat.testing.strategies needs hypothesis: pip install 'sanschat[test]'"
-    ) from error
+except ImportError as _error:  # exercised only without hypothesis (tests/test_extras.py)
+    raise missing(_error, "hypothesis", __name__)  # noqa: B904 (missing() chains it)
 
 import itertools
 
