@@ -11,7 +11,9 @@ Reading stops while the channel holds more than `HIGH_WATER` unsent bytes (or, i
 style, unread bytes) and resumes once they drain.  Output queued outside a callback
 (`output_ready`) is flushed by one coalesced ``call_soon``.  A handler's exception is logged
 on the ``sanschat.drivers.asyncio`` logger and aborts that connection only; `Chat.detach` is
-called exactly once, from `connection_lost`.
+called exactly once, from `connection_lost`.  A server (`serve`, `start_server`) accepts through
+``_Acceptor``, its own accept loop, which keeps the server's `Limits` (asyncio's own loop
+floods the log when out of descriptors and knows no connection limit).
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and

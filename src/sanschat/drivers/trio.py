@@ -31,7 +31,7 @@ the chat class's, else the server's `Limits.high_water`) the reading waits for i
 drain: a peer that never reads stops being read.  The idle watchdog is a task that runs
 only once an idle timeout is set: the transports merely stamp the time of the last
 traffic; it sleeps until stamp + timeout and re-arms lazily.  A server's connections are
-accepted by `_Acceptor` (not ``trio.serve_listeners``), which keeps the server's `Limits`:
+accepted by ``_Acceptor`` (not ``trio.serve_listeners``), which keeps the server's `Limits`:
 one sweep task for every timeout, no accepting at ``max_connections``, and out of
 descriptors one log line a second.
 
