@@ -119,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_table(["scenario", *drivers],
                  [[s.slug, *("ok" if results[d][s.slug].ok else "**FAIL**" for d in drivers)]
                   for s in reliability.SCENARIOS]))
+    summarised = [s for s in reliability.SCENARIOS if s.summary is not None]
+    if summarised:
+        print("\n" + _table(["scenario", *drivers], [
+            [s.slug, *(s.summary(results[d][s.slug]) if results[d][s.slug].figures
+                       else "**FAILED**" for d in drivers)] for s in summarised]))
     failures = [o for d in drivers for o in results[d].values() if not o.ok]
     for outcome in failures:
         print("\n" + outcome.describe().replace("\n", "\n    "))

@@ -36,7 +36,7 @@ from types import FrameType
 from . import COMPILED, __version__
 from ._chat import Chat
 from ._extras import missing_extra_message
-from .drivers import BACKLOG, DRIVERS, BackgroundServer, format_address, start_server
+from .drivers import BACKLOG, DRIVERS, BackgroundServer, Limits, format_address, start_server
 from .examples import MAX_FRAME_SIZE, ChatMember, ChatRoom, factory
 from .protocols import factory as protocol_factory
 
@@ -145,12 +145,38 @@ def _parser(prog: str | None = None) -> tuple[argparse.ArgumentParser, argparse.
     serve.add_argument("--keyfile",
                        help="the PEM private key of --certfile, if not in that file "
                        "(unencrypted)")
+    _limit_options(serve)
     commands.add_parser(
         "demo",
         parents=[logs],
         help="run every example server on every driver on loopback, and check the answers",
     )
     return parser, serve
+
+
+def _limit_options(serve: argparse.ArgumentParser) -> None:
+    """The server-wide limits (`sanschat.drivers.Limits`) as options; 0 turns one off."""
+    default = Limits()
+    group = serve.add_argument_group("limits", "server-wide limits (sanschat.drivers.Limits)")
+    for name, kind, what in (
+        ("max_connections", int, "connections open at once; beyond it, stop accepting"),
+        ("high_water", int, "bytes of queued output above which a connection is not read"),
+        ("idle_timeout", float, "seconds without traffic before a connection is closed"),
+        ("frame_timeout", float, "seconds a frame may take once begun (slowloris)"),
+        ("send_timeout", float, "seconds queued output may wait with the peer not reading"),
+        ("shutdown_grace", float, "seconds to flush and close on SIGTERM, then abort"),
+    ):
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(default, name),
+                           metavar="N", help=f"{what} (default %(default)s; 0: off)"
+                           if name not in ("high_water", "shutdown_grace")
+                           else f"{what} (default %(default)s)")
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The `Limits` the options ask for (0 turns a limit or timeout off); ValueError if bad."""
+    off = {name: getattr(args, name) or None
+           for name in ("max_connections", "idle_timeout", "frame_timeout", "send_timeout")}
+    return Limits(high_water=args.high_water, shutdown_grace=args.shutdown_grace, **off)
 
 
 def version_line() -> str:
@@ -174,7 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         context = _tls_context(args.certfile, args.keyfile)
     except ValueError as error:
         serve.error(str(error))
-    return _serve(args.target, chats, args.driver, args.host, args.port, args.backlog, context)
+    try:
+        limits = _limits(args)
+    except ValueError as error:
+        serve.error(str(error))
+    return _serve(args.target, chats, args.driver, args.host, args.port, args.backlog, context,
+                  limits)
 
 
 def _factory(target: str, max_frame: int | None) -> Callable[[], Chat]:
@@ -288,7 +319,8 @@ def _tls_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | 
 
 
 def _serve(name: str, chats: Callable[[], Chat], driver: str, host: str, port: int,
-           backlog: int, context: ssl.SSLContext | None) -> int:
+           backlog: int, context: ssl.SSLContext | None, limits: Limits | None = None) -> int:
+    limits = limits or Limits()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -297,7 +329,8 @@ def _serve(name: str, chats: Callable[[], Chat], driver: str, host: str, port: i
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     try:
-        server = start_server(driver, chats, host, port, ssl_context=context, backlog=backlog)
+        server = start_server(driver, chats, host, port, ssl_context=context, backlog=backlog,
+                              limits=limits)
     except ImportError as error:
         if error.name != "trio":
             raise
@@ -310,19 +343,37 @@ def _serve(name: str, chats: Callable[[], Chat], driver: str, host: str, port: i
         return 1
     _logger.info("serving %s on the %s driver at %s%s", name, driver,
                  format_address(server.address), " over TLS" if context else "")
-    announce_and_wait(server, stop)
+    if not announce_and_wait(server, stop, limits.shutdown_grace):
+        # Connections outlived the grace and the abort: exit now, leaving the kernel to
+        # close them (interpreter shutdown next to the loop's thread could take seconds).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
-def announce_and_wait(server: BackgroundServer, stop: threading.Event) -> None:
+#: Seconds a stop may take after the grace period (aborting what is left) before the
+#: process exits anyway: the kernel then closes the sockets that are still open.
+ABORT_ALLOWANCE = 1.0
+
+
+def announce_and_wait(server: BackgroundServer, stop: threading.Event,
+                      grace: float = 0.0) -> bool:
     """Print ``listening on HOST:PORT`` (``[HOST]:PORT`` for IPv6), wait until *stop* is set,
-    then stop *server*."""
+    then stop *server*: *grace* seconds for its connections to flush and close, then they
+    are aborted; if that is not over `ABORT_ALLOWANCE` seconds later, return False anyway
+    (one line on stderr).  True if the server stopped in time."""
     print(f"listening on {format_address(server.address)}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
-        server.stop()
+        try:
+            server.stop(grace + ABORT_ALLOWANCE, grace=grace)
+        except TimeoutError as error:
+            print(f"sanschat: exiting with connections still open: {error}", file=sys.stderr)
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- demo

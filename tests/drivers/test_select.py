@@ -22,7 +22,7 @@ import pytest
 from netutil import TIMEOUT, recv_exactly, recv_until_eof, wait_for
 
 from sanschat import Chat
-from sanschat.drivers import HIGH_WATER, READ_SIZE
+from sanschat.drivers import HIGH_WATER, READ_SIZE, Limits
 from sanschat.drivers import select as select_driver
 from sanschat.drivers.select import Loop, serve, start_server
 from sanschat.examples import Echo
@@ -103,7 +103,7 @@ def test_holds_more_than_1024_sockets_at_once() -> None:
             pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     loop = Loop()
-    listener = loop.listen(Echo, backlog=count)
+    listener = loop.listen(Echo, backlog=count, limits=Limits(max_connections=None))
     clients: list[socket.socket] = []
     try:
         with running(loop):

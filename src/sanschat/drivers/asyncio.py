@@ -11,7 +11,9 @@ Reading stops while the channel holds more than `HIGH_WATER` unsent bytes (or, i
 style, unread bytes) and resumes once they drain.  Output queued outside a callback
 (`output_ready`) is flushed by one coalesced ``call_soon``.  A handler's exception is logged
 on the ``sanschat.drivers.asyncio`` logger and aborts that connection only; `Chat.detach` is
-called exactly once, from `connection_lost`.
+called exactly once, from `connection_lost`.  A server (`serve`, `start_server`) accepts through
+``_Acceptor``, its own accept loop, which keeps the server's `Limits` (asyncio's own loop
+floods the log when out of descriptors and knows no connection limit).
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and
@@ -23,10 +25,12 @@ for bytes, never per frame.  Nothing here parses bytes: framing is the core's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 import ssl
 import threading
-import weakref
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -38,8 +42,13 @@ from . import (
     LINGER,
     READ_SIZE,
     BackgroundServer,
+    Guard,
+    Limits,
+    Watch,
     format_address,
+    high_water_of,
     log_failure,
+    log_limited,
 )
 from ._pull import PullReader
 
@@ -86,6 +95,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
         """The handler this protocol runs."""
+        self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
+        self._refused = False
+        self._high_water = high_water_of(chat, None)
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._view = memoryview(b"")
@@ -105,6 +117,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Attach the chat (its `Chat.connection_made` runs), then send what it queued."""
+        if self._refused:  # past the server's max_connections (asyncio accepted it)
+            cast(asyncio.Transport, transport).abort()
+            return
         self._transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
         self._view = _read_buffer()
@@ -128,6 +143,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         except Exception as exc:
             self._fail(exc)
             return
+        if self._guard is not None:
+            self._guard.read(nbytes)
         self._flush()
 
     def eof_received(self) -> bool:
@@ -150,6 +167,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         the connection lost twice (seen on CPython 3.11 and 3.13).
         """
         self._writing_paused = False
+        if self._guard is not None:
+            self._guard.wrote()
         self.output_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -157,6 +176,10 @@ class ChatProtocol(asyncio.BufferedProtocol):
         if self._lost:
             return
         self._lost = self._closing = True
+        if self._guard is not None:
+            self._guard.release()
+        if self._refused:
+            return  # never attached
         if self._idle_handle is not None:
             self._idle_handle.cancel()
         if self._linger_handle is not None:
@@ -240,8 +263,11 @@ class ChatProtocol(asyncio.BufferedProtocol):
             except Exception as exc:  # a producer failed
                 self._fail(exc)
                 return
-            if budget < FLUSH_BUDGET and self._idle_timeout is not None:
-                self._touch()
+            if budget < FLUSH_BUDGET:
+                if self._idle_timeout is not None:
+                    self._touch()
+                if self._guard is not None:
+                    self._guard.wrote()
             if channel.wants_close:
                 self._closing = True
                 self._close_gracefully(transport)
@@ -250,7 +276,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 self.output_ready()
             if self._drain_waiter is not None:
                 self._wake_drain()
-        pause = self._input_full or channel.buffered_output > HIGH_WATER
+        pause = self._input_full or channel.buffered_output > self._high_water
         if pause is not self._reading_paused and not self._eof:
             self._reading_paused = pause
             if pause:
@@ -287,7 +313,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         channel = self.chat.channel
         while not self._lost:
             if not self._writing_paused and (
-                not channel.wants_write if empty else channel.buffered_output <= HIGH_WATER
+                not channel.wants_write if empty else channel.buffered_output <= self._high_water
             ):
                 return
             self._drain_waiter = asyncio.get_running_loop().create_future()
@@ -334,15 +360,150 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
 
 async def serve(
-    factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0, **kwargs: Any
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    limits: Limits | None = None,
+    **kwargs: Any,
 ) -> asyncio.Server:
     """Serve on *host*:*port*, one ``factory()`` chat per connection; return the server.
 
-    *kwargs* go to `loop.create_server` (``ssl=``, ``backlog=``, ``reuse_port=``, ...).
-    Closing the server stops accepting; the connections open then go on.
+    The server keeps *limits* (None: the defaults of `Limits`).  *kwargs* go to
+    `loop.create_server` (``ssl=``, ``backlog=``, ``reuse_port=``, ...).  Closing the server
+    stops accepting; the connections open then go on.
     """
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ChatProtocol(factory()), host, port, **kwargs)
+    return (await _Acceptor.start(factory, host, port, limits or Limits(), kwargs)).server
+
+
+def _given(protocol: ChatProtocol) -> Callable[[], ChatProtocol]:
+    return lambda: protocol
+
+
+class _Acceptor:
+    """sanschat's own accepting for an asyncio server, within its `Limits` (its `Watch`).
+
+    asyncio's accept loop, out of descriptors, logs a traceback for each of up to 100
+    failed accepts per wake-up and schedules a retry for each (122,000 tracebacks in 40 s
+    were seen), and cannot stop accepting at a connection limit.  So the server's sockets
+    are made by ``create_server(start_serving=False)`` and accepted here, through a reader
+    of our own and ``connect_accepted_socket``: out of descriptors, one line a second at
+    most and a 1 s pause.  On a loop that has no readers or no such sockets (uvloop,
+    Windows' proactor) asyncio accepts, and a connection past the limit is closed at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, factory: Callable[[], Chat],
+                 limits: Limits, kwargs: dict[str, Any]) -> None:
+        self.loop, self.factory = loop, factory
+        self.watch = Watch(limits, self._pause, self._resume)
+        self.server: asyncio.Server
+        self._socks: list[socket.socket] = []
+        self._ssl = {k: kwargs[k] for k in ("ssl", "ssl_handshake_timeout",
+                                            "ssl_shutdown_timeout") if kwargs.get(k) is not None}
+        self._reading = self._starved = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def start(cls, factory: Callable[[], Chat], host: str | None, port: int,
+                    limits: Limits, kwargs: dict[str, Any]) -> _Acceptor:
+        loop = asyncio.get_running_loop()
+        self = cls(loop, factory, limits, kwargs)
+        server = self.server = await loop.create_server(
+            self._protocol, host, port, **{**kwargs, "start_serving": False})
+        raw = getattr(server, "_sockets", None)  # CPython's Server; not uvloop's
+        if isinstance(loop, asyncio.SelectorEventLoop) and isinstance(raw, list):
+            self._socks = raw
+            for sock in raw:
+                sock.listen(getattr(server, "_backlog", 100))
+            server._serving = True  # type: ignore[attr-defined]  # so start_serving() is a no-op
+            self._resume()
+        else:
+            await server.start_serving()
+        interval = limits.sweep_interval
+        if interval is not None:
+            loop.call_later(interval, self._sweep, interval)
+        return self
+
+    def _protocol(self) -> ChatProtocol:
+        """A connection accepted by asyncio itself (the fallback)."""
+        protocol = self._make()
+        limit = self.watch.limits.max_connections
+        if limit is not None and len(self.watch.guards) > limit:
+            protocol._refused = True
+        return protocol
+
+    def _make(self) -> ChatProtocol:
+        chat = self.factory()
+        protocol = ChatProtocol(chat)
+        protocol._guard = self.watch.add(chat, protocol.close, protocol._guarded)
+        protocol._high_water = high_water_of(chat, self.watch.limits)
+        return protocol
+
+    def _accept(self, sock: socket.socket) -> None:
+        admit = self.watch.admit
+        for _ in range(64):  # bounded, so that a connection storm cannot starve the rest
+            if not admit():
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # EMFILE and the like: pause rather than spin on it
+                log_limited("accept failed", logging.ERROR,
+                            "accept on %s failed, pausing 1 s: %s",
+                            format_address(sock.getsockname()), exc, logger=logger)
+                self._starved = True
+                self._pause()
+                self.loop.call_later(1.0, self._retry)
+                return
+            conn.setblocking(False)
+            try:
+                protocol = self._make()
+            except Exception:
+                conn.close()
+                logger.exception("error in the connection factory; connection dropped")
+                continue
+            task = self.loop.create_task(self.loop.connect_accepted_socket(
+                _given(protocol), conn, **self._ssl))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._accepted, protocol, conn))
+
+    def _accepted(self, protocol: ChatProtocol, conn: socket.socket,
+                  task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is not None:  # a TLS handshake failed, ...
+            if not task.cancelled():
+                logger.debug("connection from an accepted socket failed: %r",
+                             task.exception())
+            conn.close()
+            if protocol._guard is not None and protocol._transport is None:
+                protocol._guard.release()
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            for sock in self._socks:
+                if sock.fileno() != -1:
+                    self.loop.remove_reader(sock.fileno())
+
+    def _resume(self) -> None:
+        if self._reading or self._starved or not self._socks or not self.server.is_serving():
+            return
+        self._reading = True
+        for sock in self._socks:
+            if sock.fileno() != -1:
+                self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _retry(self) -> None:
+        self._starved = False
+        if self.watch.accepting:
+            self._resume()
+
+    def _sweep(self, interval: float) -> None:
+        if self.server.is_serving() or self.watch.guards:
+            self.loop.call_later(self.watch.sweep(), self._sweep, interval)
 
 
 async def connect(chat: Chat, host: str, port: int, **kwargs: Any) -> ChatProtocol:
@@ -585,8 +746,11 @@ class _BackgroundServer:
     """`start_server`'s result: an asyncio loop serving in a daemon thread."""
 
     def __init__(self, factory: Callable[[], Chat], host: str, port: int,
-                 ssl_context: ssl.SSLContext | None, backlog: int) -> None:
+                 ssl_context: ssl.SSLContext | None, backlog: int,
+                 limits: Limits | None = None) -> None:
         self.address = (host, port)
+        self._limits = limits or Limits()
+        self._grace = 0.0  # set by stop() before it wakes the loop
         """The host and port the server accepts connections on."""
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -605,17 +769,11 @@ class _BackgroundServer:
 
     async def _main(self, factory: Callable[[], Chat], ssl_context: ssl.SSLContext | None,
                     backlog: int) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        protocols: weakref.WeakSet[ChatProtocol] = weakref.WeakSet()
-
-        def make() -> ChatProtocol:
-            protocol = ChatProtocol(factory())
-            protocols.add(protocol)
-            return protocol
-
+        self._loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(make, *self.address, ssl=ssl_context,
-                                              backlog=backlog)
+            acceptor = await _Acceptor.start(factory, *self.address, self._limits,
+                                             {"ssl": ssl_context, "backlog": backlog})
+            server = acceptor.server
             self.address = server.sockets[0].getsockname()[:2]
         except BaseException as exc:
             self._failure = exc
@@ -624,22 +782,32 @@ class _BackgroundServer:
             self._ready.set()
         await self._stop.wait()
         server.close()
-        connected = [p for p in protocols if p._transport is not None and not p._lost]
-        for protocol in connected:
-            protocol.close()
-        for protocol in connected:
-            await protocol.wait_closed()
+        watch = acceptor.watch
+        if self._grace > 0:  # ask every connection to close once its output is sent
+            watch.close_all()
+            deadline = time.monotonic() + self._grace
+            while watch.guards and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        for task in list(acceptor._tasks):  # connections not made yet
+            task.cancel()
+        watch.abort_all()
+        deadline = time.monotonic() + 1.0  # connection_lost comes one loop turn later
+        while watch.guards and time.monotonic() < deadline:
+            await asyncio.sleep(0)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, grace: float = 0.0) -> None:
         """Close the listener and every connection, stop the loop and join the thread.
 
-        Callable from any thread but the server's own; a second call does nothing.
+        With *grace* > 0 the connections first get that many seconds to send what they
+        queued and close (`Watch.close_all`); those still open then are aborted.  Callable
+        from any thread but the server's own; a second call does nothing.
 
         Raises:
             TimeoutError: if the thread has not ended after *timeout* seconds.
         """
         with self._lock:
             stopped, self._stopped = self._stopped, True
+        self._grace = grace
         if not stopped and self._loop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
@@ -654,10 +822,12 @@ def start_server(
     *,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = BACKLOG,
+    limits: Limits | None = None,
 ) -> BackgroundServer:
-    """Serve *factory* on an asyncio loop in a daemon thread; return once it listens.
+    """Serve *factory* on an asyncio loop in a daemon thread, within *limits*; return once
+    it listens.
 
     *ssl_context* (server side, certificate loaded) makes every connection TLS; *backlog*
     is the listen queue's length.  Raises `OSError` if the address cannot be bound.
     """
-    return _BackgroundServer(factory, host, port, ssl_context, backlog)
+    return _BackgroundServer(factory, host, port, ssl_context, backlog, limits)

@@ -14,7 +14,10 @@ once, without waiting for writability: it pulls a chunk with ``data_to_send`` on
 ``send`` takes all it is given, gives back the rest of a partial write with ``unsend``, and
 closes once ``wants_close``.  EVENT_WRITE is registered
 only while output is pending; EVENT_READ is dropped after end of stream and while output
-above `HIGH_WATER` is queued, so a peer that never reads cannot grow the server's memory.
+above the high water (`high_water_of`: the chat class's, else `Limits.high_water`) is
+queued, so a peer that never reads cannot grow the server's memory.  A listener keeps its
+server's `Limits` through a `Watch` (one sweep timer per listener, for every timeout) and
+pauses accepting at ``max_connections`` or out of descriptors (one log line a second).
 
 A chat is detached exactly once, from the ready queue, never inside its own callback.  An
 exception from a handler, producer or channel is logged (logger ``sanschat.drivers.select``,
@@ -51,7 +54,18 @@ from time import monotonic
 from typing import Any, Final, Protocol, final
 
 from .._chat import Chat
-from . import BACKLOG, HIGH_WATER, LINGER, READ_SIZE, format_address, log_failure
+from . import (
+    BACKLOG,
+    LINGER,
+    READ_SIZE,
+    Guard,
+    Limits,
+    Watch,
+    format_address,
+    high_water_of,
+    log_failure,
+    log_limited,
+)
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -197,27 +211,36 @@ class Timer:
 
 @final
 class Listener:
-    """A listening socket of a `Loop` (see `Loop.listen`): a new chat per connection."""
+    """A listening socket of a `Loop` (see `Loop.listen`): a new chat per connection, within
+    its `Limits` (kept by its `Watch`: `watch`)."""
 
     def __init__(self, loop: Loop, sock: socket.socket, factory: Callable[[], Chat],
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 limits: Limits | None = None) -> None:
         self._loop, self._sock, self._factory = loop, sock, factory
         self._ssl_context = ssl_context
-        self._closed = False
+        self._closed = self._starved = False  # starved: out of descriptors, retrying soon
         self.address: tuple[str, int] = sock.getsockname()[:2]
         """The host and port actually bound."""
+        self.watch = Watch(limits or Limits(), self._pause, self._resume)
+        """This listener's connections and limits."""
+        interval = self.watch.limits.sweep_interval
+        if interval is not None:
+            loop._call_later(interval, partial(self._sweep, interval), None)
 
     def close(self) -> None:
         """Stop accepting; connections already accepted stay open.  Safe to call twice."""
         if not self._closed:
             self._closed = True
-            if self._sock in self._loop._poller:
-                self._loop._poller.unregister(self._sock)
+            self._pause()
             self._loop._listeners.discard(self)
             self._sock.close()
 
     def _handle(self, mask: int) -> None:
+        admit = self.watch.admit
         for _ in range(64):  # bounded, so that a connection storm cannot starve the rest
+            if not admit():
+                return
             try:
                 sock, peer = self._sock.accept()
             except _RETRY:
@@ -225,10 +248,12 @@ class Listener:
             except ConnectionAbortedError:
                 continue
             except OSError as exc:  # EMFILE and the like: pause rather than spin on it
-                _logger.error("accept on %s failed, pausing 1 s: %s",
-                              format_address(self.address), exc)
-                self._loop._poller.unregister(self._sock)
-                self._loop.call_later(1.0, self._resume)
+                log_limited("accept failed", logging.ERROR,
+                            "accept on %s failed, pausing 1 s: %s",
+                            format_address(self.address), exc, logger=_logger)
+                self._starved = True
+                self._pause()
+                self._loop.call_later(1.0, self._retry)
                 return
             if self._ssl_context is not None:
                 sock.setblocking(False)
@@ -249,14 +274,34 @@ class Listener:
             except BaseException:
                 sock.close()
                 raise
+            conn: _Connection
             if isinstance(sock, ssl.SSLSocket):
-                _TLSConnection(self._loop, sock, chat, peer=peer)._start()
+                conn = _TLSConnection(self._loop, sock, chat, peer=peer)
             else:
-                _Connection(self._loop, sock, chat, peer=peer)._start()
+                conn = _Connection(self._loop, sock, chat, peer=peer)
+            conn._guard = self.watch.add(chat, conn.close, conn._dispatch)
+            conn._high_water = high_water_of(chat, self.watch.limits)
+            conn._start()
+
+    def _pause(self) -> None:
+        if self._sock in self._loop._poller:
+            self._loop._poller.unregister(self._sock)
 
     def _resume(self) -> None:
-        if not self._closed:
+        if not (self._closed or self._starved) and self._sock not in self._loop._poller:
             self._loop._poller.register(self._sock, _READ, self)
+
+    def _retry(self) -> None:
+        self._starved = False
+        if self.watch.accepting:
+            self._resume()
+
+    def _sweep(self, interval: float) -> None:
+        watch = self.watch
+        if self._closed and not watch.guards:
+            return
+        delay = watch.sweep()
+        self._loop._call_later(delay, partial(self._sweep, interval), None)
 
     def _fail(self, exc: BaseException) -> None:
         _logger.error("error accepting on %s", format_address(self.address), exc_info=exc)
@@ -266,7 +311,8 @@ class _Connection:
     """One socket and its chat: the `Transport` that the select driver gives a `Chat`."""
 
     __slots__ = ("_chat", "_closed", "_connecting", "_eof", "_events", "_extra", "_flushing",
-                 "_idle", "_idle_timer", "_last", "_linger_timer", "_loop", "_sock")
+                 "_guard", "_high_water", "_idle", "_idle_timer", "_last", "_linger_timer",
+                 "_loop", "_sock")
 
     def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False,
                  peer: Any = None):
@@ -277,6 +323,8 @@ class _Connection:
         self._idle_timer: Timer | None = None
         self._linger_timer: Timer | None = None  # set once our FIN is sent (see _linger)
         self._last = 0.0
+        self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
+        self._high_water = high_water_of(chat, None)
         self._extra: dict[str, Any] = {"socket": sock, "peername": peer}
         loop._conns.add(self)
         sock.setblocking(False)
@@ -375,12 +423,14 @@ class _Connection:
         else:
             self._eof = True
             self._chat.feed_eof()
+        if self._guard is not None:
+            self._guard.read(n)
         if not self._closed:
             self._flush()
 
     def _flush(self) -> None:
         """Send while the socket takes it all (no wait for writability first), then register
-        for what is wanted next: reading unless at EOF or above `HIGH_WATER`, writing while
+        for what is wanted next: reading unless at EOF or above the high water, writing while
         output is left."""
         channel = self._chat.channel
         send = self._sock.send
@@ -401,6 +451,8 @@ class _Connection:
                 return
             if sent:
                 self._last = self._loop._now
+                if self._guard is not None:
+                    self._guard.wrote()
             if sent < len(chunk):
                 channel.unsend(memoryview(chunk)[sent:])
                 break  # the socket is full: pending stays true
@@ -409,7 +461,8 @@ class _Connection:
             self._linger()
             return
         if pending:
-            want = _WRITE if self._eof or channel.buffered_output > HIGH_WATER else _READ | _WRITE
+            full = channel.buffered_output > self._high_water
+            want = _WRITE if self._eof or full else _READ | _WRITE
         else:  # nothing queued: the common case after a reply, decided with no more lookups
             want = 0 if self._eof else _READ
         if want != self._events:
@@ -473,6 +526,13 @@ class _Connection:
         if not self._closed and self._idle is not None and self._idle_timer is None:
             self._idle_timer = self._loop._call_later(remaining, self._check_idle, self)
 
+    def _dispatch(self, callback: _Callback) -> None:
+        """Run a chat callback outside a read (verbs then schedule the flush); errors close."""
+        try:
+            callback()
+        except Exception as exc:
+            self._fail(exc)
+
     def _lost(self, exc: OSError) -> None:
         _logger.debug("connection with %s lost: %r", format_address(self._extra["peername"]),
                       exc)
@@ -495,6 +555,8 @@ class _Connection:
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         loop._conns.discard(self)
+        if self._guard is not None:
+            self._guard.release()
         self._sock.close()
         loop._ready.append((partial(self._detach, exc), None))
 
@@ -514,7 +576,7 @@ class _TLSConnection(_Connection):
     could not go on in the other direction: a ``recv_into`` that must write (a key update's
     answer) or a ``send`` that must read (a renegotiation).  A read takes what the ``ssl``
     object hands out in one call (often a record); while decrypted bytes are left inside it,
-    where the poller cannot see them, and reading is wanted (not above `HIGH_WATER`),
+    where the poller cannot see them, and reading is wanted (not above the high water),
     `_flush` queues another read.
     """
 
@@ -644,8 +706,10 @@ class Loop:
         self._poller.register(self._rsock, _READ, self)
 
     def listen(self, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
-               backlog: int = BACKLOG, ssl_context: ssl.SSLContext | None = None) -> Listener:
-        """Listen on *host*:*port* (port 0: any free one); each connection runs ``factory()``.
+               backlog: int = BACKLOG, ssl_context: ssl.SSLContext | None = None,
+               limits: Limits | None = None) -> Listener:
+        """Listen on *host*:*port* (port 0: any free one); each connection runs ``factory()``,
+        within *limits* (None: the defaults of `Limits`).
 
         *host* is an IPv4 or IPv6 address or a name (its first address is bound; ``""``: every
         IPv4 interface).  With *ssl_context* (server side, certificate loaded) each connection
@@ -659,7 +723,7 @@ class Loop:
         else:
             sock = socket.create_server((host, port), backlog=backlog)
         sock.setblocking(False)
-        listener = Listener(self, sock, factory, ssl_context)
+        listener = Listener(self, sock, factory, ssl_context, limits)
         self._poller.register(sock, _READ, listener)
         self._listeners.add(listener)
         return listener
@@ -804,8 +868,11 @@ class Loop:
 
 def serve(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
           on_listening: Callable[[tuple[str, int]], object] | None = None, *,
-          ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG) -> None:
-    """Serve *factory* on *host*:*port* in the calling thread until interrupted.
+          ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG,
+          limits: Limits | None = None) -> None:
+    """Serve *factory* on *host*:*port* within *limits* in the calling thread until
+    interrupted.
+
 
     *on_listening* is called with the bound address once connections are accepted.  On
     return (KeyboardInterrupt, or `Loop.stop` from a callback) every connection is closed.
@@ -813,7 +880,7 @@ def serve(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
     """
     loop = Loop()
     try:
-        listener = loop.listen(factory, host, port, backlog, ssl_context)
+        listener = loop.listen(factory, host, port, backlog, ssl_context, limits)
         if on_listening is not None:  # the kernel queues connections from here on
             on_listening(listener.address)
         loop.run()
@@ -826,15 +893,17 @@ class ServerThread:
     """A `Loop` serving one factory in a daemon thread: what `start_server` returns."""
 
     def __init__(self, factory: Callable[[], Chat], host: str, port: int,
-                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG) -> None:
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG,
+                 limits: Limits | None = None) -> None:
         self.loop: Loop = Loop()
         """The loop; while it runs, touch it only through `Loop.call_soon_threadsafe`."""
         try:
-            self._listener = self.loop.listen(factory, host, port, backlog, ssl_context)
+            self._listener = self.loop.listen(factory, host, port, backlog, ssl_context, limits)
         except BaseException:
             self.loop.close()
             raise
         self._started = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"sanschat-select-{self.address[1]}")
 
@@ -850,10 +919,30 @@ class ServerThread:
         finally:
             self.loop.close()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def _shutdown(self, deadline: float) -> None:
+        """The graceful stop: no more accepting, every chat asked to close when done, then
+        (once all are gone, or at *deadline*) the rest aborted and the loop stopped."""
+        watch = self._listener.watch
+        if not watch.stopping:
+            self._listener.close()
+            watch.close_all()
+        if watch.guards and monotonic() < deadline:
+            self.loop.call_later(0.02, partial(self._shutdown, deadline))
+        else:
+            watch.abort_all()
+            self.loop.stop()
+
+    def stop(self, timeout: float = 5.0, *, grace: float = 0.0) -> None:
         """Close the listener and every connection (each chat detached), stop the loop and
-        join its thread (`TimeoutError` after *timeout* s).  Callable from any thread, twice."""
-        self.loop.stop()
+        join its thread (`TimeoutError` after *timeout* s).  Callable from any thread, twice.
+
+        With *grace* > 0 the connections first get that many seconds to send what they
+        queued and close (`Watch.close_all`); those still open then are aborted."""
+        if grace > 0 and self._thread.is_alive() and not self._stopping:
+            self._stopping = True
+            self.loop.call_soon_threadsafe(partial(self._shutdown, monotonic() + grace))
+        else:
+            self.loop.stop()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -862,11 +951,11 @@ class ServerThread:
 
 def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0, *,
                  ssl_context: ssl.SSLContext | None = None,
-                 backlog: int = BACKLOG) -> ServerThread:
-    """Serve *factory* on a `Loop` in a daemon thread; return once it accepts connections.
-    *ssl_context* and *backlog*: see `Loop.listen`.  Raises `OSError` if the address cannot
-    be bound."""
-    server = ServerThread(factory, host, port, ssl_context, backlog)
+                 backlog: int = BACKLOG, limits: Limits | None = None) -> ServerThread:
+    """Serve *factory* on a `Loop` in a daemon thread, within *limits*; return once it
+    accepts connections.  *ssl_context* and *backlog*: see `Loop.listen`.  Raises `OSError`
+    if the address cannot be bound."""
+    server = ServerThread(factory, host, port, ssl_context, backlog, limits)
     server._thread.start()
     if not server._started.wait(5.0):
         raise RuntimeError("the select loop's thread did not start")

@@ -26,10 +26,14 @@ scope is the connection's.  It takes one of two transports, chosen once per conn
   (Awaiting the trio socket's ``recv_into`` would not do: trio yields after the system
   call, so a shared buffer could be overwritten before the feed.)
 
-Either way, while the chat's unsent output is above `HIGH_WATER` the reading waits for it
-to drain: a peer that never reads stops being read.  The idle watchdog is a task that
-runs only once an idle timeout is set: the transports merely stamp the time of the last
-traffic; it sleeps until stamp + timeout and re-arms lazily.
+Either way, while the chat's unsent output is above its high water (`high_water_of`:
+the chat class's, else the server's `Limits.high_water`) the reading waits for it to
+drain: a peer that never reads stops being read.  The idle watchdog is a task that runs
+only once an idle timeout is set: the transports merely stamp the time of the last
+traffic; it sleeps until stamp + timeout and re-arms lazily.  A server's connections are
+accepted by ``_Acceptor`` (not ``trio.serve_listeners``), which keeps the server's `Limits`:
+one sweep task for every timeout, no accepting at ``max_connections``, and out of
+descriptors one log line a second.
 
 Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
 ``sanschat.drivers.trio`` logger), the peer going away (logged at debug level only), a
@@ -47,13 +51,14 @@ Framing is the channel's alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
 import ssl
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final, Literal, final, overload
 
 from .._extras import missing
@@ -65,7 +70,18 @@ except ImportError as _error:
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
-from . import BACKLOG, HIGH_WATER, LINGER, READ_SIZE, format_address, log_failure
+from . import (
+    BACKLOG,
+    LINGER,
+    READ_SIZE,
+    Guard,
+    Limits,
+    Watch,
+    format_address,
+    high_water_of,
+    log_failure,
+    log_limited,
+)
 from ._pull import PullReader
 
 __all__ = [
@@ -148,6 +164,8 @@ class _Transport:
         "_chat",
         "_error",
         "_finished",
+        "_guard",
+        "_high_water",
         "_idle_changed",
         "_idle_timeout",
         "_last_activity",
@@ -164,7 +182,9 @@ class _Transport:
         self._chat = chat
         self._token = trio.lowlevel.current_trio_token()
         self._nursery: trio.Nursery | None = None  # open while the connection runs
-        self._resume: trio.Event | None = None  # set when the output is back under HIGH_WATER
+        self._resume: trio.Event | None = None  # set when the output is back under high water
+        self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
+        self._high_water = high_water_of(chat, None)
         self._idle_timeout: float | None = None
         self._idle_changed: trio.Event | None = None  # the watchdog's, once it runs
         self._watching = False
@@ -230,6 +250,8 @@ class _Transport:
         finally:
             self._nursery = None
             self._finished = True
+            if self._guard is not None:
+                self._guard.release()
             try:
                 await trio.aclose_forcefully(self._stream)
             finally:
@@ -278,12 +300,12 @@ class _Transport:
 
     def _maybe_resume(self) -> None:
         resume = self._resume
-        if resume is not None and self._chat.channel.buffered_output <= HIGH_WATER:
+        if resume is not None and self._chat.channel.buffered_output <= self._high_water:
             self._resume = None
             resume.set()
 
     async def _wait_for_drain(self) -> None:
-        """Backpressure: wait until the output is back down to `HIGH_WATER`."""
+        """Backpressure: wait until the output is back down to the high water."""
         resume = self._resume = trio.Event()
         await resume.wait()
 
@@ -337,7 +359,7 @@ class _StreamTransport(_Transport):
         receive_some = self._stream.receive_some
         with self._read_scope:
             while True:
-                if channel.buffered_output > HIGH_WATER:
+                if channel.buffered_output > self._high_water:
                     self._wakeup.set()
                     await self._wait_for_drain()
                 try:
@@ -354,6 +376,8 @@ class _StreamTransport(_Transport):
                 except Exception as exc:
                     self._fail(exc)
                     return
+                if self._guard is not None:
+                    self._guard.read(len(data))
                 self._wakeup.set()
                 if not data:
                     return
@@ -378,6 +402,8 @@ class _StreamTransport(_Transport):
                     self._lost(exc)
                     return
                 self._stamp()
+                if self._guard is not None:
+                    self._guard.wrote()
                 self._maybe_resume()
             self._maybe_resume()
             if channel.wants_close:
@@ -408,7 +434,9 @@ class _SocketTransport(_Transport):
         the peer's input until its own end of stream, at most `LINGER` seconds) so that
         unread input does not turn the close into a reset that loses the last reply."""
         nursery = self._nursery
-        if self._eof or self._lingering or nursery is None:
+        if self._lingering:
+            return  # already closing (a second output_ready, from a thread's close, ...)
+        if self._eof or nursery is None:
             self._end()
             return
         self._lingering = True
@@ -417,11 +445,10 @@ class _SocketTransport(_Transport):
         except OSError:
             self._end()
             return
-        nursery.start_soon(self._linger_deadline)
-
-    async def _linger_deadline(self) -> None:
-        await trio.sleep(LINGER)
-        self._end()
+        # The connection's scope ends the linger: no task per closing connection (10,000
+        # connections closing at once, as when a server stops, would start 10,000).
+        nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
+                                            trio.current_time() + LINGER)
 
     def output_ready(self) -> None:
         """Send what the socket takes now; a writer task waits to send the rest."""
@@ -443,7 +470,7 @@ class _SocketTransport(_Transport):
         cancel_scope = nursery.cancel_scope
         self.output_ready()  # what connection_made queued
         while True:
-            if channel.buffered_output > HIGH_WATER:
+            if channel.buffered_output > self._high_water:
                 await self._wait_for_drain()
             try:
                 await trio.lowlevel.wait_readable(sock)
@@ -473,6 +500,8 @@ class _SocketTransport(_Transport):
             except Exception as exc:
                 self._fail(exc)
                 return
+            if self._guard is not None:
+                self._guard.read(n)
             if cancel_scope.cancel_called:  # closed from a callback: unsent output is dropped
                 return
             self.output_ready()
@@ -502,6 +531,8 @@ class _SocketTransport(_Transport):
                     return False
                 if sent:
                     self._stamp()
+                    if self._guard is not None:
+                        self._guard.wrote()
                 if sent < len(chunk):
                     channel.unsend(memoryview(chunk)[sent:])
                     return True
@@ -531,29 +562,114 @@ async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
     logged at debug level only.  Never raises for either.  If the surrounding scope is
     cancelled, the chat is detached with ``None`` and ``trio.Cancelled`` propagates.
     """
+    await _transport(stream, chat).run()
+
+
+def _transport(stream: trio.abc.Stream, chat: Chat) -> _Transport:
     sock = _raw_socket(stream)
     if sock is None:
-        await _StreamTransport(stream, chat).run()
-    else:
-        await _SocketTransport(stream, chat, sock).run()
+        return _StreamTransport(stream, chat)
+    return _SocketTransport(stream, chat, sock)
 
 
-def _handler(factory: Callable[[], Chat]) -> Callable[[trio.abc.Stream], Awaitable[None]]:
-    async def handle(stream: trio.abc.Stream) -> None:
-        try:
-            chat = factory()
-        except Exception:
-            logger.exception("error in the connection factory for %s; connection dropped",
-                             format_address(_extra_info(stream, "peername")))
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            await run_chat(stream, chat)
-        except Exception:  # a driver bug must not stop the server either
-            logger.exception("error in the trio driver for %s",
-                             format_address(_extra_info(stream, "peername")))
+#: The ``accept`` errors that mean "out of descriptors or memory": wait, then try again.
+_STARVED = frozenset(getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
+                     if hasattr(errno, name))
 
-    return handle
+
+async def _run_guarded(transport: _Transport) -> None:
+    try:
+        await transport.run()
+    except Exception:  # a driver bug must not stop the server either
+        logger.exception("error in the trio driver for %s", format_address(transport._peername))
+
+
+class _Acceptor:
+    """A server's accept loops and connections, within its `Limits` (its `Watch`).
+
+    Instead of ``trio.serve_listeners`` (which logs every 0.1 s while out of descriptors and
+    knows no connection limit): at ``max_connections`` the loops wait until a connection
+    closes; out of descriptors they log one line a second at most and retry after 1 s.
+    """
+
+    def __init__(self, factory: Callable[[], Chat], limits: Limits) -> None:
+        self.factory = factory
+        self.watch = Watch(limits, lambda: None, self._room_made)
+        self._room = trio.Event()
+        self._accepting = trio.CancelScope()
+        self._deadline = float("inf")  # of the graceful shutdown, once one began
+        self._conns: trio.Nursery | None = None
+
+    def _room_made(self) -> None:
+        self._room.set()
+
+    async def serve(self, listeners: list[Any], task_status: Any) -> None:
+        """Accept on *listeners* until cancelled (or until `stop_accepting`, then until the
+        connections are gone)."""
+        interval = self.watch.limits.sweep_interval
+        async with trio.open_nursery() as conns:
+            self._conns = conns
+            if interval is not None:
+                conns.start_soon(self._sweep, interval)
+            try:
+                with self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(self._accept, listener)
+                        task_status.started(listeners)
+            finally:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+            while self.watch.guards:  # the shutdown: the connections end, then the sweep
+                if trio.current_time() >= self._deadline:
+                    self.watch.abort_all()  # resets, then the cancel below closes them
+                    break
+                await trio.sleep(0.02)
+            conns.cancel_scope.cancel()
+
+    def shutdown(self, grace: float) -> None:
+        """Stop accepting, ask every connection to close when done, and abort those still
+        open after *grace* seconds."""
+        self._deadline = trio.current_time() + grace
+        self._accepting.cancel()
+        self.watch.close_all()
+
+    async def _accept(self, listener: Any) -> None:
+        watch = self.watch
+        while True:
+            if not watch.admit():
+                if self._room.is_set():
+                    self._room = trio.Event()
+                await self._room.wait()
+                continue
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _STARVED:
+                    raise
+                log_limited("accept failed", logging.ERROR,
+                            "accept on %s failed, pausing 1 s: %s",
+                            format_address(_listener_address(listener)), exc, logger=logger)
+                await trio.sleep(1.0)
+                continue
+            try:
+                chat = self.factory()
+            except Exception:
+                logger.exception("error in the connection factory for %s; connection dropped",
+                                 format_address(_extra_info(stream, "peername")))
+                await trio.aclose_forcefully(stream)
+                continue
+            transport = _transport(stream, chat)
+            transport._guard = watch.add(chat, transport.close, transport._dispatch)
+            transport._high_water = high_water_of(chat, watch.limits)
+            assert self._conns is not None
+            self._conns.start_soon(_run_guarded, transport)
+
+    async def _sweep(self, interval: float) -> None:
+        delay = interval
+        while True:
+            await trio.sleep(delay)
+            delay = self.watch.sweep()
 
 
 async def serve(
@@ -563,19 +679,22 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = BACKLOG,
+    limits: Limits | None = None,
     task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection.
+    """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection,
+    within *limits* (None: the defaults of `Limits`).
 
     As ``trio.serve_tcp`` does (``trio.serve_ssl_over_tcp`` with *ssl_context*, a server
     context with its certificate loaded: each connection is then a ``trio.SSLStream``): use
     ``listeners = await nursery.start(serve, factory)`` to learn the bound port
     (``listeners[0].socket.getsockname()``, through ``.transport_listener`` for TLS).
     Runs until cancelled; cancelling it closes the listener and detaches every connection's
-    chat.  A factory or handler error drops that connection only.
+    chat.  A factory or handler error drops that connection only.  The server keeps
+    *limits* (None: the defaults of `Limits`).
     """
     listeners = await _listeners(host, port, ssl_context, backlog)
-    await trio.serve_listeners(_handler(factory), listeners, task_status=task_status)
+    await _Acceptor(factory, limits or Limits()).serve(listeners, task_status)
 
 
 async def _listeners(
@@ -699,8 +818,9 @@ class TrioServer:
     """
 
     def __init__(self, factory: Callable[[], Chat], host: str, port: int,
-                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG) -> None:
-        self._factory = factory
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG,
+                 limits: Limits | None = None) -> None:
+        self._acceptor = _Acceptor(factory, limits or Limits())
         self._address = (host, port)
         self._ssl_context, self._backlog = ssl_context, backlog
         self._ready = threading.Event()
@@ -731,14 +851,20 @@ class TrioServer:
             listeners = await _listeners(host, port, self._ssl_context, self._backlog)
             self._address = _listener_address(listeners[0])
             self._ready.set()
-            await trio.serve_listeners(_handler(self._factory), listeners)
+            await self._acceptor.serve(listeners, trio.TASK_STATUS_IGNORED)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, grace: float = 0.0) -> None:
         """Close the listener and every connection (each chat is detached), end the run and
-        join the thread, waiting up to *timeout* seconds.  Idempotent."""
+        join the thread, waiting up to *timeout* seconds.  Idempotent.
+
+        With *grace* > 0 the connections first get that many seconds to send what they
+        queued and close (`Watch.close_all`); those still open then are aborted."""
         if self._token is not None:
             with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._scope.cancel)
+                if grace > 0:
+                    self._token.run_sync_soon(self._acceptor.shutdown, grace)
+                else:
+                    self._token.run_sync_soon(self._scope.cancel)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -752,8 +878,10 @@ def start_server(
     *,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = BACKLOG,
+    limits: Limits | None = None,
 ) -> TrioServer:
-    """Run `serve` for *factory* in a background thread; return once it accepts connections.
+    """Run `serve` for *factory* in a background thread, within *limits*; return once it
+    accepts connections.
 
     *ssl_context* (server side, certificate loaded) makes every connection TLS; *backlog*
     is the listen queue's length.
@@ -761,7 +889,7 @@ def start_server(
     Raises:
         OSError: if the address cannot be bound.
     """
-    server = TrioServer(factory, host, port, ssl_context, backlog)
+    server = TrioServer(factory, host, port, ssl_context, backlog, limits)
     server._thread.start()
     server._ready.wait()  # bounded: set at once by the bind, or by its error
     if server._error is not None:
