@@ -20,7 +20,15 @@ whatever the cut; a close after output (`Chat.close_when_done`) is graceful on T
 stream first, then `LINGER`; end of stream from the peer flushes
 queued output and then closes (unless the handler overrides `Chat.eof_received`); output is
 pulled from the channel only while the socket can take it, and a connection whose output
-piles up past `HIGH_WATER` stops being read until it drains.
+piles up past its chat's `Chat.high_water` (`HIGH_WATER` by default) stops being read until
+it drains.  Backpressure and fairness are the same on all three: `Chat.pause_reading` stops
+the reading *and* the dispatch of frames already read; a read's frames past
+`Chat.frame_budget` are dispatched on later loop rounds, after the other ready connections,
+and the connection is not read meanwhile; after writing, a driver calls `Chat.written` when
+a handler waits for the output to drain (`Chat.pause_until_drained`, `Chat.output_drained`,
+a blocked `Chat.push_threadsafe`).  TCP sockets get `NOTSENT_LOWAT` (Linux), so that the
+kernel holds little unsent data per connection either: the bytes wait in the channel, where
+backpressure sees them.
 
 Every driver module also offers ``start_server(factory, host, port)``, which runs a server
 on that driver in a background thread and returns a `BackgroundServer`: the command line,
@@ -31,19 +39,22 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from .._chat import Chat
+from .._chat import DEFAULT_HIGH_WATER, Chat
 from .._errors import ProtocolError
 
 __all__ = [
     "DRIVERS",
     "HIGH_WATER",
     "LINGER",
+    "NOTSENT_LOWAT",
     "READ_SIZE",
     "BackgroundServer",
     "log_failure",
+    "set_notsent_lowat",
     "start_server",
 ]
 
@@ -58,7 +69,14 @@ READ_SIZE = 256 * 1024
 
 #: Queued output (bytes) above which a driver stops reading from that connection until the
 #: peer has taken enough of it: a client that never reads cannot grow the server's memory.
-HIGH_WATER = 1024 * 1024
+#: The default of `Chat.high_water`, which a `Chat` subclass may lower or raise.
+HIGH_WATER = DEFAULT_HIGH_WATER
+
+#: Unsent bytes a TCP socket may hold in the kernel before it stops being writable
+#: (``TCP_NOTSENT_LOWAT``, Linux and macOS; 16 KiB, as trio's ``SocketStream`` sets it):
+#: without it each connection to a slow reader can pin megabytes of kernel memory that
+#: no backpressure sees, with it the queued output stays in the channel.
+NOTSENT_LOWAT = 16 * 1024
 
 #: Seconds a driver lingers after a graceful close of a TCP connection: once everything
 #: queued is sent it ends its stream (FIN), then reads and drops what the peer still sends
@@ -81,6 +99,19 @@ def log_failure(where: str, peer: object, exc: BaseException) -> None:
         _logger.error(
             "sanschat: error in %s for %s; closing that connection", where, peer, exc_info=exc
         )
+
+
+def set_notsent_lowat(sock: Any) -> bool:
+    """Set ``TCP_NOTSENT_LOWAT`` to `NOTSENT_LOWAT` on a TCP *sock* (a socket or asyncio's
+    ``TransportSocket``); False where the platform has no such option or *sock* is not TCP."""
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT)
+    except OSError:
+        return False
+    return True
 
 
 class BackgroundServer(Protocol):

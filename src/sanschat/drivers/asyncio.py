@@ -7,11 +7,13 @@ each read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep), then
 sends directly while its buffer is empty), but only until the transport calls
 `pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a producer is never
 read ahead, and one connection cannot starve the others.  `resume_writing` pulls again.
-Reading stops while the channel holds more than `HIGH_WATER` unsent bytes (or, in the stream
-style, unread bytes) and resumes once they drain.  Output queued outside a callback
-(`output_ready`) is flushed by one coalesced ``call_soon``.  A handler's exception is logged
-on the ``sanschat`` logger and aborts that connection only; `Chat.detach` is called exactly
-once, from `connection_lost`.
+Reading stops while the channel holds more than the chat's `Chat.high_water` unsent bytes
+(or, in the stream style, more than `HIGH_WATER` unread bytes), while the chat has paused
+its reading, and while a read's frames past `Chat.frame_budget` wait: a ``call_soon``
+(`ChatProtocol._continue`) dispatches the next budget after the other ready callbacks.
+Output queued outside a callback (`output_ready`) is flushed by one coalesced ``call_soon``.
+A handler's exception is logged on the ``sanschat`` logger and aborts that connection only;
+`Chat.detach` is called exactly once, from `connection_lost`.
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and
@@ -31,7 +33,7 @@ from typing import Any, cast
 
 from .._channel import TerminatorLike
 from .._chat import Chat
-from . import HIGH_WATER, LINGER, READ_SIZE, BackgroundServer, log_failure
+from . import HIGH_WATER, LINGER, READ_SIZE, BackgroundServer, log_failure, set_notsent_lowat
 from ._pull import PullReader
 
 __all__ = [
@@ -83,6 +85,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._closing = False  # pull no more output: closed, closing or aborted
         self._lost = self._eof = self._ssl = False
         self._writing_paused = self._reading_paused = self._flush_scheduled = False
+        self._continuing = False  # a _continue is scheduled
         self._input_full = False  # the stream style's consumer is behind
         self._error: BaseException | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -100,6 +103,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._view = _read_buffer()
         self._ssl = transport.get_extra_info("sslcontext") is not None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_notsent_lowat(sock)
         self._guarded(self.chat.attach, self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -199,6 +205,15 @@ class ChatProtocol(asyncio.BufferedProtocol):
             return default
         return self._transport.get_extra_info(name, default)
 
+    def pause_reading(self) -> None:
+        """Stop reading now (the chat dispatches nothing more until `resume_reading`)."""
+        if self._transport is not None and not self._closing:
+            self._update_reading(self._transport)
+
+    def resume_reading(self) -> None:
+        """Dispatch what was read meanwhile in a ``call_soon``, then read again."""
+        self._schedule_continue()
+
     async def wait_closed(self) -> None:
         """Return once the connection is lost (at once if it already is)."""
         if not self._lost:
@@ -241,13 +256,39 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 self.output_ready()
             if self._drain_waiter is not None:
                 self._wake_drain()
-        pause = self._input_full or channel.buffered_output > HIGH_WATER
+            if self.chat._drain_wanted:  # a handler or a thread waits for this output
+                try:
+                    self.chat.written()
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+        self._update_reading(transport)
+
+    def _update_reading(self, transport: asyncio.Transport) -> None:
+        """Pause or resume the transport's reading as the chat's state asks."""
+        chat = self.chat
+        pause = self._input_full or chat.channel.buffered_output > chat.high_water
+        if chat._held or chat._backlog:
+            pause = True
+            if not chat._held:
+                self._schedule_continue()
         if pause is not self._reading_paused and not self._eof:
             self._reading_paused = pause
             if pause:
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+    def _schedule_continue(self) -> None:
+        if not self._continuing and not self._closing and self._loop is not None:
+            self._continuing = True
+            self._loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        """Dispatch the next budget of frames already read (or those held while paused)."""
+        self._continuing = False
+        if not self._closing:
+            self._guarded(self.chat.feed, b"")
 
     def _close_gracefully(self, transport: asyncio.Transport) -> None:
         """Everything queued was handed over: end our stream once asyncio has sent it, then

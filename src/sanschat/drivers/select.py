@@ -13,8 +13,12 @@ a ``bytes`` copy of what was read to `Chat.feed` (so a chat may keep it), then f
 once, without waiting for writability: it pulls a chunk with ``data_to_send`` only while
 ``send`` takes all it is given, gives back the rest of a partial write with ``unsend``, and
 closes once ``wants_close``.  EVENT_WRITE is registered
-only while output is pending; EVENT_READ is dropped after end of stream and while output
-above `HIGH_WATER` is queued, so a peer that never reads cannot grow the server's memory.
+only while output is pending; EVENT_READ is dropped after end of stream, while output
+above the chat's `Chat.high_water` is queued (so a peer that never reads cannot grow the
+server's memory), while the chat has paused its reading, and while a read's frames past
+`Chat.frame_budget` wait: those are dispatched by a callback on the ready queue
+(``_continue``), which runs after the sockets of the round and re-queues itself, one budget
+per round, until the backlog is gone.
 
 A chat is detached exactly once, from the ready queue, never inside its own callback.  An
 exception from a handler, producer or channel is logged (_logger ``sanschat``, naming the
@@ -42,7 +46,7 @@ from time import monotonic
 from typing import Any, Final, Protocol, final
 
 from .._chat import Chat
-from . import HIGH_WATER, LINGER, READ_SIZE, log_failure
+from . import LINGER, READ_SIZE, log_failure, set_notsent_lowat
 
 __all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
 
@@ -221,12 +225,12 @@ class Listener:
 class _Connection:
     """One socket and its chat: the `Transport` that the select driver gives a `Chat`."""
 
-    __slots__ = ("_chat", "_closed", "_connecting", "_eof", "_events", "_extra", "_flushing",
-                 "_idle", "_idle_timer", "_last", "_linger_timer", "_loop", "_sock")
+    __slots__ = ("_chat", "_closed", "_connecting", "_continuing", "_eof", "_events", "_extra",
+                 "_flushing", "_idle", "_idle_timer", "_last", "_linger_timer", "_loop", "_sock")
 
     def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False):
         self._loop, self._sock, self._chat, self._connecting = loop, sock, chat, connecting
-        self._closed = self._eof = self._flushing = False
+        self._closed = self._eof = self._flushing = self._continuing = False
         self._events = 0
         self._idle: float | None = None
         self._idle_timer: Timer | None = None
@@ -268,6 +272,14 @@ class _Connection:
         """``"peername"``, ``"sockname"`` or ``"socket"`` (never read or write through it)."""
         return self._extra.get(name, default)
 
+    def pause_reading(self) -> None:
+        """Stop reading (the registration is updated by the flush that follows)."""
+        self.output_ready()
+
+    def resume_reading(self) -> None:
+        """Dispatch what was read meanwhile on the ready queue, then read again."""
+        self._schedule_continue()
+
     # -- the driver's side
 
     def _start(self) -> None:
@@ -279,6 +291,7 @@ class _Connection:
             self._extra["sockname"] = sock.getsockname()
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                set_notsent_lowat(sock)
         except OSError as exc:  # reset before we got to it
             self._lost(exc)
             return
@@ -328,9 +341,10 @@ class _Connection:
 
     def _flush(self) -> None:
         """Send while the socket takes it all (no wait for writability first), then register
-        for what is wanted next: reading unless at EOF or above `HIGH_WATER`, writing while
-        output is left."""
-        channel = self._chat.channel
+        for what is wanted next: reading unless at EOF, above the high water, paused or with
+        a backlog (then ``_continue`` is queued); writing while output is left."""
+        chat = self._chat
+        channel = chat.channel
         send = self._sock.send
         pending = channel.wants_write
         while pending:
@@ -351,13 +365,22 @@ class _Connection:
                 channel.unsend(memoryview(chunk)[sent:])
                 break  # the socket is full: pending stays true
             pending = channel.wants_write
+        if chat._drain_wanted:  # a handler or a thread waits for this output to drain
+            chat.written()
+            if self._closed:
+                return
         if channel.wants_close:
             self._linger()
             return
+        stop = self._eof
+        if chat._held or chat._backlog:
+            stop = True
+            if not chat._held:
+                self._schedule_continue()
         if pending:
-            want = _WRITE if self._eof or channel.buffered_output > HIGH_WATER else _READ | _WRITE
+            want = _WRITE if stop or channel.buffered_output > chat.high_water else _READ | _WRITE
         else:  # nothing queued: the common case after a reply, decided with no more lookups
-            want = 0 if self._eof else _READ
+            want = 0 if stop else _READ
         if want != self._events:
             poller = self._loop._poller
             if not self._events:
@@ -367,6 +390,20 @@ class _Connection:
             else:
                 poller.modify(self._sock, want, self)
             self._events = want
+
+    def _schedule_continue(self) -> None:
+        if not self._continuing and not self._closed:
+            self._continuing = True
+            self._loop._ready.append((self._continue, self))
+
+    def _continue(self) -> None:
+        """Dispatch the next budget of frames already read (or those held while paused)."""
+        self._continuing = False
+        if self._closed or self._connecting:
+            return
+        self._chat.feed(b"")
+        if not self._closed:
+            self._flush()
 
     def _linger(self) -> None:
         """Everything queued was sent: end our stream (FIN), then read and drop the peer's
