@@ -382,8 +382,8 @@ class Chat:
 
     def pause_reading(self) -> None:
         """Stop reading from this connection, and dispatching what it has sent, until
-        `resume_reading`.  Called inside a callback, no frame after the current one is
-        dispatched.  Harmless if already paused."""
+        `resume_reading`.  Called inside a callback, no frame after the current one (in
+        `found_frames`: after the current batch) is dispatched.  Harmless if paused."""
         if not self._paused:
             self._paused = True
             if not self._waiting:
@@ -438,10 +438,12 @@ class Chat:
 
     def _pause(self) -> None:
         self._held = True
-        self._backlog = False
-        self._rest = None
-        if self._dispatching:
-            self.channel.interrupt()  # what the loop has not reached stays for resume
+        if self._dispatching and not self._batch_mode:
+            # Stop the loop after this frame; what it has not reached stays for resume.  (A
+            # batch handler's pause takes effect after its batch: its iterator stays live.)
+            self.channel.interrupt()
+            self._backlog = False
+            self._rest = None
         self.transport.pause_reading()
 
     def _resume(self) -> None:
@@ -651,8 +653,8 @@ class Chat:
         """After a budgeted dispatch: if the channel's iterator has items left, keep it for
         the next round (`input_backlog`) rather than cutting its bytes again."""
         live = self.channel._out_it
-        if live.__length_hint__() and not (self._closed or self.channel.closing or self._held):
-            self._backlog = True
+        if live.__length_hint__() and not (self._closed or self.channel.closing):
+            self._backlog = True  # (while _held too: the driver goes on after resume)
             self._rest = (items, live)
 
     @property
@@ -708,9 +710,9 @@ class Chat:
             if not batch:
                 return
             self.found_frames(batch)
-            if self._closed or channel.closing or self._held:
+            if self._closed or channel.closing:
                 return
-            if budget is not None and len(batch) == budget and channel._out_it.__length_hint__():
+            if self._held or (budget is not None and len(batch) == budget):
                 self._keep_rest(frames)
                 return
             frames = channel.frames()
