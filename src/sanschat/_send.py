@@ -1,10 +1,11 @@
 """The send queue: pushes and producers in, chunks for the socket out.
 
 Theory of operation: a FIFO (``_queue``) of bytes-like items, producers and the close
-marker.  Small pushes are appended to one ``bytearray`` at the tail of the queue
-(``_tail``), which is never written again once `SendQueue.data_to_send` has handed any of
-it out; large ones are queued as they are, so large bytes travel as ``memoryview`` slices,
-never as re-sliced copies.  `SendQueue.data_to_send` takes items from the front until it
+marker.  Small pushes (under `_COALESCE` bytes) are appended to one ``bytearray`` at the
+tail of the queue (``_tail``), which is never written again once `SendQueue.data_to_send`
+has handed any of it out; larger ones are queued as they are (held by reference, not
+copied), so one ``bytes`` pushed to many channels (a fan-out) is shared by all of them, and
+large bytes travel as ``memoryview`` slices, never as re-sliced copies.  `SendQueue.data_to_send` takes items from the front until it
 has ``max_bytes``; it calls a producer's ``more()`` only while bytes are still wanted, joins
 small items into one chunk, and returns a large item (or the part of it that fits) as a
 ``memoryview`` without copying.  Nothing is lost: a failing producer leaves everything
@@ -31,8 +32,12 @@ DEFAULT_SEND_SIZE: Final = 65536
 
 #: Pushes shorter than this are copied into one growing ``bytearray`` at the tail of the send
 #: queue instead of queued one by one: a burst of small replies then costs one queue item
-#: and one slice, not a Python step per reply.  Longer ones are queued without a copy.
-_COALESCE: Final = 8192
+#: and one slice, not a Python step per reply.  Longer ones are queued without a copy: a
+#: reference costs 8 bytes per channel where a copy costs the line, so a line pushed to
+#: 1,000 channels is held once (it was 8 KiB: 1,000 channels held 61 MiB for 64 lines of
+#: 1,000 bytes).  From 512 bytes on, the Python step per item in `data_to_send` is below
+#: 0.2 ns per byte, less than the copy it saves.
+_COALESCE: Final = 512
 
 
 class _Marker(enum.Enum):
