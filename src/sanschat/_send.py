@@ -6,9 +6,9 @@ tail of the queue (``_tail``), which is never written again once `SendQueue.data
 has handed any of it out; larger ones are queued as they are (held by reference, not
 copied), so one ``bytes`` pushed to many channels (a fan-out) is shared by all of them, and
 large bytes travel as ``memoryview`` slices, never as re-sliced copies.
-`SendQueue.data_to_send` takes items from the front until it has ``max_bytes``; it calls a producer's ``more()`` only while bytes are still wanted, joins
-small items into one chunk, and returns a large item (or the part of it that fits) as a
-``memoryview`` without copying.  Nothing is lost: a failing producer leaves everything
+`SendQueue.data_to_send` takes items from the front until it has ``max_bytes``; it calls a
+producer's ``more()`` only while bytes are still wanted, joins small items into one chunk,
+and returns a large item (or the part of it that fits) as a ``memoryview`` without copying.  Nothing is lost: a failing producer leaves everything
 taken before it in the queue, and `SendQueue.unsend` puts the unsent end of a partial write
 back in front.
 
