@@ -8,9 +8,9 @@ copied), so one ``bytes`` pushed to many channels (a fan-out) is shared by all o
 large bytes travel as ``memoryview`` slices, never as re-sliced copies.
 `SendQueue.data_to_send` takes items from the front until it has ``max_bytes``; it calls a
 producer's ``more()`` only while bytes are still wanted, joins small items into one chunk,
-and returns a large item (or the part of it that fits) as a ``memoryview`` without copying.  Nothing is lost: a failing producer leaves everything
-taken before it in the queue, and `SendQueue.unsend` puts the unsent end of a partial write
-back in front.
+and returns a large item (or the part of it that fits) as a ``memoryview`` without copying.
+Nothing is lost: a failing producer leaves everything taken before it in the queue, and
+`SendQueue.unsend` puts the unsent end of a partial write back in front.
 
 `Channel` inherits these methods (the queue is its send side); nothing here does I/O.
 """
