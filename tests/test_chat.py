@@ -546,6 +546,18 @@ def test_the_batch_hook_gets_at_most_a_budget_of_frames_per_call() -> None:
     assert [frame for batch in batches for frame in batch] == numbered(25)
 
 
+def test_a_batch_hook_that_extends_its_list_still_gets_the_rest_in_later_rounds() -> None:
+    class Appending(BudgetedBatches):
+        def found_frames(self, frames: list[bytes]) -> None:
+            frames.append(b"")  # as Echo and ChatMember do, to join with a last terminator
+            super().found_frames(frames[:-1])
+
+    harness = ChatHarness(Appending())
+    harness.feed(b"\n".join(numbered(25)) + b"\n")
+    assert [len(b) for b in harness.chat.batches] == [10, 10, 5]  # type: ignore[attr-defined]
+    assert harness.rounds == 2
+
+
 def test_asynchat_style_budget_counts_events_and_loses_nothing() -> None:
     harness = ChatHarness(BudgetedLines())
     harness.feed(b"ab\r\n" * 12)

@@ -707,12 +707,13 @@ class Chat:
                 if batch:
                     self.found_frames(batch)
                 raise
-            if not batch:
+            size = len(batch)  # (the handler may extend the list)
+            if not size:
                 return
             self.found_frames(batch)
             if self._closed or channel.closing:
                 return
-            if self._held or (budget is not None and len(batch) == budget):
+            if self._held or size == budget:
                 self._keep_rest(frames)
                 return
             frames = channel.frames()
