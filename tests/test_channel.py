@@ -514,6 +514,32 @@ def test_a_line_pushed_to_many_channels_is_shared_not_copied() -> None:
     assert all(drain(channel) == b"ab" + line for channel in channels)
 
 
+def test_a_shared_item_is_handed_out_as_a_view_of_itself_even_after_a_partial_write() -> None:
+    line = bytes(range(256)) * 80  # 20 KiB, pushed to many channels in a fan-out
+    channel = Channel()
+    channel.push(b"a")
+    channel.push(b"b")
+    channel.push(line)
+    assert channel.data_to_send(1 << 20) == b"ab"  # not joined with the line: that copies it
+    chunk = channel.data_to_send(1 << 20)
+    assert isinstance(chunk, memoryview) and chunk.obj is line
+    channel.unsend(chunk[100:])  # the socket took 100 bytes
+    rest = channel.data_to_send(1 << 20)
+    assert isinstance(rest, memoryview) and rest.obj is line and bytes(rest) == line[100:]
+
+
+def test_a_joined_chunk_copies_at_most_16_kib() -> None:
+    channel = Channel()
+    lines = [bytes([i]) * 600 for i in range(100)]  # held by reference, joined when sent
+    for line in lines:
+        channel.push(line)
+    chunks = []
+    while chunk := channel.data_to_send(1 << 20):
+        chunks.append(bytes(chunk))
+    assert max(len(c) for c in chunks) <= 16 * 1024
+    assert b"".join(chunks) == b"".join(lines)
+
+
 def test_push_copies_mutable_buffers() -> None:
     channel = Channel()
     data = bytearray(b"abc")
