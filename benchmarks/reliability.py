@@ -1444,9 +1444,9 @@ class _ChatClients:
             pending = pending[start:]
 
     def probe(self, k: int) -> None:
-        """A fresh client: connect, send ``probe k <now>``, read and drop for a while."""
-        line = b"probe %d %d\r\n" % (k, time.monotonic_ns())
-        self.add("send", line)
+        """A fresh client: connect, send ``probe k <now>`` at once, then read and drop."""
+        peer = self.add("read")
+        peer.sock.send(b"probe %d %d\r\n" % (k, time.monotonic_ns()))  # into an empty buffer
 
     def run(self, seconds: float, until: Callable[[], bool] | None = None,
             every: Callable[[], None] | None = None) -> None:

@@ -106,6 +106,12 @@ class ChatProtocol(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             set_notsent_lowat(sock)
+        # Pause at the first byte asyncio has to buffer, as the select driver stops at a full
+        # socket: asyncio copies what the socket does not take, and a copy per connection
+        # is what a fan-out must not pay (its default 64 KiB each is 64 MiB for 1,000).
+        # (Not over TLS: there the echo test stalled; the TLS layer buffers on its own.)
+        if not self._ssl:
+            self._transport.set_write_buffer_limits(high=0)
         self._guarded(self.chat.attach, self)
 
     def get_buffer(self, sizehint: int) -> memoryview:

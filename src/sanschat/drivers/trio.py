@@ -201,9 +201,11 @@ class _Transport:
         self._last_activity = trio.current_time()
         if self._idle_changed is not None:
             self._idle_changed.set()
-        if seconds is not None and not self._watching and self._nursery is not None:
+        nursery = self._nursery
+        if (seconds is not None and not self._watching and nursery is not None
+                and not nursery.cancel_scope.cancel_called):  # (ending: closed to new tasks)
             self._watching = True
-            self._nursery.start_soon(self._watchdog)
+            nursery.start_soon(self._watchdog)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
