@@ -243,8 +243,9 @@ class _Connection:
     # -- the Transport protocol: called by the chat, on the loop's thread
 
     def output_ready(self) -> None:
-        """Schedule a flush of output queued outside a callback."""
-        if not self._flushing and not self._closed:
+        """Schedule a flush of output queued outside a callback (unless the socket is full:
+        then its writability flushes it, and a fan-out pays no failed send per push)."""
+        if not self._flushing and not self._closed and not self._events & _WRITE:
             self._flushing = True
             self._loop._ready.append((self._queued_flush, self))
 
