@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from http_cases import BAD_REQUESTS
 
 from sanschat import Chat
 from sanschat.examples import (
@@ -148,21 +149,7 @@ def test_http_post_with_content_length_zero_answers_at_once() -> None:
     assert reply.endswith(b"Content-Length: 0\r\n\r\n")
 
 
-@pytest.mark.parametrize(
-    ("request_bytes", "status"),
-    [
-        (b"NONSENSE\r\n\r\n", b"400"),
-        (b"POST / HTTP/1.0\r\n\r\n", b"400"),
-        (b"POST / HTTP/1.0\r\nContent-Length: -3\r\n\r\n", b"400"),
-        (b"GET / HTTP/1.0\r\nno colon here\r\n\r\n", b"400"),
-        (b"POST / HTTP/1.0\r\nContent-Length: 99999999\r\n\r\n", b"413"),
-        (b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431"),
-        (b"GET / HTTP/1.0\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", b"431"),
-        (b"GET /" + b"y" * 70_000 + b" HTTP/1.0\r\n\r\n", b"431"),
-    ],
-    ids=["request-line", "no-length", "negative-length", "header", "too-long", "many-headers",
-         "long-header-line", "long-request-line"],
-)
+@pytest.mark.parametrize(("request_bytes", "status"), BAD_REQUESTS.values(), ids=BAD_REQUESTS)
 def test_http_refuses_bad_requests_with_a_status(request_bytes: bytes, status: bytes) -> None:
     assert http_exchange(request_bytes).startswith(b"HTTP/1.0 " + status)
 
@@ -208,3 +195,32 @@ def test_http_answers_a_long_header_line_with_431_however_it_is_cut() -> None:
 def test_http_413_names_content_too_large() -> None:
     reply = http_exchange(b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % (2 << 20))
     assert reply.startswith(b"HTTP/1.0 413 Content Too Large\r\n")
+
+
+@pytest.mark.parametrize("name", ["duplicate-length", "transfer-encoding", "bare-lf", "no-length"])
+def test_http_refusals_do_not_depend_on_the_cut(name: str) -> None:
+    request, status = BAD_REQUESTS[name]
+    reference = assert_same_for_every_chunking(HTTPRequestHandler, request, max_pieces=2)
+    assert reference.sent.startswith(b"HTTP/1.0 " + status) and reference.closed
+
+
+def test_http_ignores_empty_lines_before_the_request_line() -> None:
+    assert http_exchange(b"\r\n\r\nGET /x HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 OK")
+
+
+def test_http_request_timeout_is_408_only_for_a_request_begun() -> None:
+    begun = ChatHarness(HTTPRequestHandler())
+    begun.feed(b"GET / HTTP/1.0\r\nX: partial")
+    assert begun.idle().startswith(b"HTTP/1.0 408 Request Timeout\r\n") and begun.closed
+    silent = ChatHarness(HTTPRequestHandler())
+    assert silent.idle() == b"" and silent.transport.closed
+
+
+def test_http_holds_headers_in_one_buffer_not_one_object_per_piece() -> None:
+    harness = ChatHarness(HTTPRequestHandler())
+    line = b"GET / HTTP/1.0\r\nX-Drip: " + b"d" * 5000
+    for i in range(len(line)):
+        harness.feed(line[i : i + 1])  # dripped one byte at a time
+    chat = harness.chat
+    assert isinstance(chat, HTTPRequestHandler) and isinstance(chat.ibuffer, bytearray)
+    assert len(chat.ibuffer) + chat.channel.buffered_input == 5008  # the open line, once

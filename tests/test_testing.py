@@ -298,3 +298,18 @@ def test_every_chunking_finds_a_reply_lost_on_a_protocol_error() -> None:
 
     with pytest.raises(AssertionError, match="depends on how the input is cut"):
         assert_same_for_every_chunking(ClosesAbortively, b"ok\r\nxxxxxx", max_pieces=2)
+
+
+def test_assert_chunking_invariant_fails_for_a_handler_that_always_raises() -> None:
+    from sanschat.testing.strategies import assert_chunking_invariant
+
+    with pytest.raises(AssertionError, match="the handler raised on the whole input") as info:
+        assert_chunking_invariant(_Broken, b"a\nb\n", max_examples=10)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_the_chunking_invariant_fixture_fails_loudly_too(
+    chunking_invariant: Callable[..., object],
+) -> None:
+    with pytest.raises(AssertionError, match="KeyError"):
+        chunking_invariant(_Broken, b"x\n")

@@ -264,17 +264,24 @@ class Channel(SendQueue):
                 * ``int >= 0``: the frame is that many bytes.  One-shot, as in asynchat:
                   once the count is reached the terminator becomes ``None`` unless it is set
                   again.  ``0`` ends one empty frame at once (``Content-Length: 0``).
-                  Setting an int again starts a new count, even if it is the same number.
+                  Setting an int always starts a new count, even the same number while
+                  it is counting: the frame then ends that many bytes later (its bytes
+                  already delivered stay part of it and count against the limit).
                 * tuple of non-empty bytes-like: the earliest match ends the frame; where two
                   match at the same position the longer wins, so ``(b"\\r", b"\\r\\n")``
                   waits for the byte after ``\\r``.  `TerminatorFound` says which matched.
                 * ``None``: every byte is frame data and no frame ever ends.
 
-            max_frame_size: a limit for frames under this terminator only, until the next
-                ``set_terminator``; by default the channel's ``max_frame_size``.
+            max_frame_size: the limit, in bytes excluding the terminator, for the frame
+                open now (its bytes already delivered count) and every later frame, until
+                the next ``set_terminator`` (the ``None`` that follows an int's frame keeps
+                it); by default the channel's ``max_frame_size``.  Frames already ended are
+                not affected, nor a frame whose `Data` has been reached but whose
+                `TerminatorFound` has not (its end was found before the call).
 
-        Setting the terminator that is already in force, with the same limit, changes
-        nothing (a handler may do it on every frame at no cost).  A terminator set between a
+        Setting a bytes, tuple or ``None`` terminator that is already in force, with the
+        same limit, changes nothing (a handler may do it on every frame at no cost); an
+        int restarts its count, as said above.  A terminator set between a
         `Data` event and the `TerminatorFound` that closes that frame applies after it: the
         match was already made.  Set inside the loop of a `receive` or `frames` call, it
         applies to the rest of that loop, and a frame that it makes too large raises
@@ -411,7 +418,8 @@ class Channel(SendQueue):
         applies to the very next unread byte.  An iterator left unfinished loses nothing:
         the next call of `receive`, `frames` or `receive_eof` ends it (it yields nothing
         more) and goes on where it stopped.  ``receive(b"")`` just resumes (useful after
-        ``set_terminator(0)`` outside a loop).  A refused call changes nothing.
+        ``set_terminator(0)`` outside a loop).  A refused call (the errors below) changes
+        nothing: the iterator of an earlier call goes on.
 
         Raises:
             TypeError: if *data* is not bytes-like.
@@ -514,9 +522,11 @@ class Channel(SendQueue):
         as `Data`, this yields only the rest (``b""`` if nothing is left), so nothing is
         lost or duplicated.  Bytes still held at end of stream come out of `receive_eof`.
         Set the terminator before the call or from inside its loop: when no frame can end in
-        the bytes held, the call returns an empty iterator at once, and a terminator set
-        between the call and its loop applies from the next call on.  As with `receive`, a
-        new call ends the iterator of an earlier one.
+        the bytes held (whatever came before: an earlier loop left by ``break``, a tuple
+        terminator's longer alternative still undecided), the call returns an empty
+        iterator at once, and a terminator set between the call and its loop applies from
+        the next call on.  As with `receive`, a new call ends the iterator of an earlier
+        one; a refused call changes nothing (the earlier iterator goes on).
 
         Raises:
             TypeError: if *data* is not bytes-like.
@@ -597,9 +607,18 @@ class Channel(SendQueue):
         """Drop all received bytes not yet delivered and everything queued to send.
 
         For emergencies, as in asynchat: the close request, if any, is dropped too.  Called
-        from inside a loop, that loop ends: the frames it has not reached are dropped too.
-        The open frame is forgotten (a frame starts with the next byte received); the
-        terminator stays, and an int terminator keeps counting the bytes it still wants.
+        from inside a loop, that loop ends: the frames it has not reached are dropped too,
+        and so is a `TerminatorFound` still to come after a `Data` the loop reached.  A
+        half-received terminator is dropped with the rest.
+
+        The terminator and its limit stay in force.  An int terminator still wants the bytes
+        it wanted before the call (as in asynchat: the dropped bytes were never counted), so
+        it ends a frame that many received bytes later; if the loop had reached the `Data`
+        that completed its count, that frame had ended and the terminator is ``None``.
+        What was delivered of the open frame is forgotten: its size, which
+        ``max_frame_size`` bounds and `EndOfStream.incomplete` reports, starts again from
+        zero with the next byte received (an int still counting makes the stream incomplete
+        at end of stream).
         """
         self._retire()
         self._owed = None

@@ -19,7 +19,8 @@ class Producer(Protocol):
     """Anything with a ``more()`` method: the source of outgoing bytes that asynchat defined.
 
     ``more()`` returns the next bytes to send, and ``b""`` if, and only if, the producer is
-    exhausted; it is not called again after that.
+    exhausted; it is not called again after that.  The send queue also takes a
+    ``bytearray`` or ``memoryview`` from it (copied if mutable; empty means exhausted).
     """
 
     def more(self) -> bytes:

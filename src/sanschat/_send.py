@@ -77,11 +77,12 @@ class SendQueue:
 
         ``bytes`` and read-only memoryviews are queued without copying (and sent as
         memoryview slices when large); mutable buffers are copied, so changing them after
-        the call changes nothing.  Empty data is ignored.
+        the call changes nothing.  Empty data queues nothing.
 
         Raises:
-            TypeError: if *data* is not bytes-like (``str``, ``int``, ...).
-            ValueError: after `close_when_done`.
+            TypeError: if *data* is not bytes-like (``str``, ``int``, ...); checked first.
+            ValueError: after `close_when_done`, even for empty data: a push after closing
+                is a mistake however little it pushes.
         """
         if type(data) is not bytes:
             data = _checked_push(data)
@@ -118,13 +119,17 @@ class SendQueue:
     def push_with_producer(self, producer: Producer | bytes | object) -> None:
         """Queue a producer, pulled by `data_to_send` only when its bytes are wanted.
 
-        Accepts an object with ``more() -> bytes`` (``b""`` = exhausted), a bytes-like value
-        (queued as by `push`), or any iterable of bytes-like chunks (a list, a generator).
+        Accepts an object with a ``more()`` method, a bytes-like value (queued as by
+        `push`), or any iterable of bytes-like chunks (a list, a generator).  ``more()`` may
+        return any bytes-like value, taken as `push` takes it: ``bytes`` and read-only
+        memoryviews as they are, a ``bytearray`` or writable memoryview copied at once (so
+        a producer may refill the same buffer on every call).  An empty value, of any of
+        these types, means the producer is exhausted.
 
         Raises:
             TypeError: for anything else, naming it; `data_to_send` raises `TypeError`
-                naming the producer if ``more()`` returns something that is not bytes.
-            ValueError: after `close_when_done`.
+                naming the producer if ``more()`` returns something that is not bytes-like.
+            ValueError: after `close_when_done`, even for empty data (as `push`).
         """
         item = as_producer(producer)
         if self._closing:
@@ -138,8 +143,9 @@ class SendQueue:
     def close_when_done(self) -> None:
         """Ask for the connection to close once everything queued so far has been sent.
 
-        When `data_to_send` reaches this point it returns ``b""`` and `wants_close` becomes
-        true.  Nothing may be pushed after it.  Calling it twice is harmless.
+        The first `data_to_send` call that finds nothing left before this point returns
+        ``b""`` and sets `wants_close` (the call that hands out the last bytes does not).
+        Nothing may be pushed after it.  Calling it twice is harmless.
         """
         if not self._closing:
             self._closing = True
@@ -167,18 +173,18 @@ class SendQueue:
         producer's ``more()`` is called only while bytes are still wanted, and what it
         returns beyond *max_bytes* stays queued.  A large item comes back as a
         ``memoryview`` slice, not a copy.  If a write sends only part of the chunk, give the
-        rest back with `unsend`.  When the point of `close_when_done` is reached, returns
-        ``b""`` and `wants_close` becomes true.
+        rest back with `unsend`.  A call that finds the point of `close_when_done` next
+        returns ``b""`` and sets `wants_close`; so does every later call.
 
         Raises:
-            ValueError: if *max_bytes* is less than 1.
+            ValueError: if *max_bytes* is less than 1, whatever is queued (nothing too).
             TypeError: naming the producer, if a producer's ``more()`` returns non-bytes.
         """
+        if max_bytes < 1:  # before anything else: a wrong call is wrong whatever is queued
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         queue = self._queue
         if not queue:
             return b""
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         out: list[bytes | bytearray | memoryview] = []
         size = 0
         while queue:
@@ -233,22 +239,33 @@ class SendQueue:
         """Give back the unsent end of a chunk from `data_to_send` after a partial write.
 
         It goes back to the front of the queue and is the first thing the next
-        `data_to_send` returns.  ``chunk[sent:]`` is the usual argument.
+        `data_to_send` returns.  ``chunk[sent:]`` is the usual argument.  If the point of
+        `close_when_done` had been reached, it is behind these bytes again: `wants_close`
+        is false and `wants_write` true until `data_to_send` has handed them out and
+        reaches the point once more.  Empty data changes nothing.
         """
         if type(data) is not bytes:
             data = _checked_push(data)
         if data:
             self._queue.appendleft(data)
             self._queued_bytes += len(data)
+            self._wants_close = False  # the close point, if reached, is behind these bytes
 
     @property
     def wants_write(self) -> bool:
-        """True while `data_to_send` may return bytes or reach the close point."""
+        """True while `data_to_send` may return bytes or reach the close point: something is
+        queued and `wants_close` is false."""
         return bool(self._queue) and not self._wants_close
 
     @property
     def wants_close(self) -> bool:
-        """True once everything queued before `close_when_done` has been handed out."""
+        """True once a `data_to_send` call has reached the point of `close_when_done`.
+
+        That is the call after the one that handed out the last bytes before the point: it
+        returns ``b""`` (a producer is only known to be exhausted when asked once more).  A
+        driver writes what `data_to_send` returns until it returns ``b""``, then closes if
+        this is true.  `unsend` of bytes makes it false again; `discard_buffers` clears it.
+        """
         return self._wants_close
 
     @property

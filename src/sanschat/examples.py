@@ -174,83 +174,131 @@ class ChatMember(Chat):
 
 
 class HTTPRequestHandler(Chat):
-    """The HTTP/1.0 example of the asynchat documentation, completed.
+    """The HTTP/1.0 example of the asynchat documentation, completed and strict.
 
     Reads the request line and headers with a ``\\r\\n`` terminator; for a POST, reads the
     body with ``Content-Length`` as an int terminator; then sets the terminator to ``None``
     (clients sometimes send more than they announce), answers ``HTTP/1.0 200 OK`` (for a
     POST, with the request body echoed back; otherwise a short text naming the request) and
-    closes when done.  A malformed request gets ``400 Bad Request``; a header line longer
-    than `max_frame_size` or too many headers, ``431 Request Header Fields Too Large``; a
-    body longer than `max_body_size`, ``413 Content Too Large``.  The long line is the
-    peer's protocol error: the channel stops framing it, and `protocol_error` answers it.
+    closes when done.  Anything it cannot read with certainty is refused, then the
+    connection closes (the framing switch is the point of the example; the refusals are what
+    keeps a framing switch safe, since two parties that disagree on where a body ends
+    disagree on everything after it):
+
+    * ``400 Bad Request``: a malformed request line; a header line without a colon, with
+      whitespace before the colon, or with control bytes; a bare LF or CR; a duplicate or
+      non-numeric ``Content-Length``, or one of more than `MAX_LENGTH_DIGITS` digits;
+    * ``411 Length Required``: a POST without ``Content-Length``;
+    * ``413 Content Too Large``: a ``Content-Length`` over `max_body_size`;
+    * ``431 Request Header Fields Too Large``: a line over `max_frame_size` (the peer's
+      protocol error: the channel stops framing it and `protocol_error` answers), more than
+      `max_headers` header lines, or more than `max_header_bytes` of them in all;
+    * ``501 Not Implemented``: any ``Transfer-Encoding`` (this server reads bodies by
+      length only);
+    * ``408 Request Timeout``: no byte for `idle_timeout` seconds in a request begun.
+
+    Memory per connection is bounded by `max_header_bytes` + `max_body_size`, held in one
+    growing buffer (no object per received piece).
     """
 
     terminator: ClassVar[TerminatorLike] = b"\r\n"
     max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
+    """The longest request line or header line; longer is refused with 431 (a line that
+    fits but passes `max_header_bytes` is refused with 431 once it ends)."""
     max_headers: ClassVar[int] = 100
     """Header lines accepted before the request is refused with 431."""
+    max_header_bytes: ClassVar[int] = 16 * 1024
+    """The request line and header lines together, in bytes; more is refused with 431."""
     max_body_size: ClassVar[int] = 1024 * 1024
     """The largest POST body accepted; a longer ``Content-Length`` is refused with 413."""
+    idle_timeout: ClassVar[float | None] = 30.0
+    """Seconds of silence after which a request begun is answered 408 (and an idle
+    connection closed)."""
+
+    MAX_LENGTH_DIGITS: ClassVar[int] = 18
+    """A ``Content-Length`` longer than this is refused with 400 (no big-number parsing)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ibuffer: list[bytes] = []
+        self.ibuffer = bytearray()
         self.request_line = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
         self.reading_headers = True
         self.handling = False
 
     def collect_incoming_data(self, data: bytes) -> None:
         """Buffer the data (ignored once the request is being answered)."""
         if not self.handling:
-            self.ibuffer.append(data)
+            self.ibuffer += data
 
     def found_terminator(self) -> None:
         """A header line, the end of the headers, or the end of the body."""
         if self.handling:
             return
-        data = b"".join(self.ibuffer)
-        self.ibuffer = []
+        data = bytes(self.ibuffer)
+        self.ibuffer.clear()
         if not self.reading_headers:
             self.handle_request(data)
         elif data:
             self._header_line(data)
-        else:
+        elif self.request_line:
             self.reading_headers = False
             self._headers_done()
+        # else: an empty line before the request line, which RFC 9112 lets a server ignore
 
     def _header_line(self, line: bytes) -> None:
-        if not self.request_line:
+        self.header_bytes += len(line) + 2
+        if b"\n" in line or b"\r" in line:
+            self.respond(400, b"Bad Request", b"bare CR or LF in the request\n")
+        elif self.header_bytes > self.max_header_bytes:
+            self.respond(431, b"Request Header Fields Too Large", b"headers too large\n")
+        elif not self.request_line:
             self.request_line = line
         elif len(self.headers) >= self.max_headers:
             self.respond(431, b"Request Header Fields Too Large", b"too many headers\n")
         else:
             name, sep, value = line.partition(b":")
-            if not sep:
+            if not sep or not name or name != name.strip() or _has_controls(line):
                 self.respond(400, b"Bad Request", b"malformed header line\n")
             else:
-                self.headers.append((name.strip().lower(), value.strip()))
+                self.headers.append((name.lower(), value.strip(b" \t")))
 
     def _headers_done(self) -> None:
-        parts = self.request_line.split()
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        parts = self.request_line.split(b" ")
+        if (len(parts) != 3 or not all(parts) or not parts[2].startswith(b"HTTP/")
+                or _has_controls(self.request_line)):
             self.respond(400, b"Bad Request", b"malformed request line\n")
             return
-        if parts[0].upper() == b"POST":
-            length = next((v for k, v in self.headers if k == b"content-length"), b"")
-            if not length.isdigit():
-                self.respond(400, b"Bad Request", b"POST needs a Content-Length\n")
+        if any(name == b"transfer-encoding" for name, _ in self.headers):
+            self.respond(501, b"Not Implemented", b"Transfer-Encoding is not supported\n")
+            return
+        lengths = [value for name, value in self.headers if name == b"content-length"]
+        if len(lengths) > 1:
+            self.respond(400, b"Bad Request", b"more than one Content-Length\n")
+            return
+        if lengths:
+            length = lengths[0]
+            if not (length.isdigit() and length.isascii()):
+                self.respond(400, b"Bad Request", b"Content-Length is not a number\n")
+                return
+            if len(length) > self.MAX_LENGTH_DIGITS:
+                self.respond(400, b"Bad Request", b"Content-Length is too long a number\n")
                 return
             if int(length) > self.max_body_size:
                 self.respond(413, b"Content Too Large", b"body over the size limit\n")
                 return
-            self.set_terminator(int(length), max_frame_size=self.max_body_size)
+        if parts[0] == b"POST":
+            if not lengths:
+                self.respond(411, b"Length Required", b"POST needs a Content-Length\n")
+                return
+            self.set_terminator(int(lengths[0]), max_frame_size=self.max_body_size)
         else:
             self.handle_request(b"")
 
     def protocol_error(self, error: ProtocolError) -> None:
-        """A header line too long for `max_frame_size` (431), or a body over its limit (413)."""
+        """A request or header line too long for `max_frame_size` (431), or a body over its
+        limit (413)."""
         if self.handling:
             return
         if self.reading_headers:
@@ -258,10 +306,19 @@ class HTTPRequestHandler(Chat):
         else:
             self.respond(413, b"Content Too Large", b"body over the size limit\n")
 
+    def idle(self) -> None:
+        """No byte for `idle_timeout` seconds: 408 if a request was begun, else just close."""
+        if self.handling:
+            self.close()
+        elif self.request_line or self.ibuffer or not self.reading_headers:
+            self.respond(408, b"Request Timeout", b"request not completed in time\n")
+        else:
+            self.close()
+
     def handle_request(self, body: bytes) -> None:
         """Answer the request: the POST body echoed, or a line naming the request."""
-        method, path, _ = self.request_line.split()
-        if method.upper() == b"POST":
+        method, path, _ = self.request_line.split(b" ")
+        if method == b"POST":
             self.respond(200, b"OK", body)
         else:
             self.respond(200, b"OK", b"sanschat: " + method + b" " + path + b"\n")
@@ -269,10 +326,19 @@ class HTTPRequestHandler(Chat):
     def respond(self, status: int, reason: bytes, body: bytes) -> None:
         """Send a complete HTTP/1.0 response and close when it has been sent."""
         self.handling = True
+        self.ibuffer.clear()
         self.set_terminator(None, max_frame_size=None)  # browsers sometimes over-send
         head = b"HTTP/1.0 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
         self.push(head % (status, reason, len(body)) + body)
         self.close_when_done()
+
+
+_CONTROLS = bytes(range(32)).replace(b"\t", b"") + b"\x7f"
+
+
+def _has_controls(line: bytes) -> bool:
+    """True if *line* holds a control byte other than a tab."""
+    return len(line.translate(None, _CONTROLS)) != len(line)
 
 
 def factory(name: str, max_frame_size: int | None = MAX_FRAME_SIZE) -> Callable[[], Chat]:

@@ -32,6 +32,8 @@ terms = st.one_of(byte_terms, st.integers(0, 9), st.sampled_from([None, b""]))
 KEEP = "keep"
 ASSIGN = "assign"  # set self.terminator directly instead of calling set_terminator
 DISCARD = "discard"  # call discard_buffers()
+PEEK = "peek"  # record ac_in_buffer (what follows the frame)
+DROP = "drop"  # assign b"" to ac_in_buffer: the rest of the read is dropped
 
 
 @st.composite
@@ -39,7 +41,7 @@ def scripts(draw: st.DrawFn) -> tuple[list[bytes], Any, list[tuple[str, Any]], i
     initial = draw(terms)
     changes = draw(
         st.lists(
-            st.tuples(st.sampled_from(["set", ASSIGN, KEEP, DISCARD]), terms),
+            st.tuples(st.sampled_from(["set", ASSIGN, KEEP, DISCARD, PEEK, DROP]), terms),
             max_size=8,
         )
     )
@@ -56,7 +58,13 @@ def scripts(draw: st.DrawFn) -> tuple[list[bytes], Any, list[tuple[str, Any]], i
 
 
 def _run(
-    mods: Mods, chunks: Sequence[bytes], initial: Any, changes: list[tuple[str, Any]], flags: int
+    mods: Mods,
+    chunks: Sequence[bytes],
+    initial: Any,
+    changes: list[tuple[str, Any]],
+    flags: int,
+    *,
+    log_gets: bool = False,
 ) -> list[Any]:
     todo = iter(changes)
 
@@ -68,12 +76,24 @@ def _run(
             chat.terminator = term
         elif how == DISCARD:
             chat.discard_buffers()
+        elif how == PEEK:
+            chat.events.append(("peek", bytes(chat.ac_in_buffer)))
+        elif how == DROP:
+            chat.ac_in_buffer = b""
 
     def on_data(chat: Any, data: bytes) -> None:
         if b"x" in data:
             chat.discard_buffers()
 
-    chat = scripted_class(mods)(on_frame=on_frame, on_data=on_data if flags & 2 else None)
+    base = scripted_class(mods)
+
+    class Chat(base):  # type: ignore[misc, valid-type]
+        def get_terminator(self) -> Any:
+            if log_gets:
+                self.events.append("get_terminator")
+            return super().get_terminator()
+
+    chat = Chat(on_frame=on_frame, on_data=on_data if flags & 2 else None)
     chat.set_terminator(initial)
     trace: list[Any] = []
     for chunk in chunks:
@@ -95,6 +115,43 @@ def test_callbacks_terminators_and_held_bytes_equal_the_stdlib(
     assert _run(COMPAT, chunks, initial, changes, flags) == _run(
         STDLIB, chunks, initial, changes, flags
     )
+
+
+@needs_stdlib
+@settings(max_examples=300, deadline=None)
+@given(scripts())
+def test_get_terminator_is_called_exactly_where_the_stdlib_calls_it(
+    script: tuple[list[bytes], Any, list[tuple[str, Any]], int],
+) -> None:
+    # A handler's get_terminator may read state it tears down after its last frame.
+    assert STDLIB is not None
+    chunks, initial, changes, flags = script
+    assert _run(COMPAT, chunks, initial, changes, flags, log_gets=True) == _run(
+        STDLIB, chunks, initial, changes, flags, log_gets=True
+    )
+
+
+def test_get_terminator_is_not_asked_again_once_the_input_is_used_up(mods: Mods) -> None:
+    class Session(scripted_class(mods)):  # type: ignore[misc]
+        """Its terminator lives in a parser object it drops after the last command."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.parser: Any = {"terminator": b"\r\n", "commands": 2}
+
+        def get_terminator(self) -> Any:
+            return self.parser["terminator"]
+
+        def found_terminator(self) -> None:
+            super().found_terminator()
+            self.parser["commands"] -= 1
+            if not self.parser["commands"]:
+                self.parser = None  # done: a get_terminator now would raise TypeError
+
+    chat = Session()
+    chat.feed(b"one\r\ntwo\r\n")  # raised TypeError after the last frame
+    assert chat.events == [("data", b"one"), ("end", b"\r\n"), ("data", b"two"), ("end", b"\r\n")]
+    assert chat.parser is None
 
 
 # ---------------------------------------------------------------- terminators
@@ -258,6 +315,18 @@ def test_push_error_for_str_says_to_encode() -> None:
     chat = COMPAT.asynchat.async_chat(map={})
     with pytest.raises(TypeError, match=r"not str: 'text' \(encode it first"):
         chat.push("text")
+
+
+def test_push_works_on_a_chat_whose_init_ran_no_base_init(mods: Mods) -> None:
+    class Bare(mods.asynchat.async_chat):  # type: ignore[name-defined, misc]
+        def __init__(self) -> None:  # as some unit tests build one: no socket, no map
+            self.producer_fifo = deque()
+
+    chat = Bare()
+    chat.push(b"queued")
+    chat.push_with_producer(b"too")
+    chat.close_when_done()
+    assert list(chat.producer_fifo) == [b"queued", b"too", None]  # not connected: kept
 
 
 def test_push_splits_large_data_into_out_buffer_sized_chunks(mods: Mods) -> None:

@@ -496,7 +496,7 @@ def test_handler_exception_closes_only_its_connection_and_is_logged(
 
     with caplog.at_level(logging.ERROR, logger="sanschat"):
         run(main)
-    errors = [r for r in caplog.records if r.name == "sanschat"]
+    errors = [r for r in caplog.records if r.name == "sanschat.drivers.asyncio"]
     assert len(errors) == 1
     assert errors[0].exc_info is not None and "faulty handler" in str(errors[0].exc_info[1])
     assert "127.0.0.1" in errors[0].getMessage()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from http_cases import BAD_REQUESTS
 from netutil import TIMEOUT, ServerStarter, connect, recv_exactly, recv_until_eof, wait_for
 
 from sanschat import Chat, ProtocolError
@@ -159,6 +160,39 @@ def test_http_answers_431_to_curl(serve: ServerStarter) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(b"header line too long\n\n431")
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_http_refuses_each_bad_request_over_a_socket_with_its_status(
+    serve: ServerStarter, name: str
+) -> None:
+    request, status = BAD_REQUESTS[name]
+    server = serve(factory("http"))
+    with connect(server) as sock:
+        sock.sendall(request)
+        reply = recv_until_eof(sock)
+    assert reply.startswith(b"HTTP/1.0 " + status + b" "), reply[:60]
+
+
+def test_http_client_with_chunked_or_duplicate_lengths_is_refused(serve: ServerStarter) -> None:
+    server = serve(factory("http"))
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/", body=iter([b"abc"]), encode_chunked=True)
+        assert conn.getresponse().status == 501
+    finally:
+        conn.close()
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.putrequest("POST", "/")
+        conn.putheader("Content-Length", "3")
+        conn.putheader("Content-Length", "4")
+        conn.endheaders(b"abcd")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (400, b"more than one Content-Length\n")
+    finally:
+        conn.close()
 
 
 def test_chat_line_reaches_every_other_member_but_not_the_sender(serve: ServerStarter) -> None:

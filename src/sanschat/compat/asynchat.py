@@ -18,7 +18,10 @@ frame has ended it is ``0`` (collect everything) until set again, as in asynchat
 
 The channel holds back only a suffix that could still start the terminator, and hands it
 over when it is decided; at end of stream, before ``handle_close``, those bytes go to
-``collect_incoming_data`` (asynchat dropped them).  The input buffer is never re-sliced per
+``collect_incoming_data`` (asynchat dropped them).  Only then: if the end of stream is read
+by a ``handle_read`` of the program's own (an FTP data channel reading its socket itself,
+often with no terminator ever set), or nothing is left, ``handle_close`` is all that runs,
+as in 3.11.  The input buffer is never re-sliced per
 frame, so many frames in one chunk cost linear time (asynchat's cost was quadratic).
 
 Output keeps asynchat's queue, ``producer_fifo``: a deque of bytes-like chunks, producers
@@ -96,18 +99,21 @@ class async_chat(asyncore.dispatcher):
     wanted.  Not set until `set_terminator` is called (or a subclass defines it)."""
 
     # Framing state, on the class so that a subclass whose __init__ skips ours still works.
-    _chat_channel: Channel | None = None
-    _synced: Any = _UNSET  # the terminator value the channel embodies now
-    _term_version = 0  # bumped by every _apply: tells a callback's own change apart
-    _pending = b""  # bytes handed out through ac_in_buffer, to be framed first
-    _at_eof = False
+    __framing: Channel | None = None
+    __synced: Any = _UNSET  # the terminator value the channel embodies now
+    __term_version = 0  # bumped by every __apply: tells a callback's own change apart
+    __pending = b""  # bytes handed out through ac_in_buffer, to be framed first
+    __at_eof = False
+    __reading = False  # inside the recv of async_chat.handle_read: an EOF there is ours
+    __moves = 0  # bumped when ac_in_buffer takes unread input out of the channel
+    __held = 0  # bytes the channel holds between reads (counted here: asking it costs more)
 
     def __init__(self, sock: Any = None, map: dict[int, Any] | None = None) -> None:
         self.incoming: list[bytes] = []
         """Where `_collect_incoming_data` keeps frame data for `_get_data`."""
         self.producer_fifo: deque[Any] = deque()
         """The output queue: bytes-like chunks, producers and ``None`` (close here)."""
-        self._chat_channel = Channel()
+        self.__framing = Channel()
         asyncore.dispatcher.__init__(self, sock, map)
 
     # ------------------------------------------------------------------ hooks
@@ -153,7 +159,7 @@ class async_chat(asyncore.dispatcher):
             term = term.encode(self.encoding)
         elif isinstance(term, int) and term < 0:
             raise ValueError(f"the number of received bytes must be positive, not {term}")
-        self._apply(term)
+        self.__apply(term)
         self.terminator = term
 
     def get_terminator(self) -> Any:
@@ -164,13 +170,13 @@ class async_chat(asyncore.dispatcher):
         """
         return self.terminator
 
-    def _channel(self) -> Channel:
-        channel = self._chat_channel
+    def __framing_channel(self) -> Channel:
+        channel = self.__framing
         if channel is None:
-            channel = self._chat_channel = Channel()
+            channel = self.__framing = Channel()
         return channel
 
-    def _apply(self, term: Any) -> None:
+    def __apply(self, term: Any) -> None:
         """Make the channel frame by asynchat terminator *term*."""
         if not term:
             value: Any = None
@@ -185,9 +191,9 @@ class async_chat(asyncore.dispatcher):
             value = 1  # asynchat took True for the int 1
         else:
             value = term
-        self._channel().set_terminator(value)
-        self._synced = term
-        self._term_version += 1
+        self.__framing_channel().set_terminator(value)
+        self.__synced = term
+        self.__term_version += 1
 
     # ------------------------------------------------------------------ input
 
@@ -198,21 +204,24 @@ class async_chat(asyncore.dispatcher):
 
         Assigning replaces them: ``self.ac_in_buffer = b""`` drops unread input.
         """
-        channel = self._chat_channel
+        channel = self.__framing
         taken = channel.take_unframed() if channel is not None else b""
         if taken:
+            self.__moves += 1
+            self.__held = 0
             # They go back in front of the next bytes framed, so reading this loses nothing.
-            self._pending = taken + self._pending
-        return self._pending
+            self.__pending = taken + self.__pending
+        return self.__pending
 
     @ac_in_buffer.setter
     def ac_in_buffer(self, value: Any) -> None:
-        channel = self._chat_channel
-        if channel is not None:
-            channel.take_unframed()
-        self._pending = self._to_bytes(value, "ac_in_buffer") if value else b""
+        channel = self.__framing
+        if channel is not None and channel.take_unframed():
+            self.__moves += 1
+            self.__held = 0
+        self.__pending = self.__to_bytes(value, "ac_in_buffer") if value else b""
 
-    def _to_bytes(self, value: Any, what: str) -> bytes:
+    def __to_bytes(self, value: Any, what: str) -> bytes:
         if isinstance(value, _BYTES_LIKE):
             return bytes(value)
         if isinstance(value, str):
@@ -230,6 +239,7 @@ class async_chat(asyncore.dispatcher):
         ``BlockingIOError`` from ``recv`` is ignored (nothing to read after all); any other
         ``OSError`` goes to ``handle_error``.
         """
+        self.__reading = True
         try:
             data = self.recv(self.ac_in_buffer_size)
         except BlockingIOError:
@@ -237,71 +247,108 @@ class async_chat(asyncore.dispatcher):
         except OSError:
             self.handle_error()
             return
+        finally:
+            self.__reading = False
         if type(data) is not bytes:
-            data = self._to_bytes(data, "the data recv() returned")
-        self._receive(data)
+            data = self.__to_bytes(data, "the data recv() returned")
+        self.__receive(data)
 
-    def _receive(self, data: bytes) -> None:
-        if self._at_eof:
-            return
-        if self._pending:
-            data, self._pending = self._pending + data, b""
+    def __receive(self, data: bytes) -> None:
+        if self.__at_eof:
+            if not data:
+                return
+            # Bytes after the end of stream: the program gave this chat a new connection
+            # (set_socket, or create_socket and connect again).  Frame them as a new
+            # stream, under the terminator in force.
+            self.__at_eof = False
+            self.__framing = Channel()
+            self.__synced = _UNSET
+            self.__held = 0
+        if self.__pending:
+            data, self.__pending = self.__pending + data, b""
         if not data:
             return
-        channel = self._channel()
-        events = channel.receive(data)
+        channel = self.__framing_channel()
         while True:
-            self._deliver(channel, events)
-            if channel is not self._chat_channel or not self._pending:
+            self.__deliver(channel, channel.receive(data), self.__held + len(data))
+            if channel is not self.__framing or not self.__pending:
                 return
             # ac_in_buffer was read or assigned inside a callback: frame what it holds now.
-            data, self._pending = self._pending, b""
-            events = channel.receive(data)
+            data, self.__pending = self.__pending, b""
 
-    def _deliver(self, channel: Channel, events: Any) -> None:
-        """Run the callbacks for *events* until they end or the buffers are discarded."""
+    def __deliver(self, channel: Channel, events: Any, left: int) -> None:
+        """Run the callbacks for *events*, which frame *left* bytes, until they end or the
+        buffers are discarded; then `__held` is what the channel holds back.
+
+        ``get_terminator()`` is asked where asynchat's loop asked it: before framing input
+        that is left, at the start and after each frame's end; not between a frame's
+        last piece and its end, and not once the input is used up (so a handler may tear
+        down what its ``get_terminator`` reads after the last frame).
+        """
         get_terminator = self.get_terminator
         for_next = next
-        while True:
-            term = get_terminator()
-            synced = self._synced
-            if term is not synced and (type(term) is not type(synced) or term != synced):
-                self._apply(term)
-                synced = term
-            event = for_next(events, None)
-            if event is None:
-                return
-            kind = type(event)
-            if kind is Data:
-                data = event.data
-                version = self._term_version
-                self.collect_incoming_data(data)
-                if type(synced) is int and synced > 0 and version == self._term_version:
-                    # an int terminator counts down, as asynchat's attribute did
-                    left = synced - len(data)
-                    if getattr(self, "terminator", None) == synced:
-                        self.terminator = left
-                    if channel is self._chat_channel:
-                        self._synced = left
-                if channel is not self._chat_channel:
-                    # discard_buffers() was called.  As in asynchat, the end of this frame
-                    # is still reported if it had been matched; the rest is dropped.
-                    if type(for_next(events, None)) is TerminatorFound:
-                        self.found_terminator()
+        moves = self.__moves
+        try:
+            while True:
+                if left:
+                    if moves != self.__moves:  # ac_in_buffer took the input: framed later
+                        return
+                    term = get_terminator()
+                    synced = self.__synced
+                    if term is not synced and (type(term) is not type(synced) or term != synced):
+                        self.__apply(term)
+                event = for_next(events, None)
+                while type(event) is Data:
+                    data = event.data
+                    left -= len(data)
+                    synced = self.__synced
+                    version = self.__term_version
+                    self.collect_incoming_data(data)
+                    if type(synced) is int and synced > 0 and version == self.__term_version:
+                        # an int terminator counts down, as asynchat's attribute did
+                        remaining = synced - len(data)
+                        if getattr(self, "terminator", None) == synced:
+                            self.terminator = remaining
+                        if channel is self.__framing:
+                            self.__synced = remaining
+                    if channel is not self.__framing:
+                        # discard_buffers() was called.  As in asynchat, the end of this
+                        # frame is still reported if it had been matched; the rest is dropped.
+                        if type(for_next(events, None)) is TerminatorFound:
+                            self.found_terminator()
+                        return
+                    # No terminator is asked here: the frame's end, if it was found, comes
+                    # next whatever is set now (asynchat asked once per frame).
+                    event = for_next(events, None)
+                if event is None:
                     return
-            elif kind is TerminatorFound:
-                self.found_terminator()
-                if channel is not self._chat_channel:
-                    return
+                if type(event) is TerminatorFound:
+                    matched = event.terminator
+                    if type(matched) is bytes:  # an int's count was delivered as Data
+                        left -= len(matched)
+                    self.found_terminator()
+                    if channel is not self.__framing:
+                        return
+        finally:
+            if channel is self.__framing:
+                self.__held = left if moves == self.__moves else 0
 
-    def _end_of_stream(self) -> None:
-        """The peer closed: deliver what the channel held back, before ``handle_close``."""
-        if self._at_eof:
+    def _sanschat_end_of_stream(self) -> None:
+        """The peer closed: deliver what the channel held back, before ``handle_close``.
+
+        Only when `handle_read` itself read the end of stream, and only if input is left:
+        a chat that reads its socket in a ``handle_read`` of its own (an FTP data channel)
+        or never got a byte gets just ``handle_close``, as in Python 3.11, which calls
+        nothing else there (not even ``get_terminator``, which may be unset).
+        """
+        if self.__at_eof or not self.__reading:
             return
-        self._receive(b"")
-        self._at_eof = True
-        channel = self._channel()
-        self._deliver(channel, channel.receive_eof())
+        if not self.__pending and not self.__held:
+            return
+        self.__receive(b"")
+        self.__at_eof = True
+        channel = self.__framing_channel()
+        self.__deliver(channel, channel.receive_eof(), self.__held)
 
     # ------------------------------------------------------------------ events
 
@@ -346,7 +393,7 @@ class async_chat(asyncore.dispatcher):
         else:
             self.producer_fifo.append(item)
         self.initiate_send()
-        asyncore._wake(self._map)
+        self.__wake_runner()
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue *producer* (an object with ``more()``, or bytes) and send what can be sent.
@@ -365,7 +412,7 @@ class async_chat(asyncore.dispatcher):
             )
         self.producer_fifo.append(producer)
         self.initiate_send()
-        asyncore._wake(self._map)
+        self.__wake_runner()
 
     def close_when_done(self) -> None:
         """Queue ``None``: once everything queued before it is sent, ``handle_close``.
@@ -373,7 +420,17 @@ class async_chat(asyncore.dispatcher):
         Anything pushed afterwards is never sent, as in Python 3.11.
         """
         self.producer_fifo.append(None)
-        asyncore._wake(self._map)
+        self.__wake_runner()
+
+    def __wake_runner(self) -> None:
+        """Tell an asyncio runner of this chat's map that ``writable()`` may have changed.
+
+        A chat whose ``__init__`` never ran ``dispatcher.__init__`` has no map; its `push`
+        works all the same, as in Python 3.11.
+        """
+        map = getattr(self, "_map", None)
+        if map is not None:
+            asyncore._wake(map)
 
     def initiate_send(self) -> None:
         """Make one ``send`` from the head of ``producer_fifo``, if connected.
@@ -402,12 +459,12 @@ class async_chat(asyncore.dispatcher):
             elif hasattr(first, "more"):
                 chunk = first.more()
                 if chunk:
-                    fifo.appendleft(self._checked_chunk(first, chunk))
+                    fifo.appendleft(self.__checked_chunk(first, chunk))
                 else:
                     fifo.popleft()
                 continue
             else:
-                fifo[0] = self._as_chunk(first)
+                fifo[0] = self.__as_chunk(first)
                 continue
             try:
                 sent = self.send(data)
@@ -421,7 +478,7 @@ class async_chat(asyncore.dispatcher):
                     fifo.popleft()
             return
 
-    def _checked_chunk(self, producer: Any, chunk: Any) -> bytes | memoryview:
+    def __checked_chunk(self, producer: Any, chunk: Any) -> bytes | memoryview:
         if isinstance(chunk, _BYTES_LIKE):
             return _queue_item(chunk)
         if isinstance(chunk, str) and self.use_encoding:
@@ -432,10 +489,10 @@ class async_chat(asyncore.dispatcher):
             f"bytes{hint}"
         )
 
-    def _as_chunk(self, item: Any) -> bytes | memoryview:
+    def __as_chunk(self, item: Any) -> bytes | memoryview:
         """A queue item that is neither bytes-like nor a producer, as bytes to send."""
         if isinstance(item, str):
-            return self._to_bytes(item, "a str in producer_fifo")
+            return self.__to_bytes(item, "a str in producer_fifo")
         try:
             return _queue_item(memoryview(item))  # mmap, array.array, ...
         except TypeError:
@@ -449,9 +506,10 @@ class async_chat(asyncore.dispatcher):
 
         Called from a callback, it also ends the framing of the chunk being read.
         """
-        self._chat_channel = Channel()
-        self._synced = _UNSET  # the terminator is applied to the new channel at next read
-        self._pending = b""
+        self.__framing = Channel()
+        self.__synced = _UNSET  # the terminator is applied to the new channel at next read
+        self.__held = 0
+        self.__pending = b""
         del self.incoming[:]
         self.producer_fifo.clear()
 

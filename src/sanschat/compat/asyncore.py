@@ -450,12 +450,14 @@ class dispatcher:
                 raise
             data = b""
         if not data:
-            self._end_of_stream()
-            self.handle_close()
+            try:
+                self._sanschat_end_of_stream()
+            finally:  # an error there must not cost the program its handle_close
+                self.handle_close()
             return b""
         return data
 
-    def _end_of_stream(self) -> None:
+    def _sanschat_end_of_stream(self) -> None:
         """Hook called by `recv` when the stream has ended, before ``handle_close``."""
 
     def close(self) -> None:

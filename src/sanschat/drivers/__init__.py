@@ -30,9 +30,12 @@ a blocked `Chat.push_threadsafe`).  TCP sockets get `NOTSENT_LOWAT` (Linux), so 
 kernel holds little unsent data per connection either: the bytes wait in the channel, where
 backpressure sees them.
 
-Every driver module also offers ``start_server(factory, host, port)``, which runs a server
-on that driver in a background thread and returns a `BackgroundServer`: the command line,
-the demo and the tests use it to run any driver the same way.
+Every driver module also offers ``start_server(factory, host, port, ssl_context=None,
+backlog=BACKLOG)``, which runs a server on that driver (IPv4 or IPv6, TLS if given a server
+context) in a background thread and returns a `BackgroundServer`: the command line, the demo
+and the tests use it to run any driver the same way.  Each driver logs on its own child of the
+``sanschat`` logger (``sanschat.drivers.select``, ``.asyncio``, ``.trio``), naming the peer
+as `format_address` writes it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -47,18 +51,18 @@ from .._chat import DEFAULT_HIGH_WATER, Chat
 from .._errors import ProtocolError
 
 __all__ = [
+    "BACKLOG",
     "DRIVERS",
     "HIGH_WATER",
     "LINGER",
     "NOTSENT_LOWAT",
     "READ_SIZE",
     "BackgroundServer",
+    "format_address",
     "log_failure",
     "set_notsent_lowat",
     "start_server",
 ]
-
-_logger = logging.getLogger("sanschat")
 
 #: The driver names, in the order the demo runs them.
 DRIVERS = ("select", "asyncio", "trio")
@@ -78,6 +82,11 @@ HIGH_WATER = DEFAULT_HIGH_WATER
 #: no backpressure sees, with it the queued output stays in the channel.
 NOTSENT_LOWAT = 16 * 1024
 
+#: Connections the kernel queues before the server accepts them: as many as the system allows
+#: (``socket.SOMAXCONN``, trio's default; Linux caps it at ``net.core.somaxconn``), so that a
+#: burst of clients connecting at once (1,000 in the reliability run) is queued, not dropped.
+BACKLOG = socket.SOMAXCONN
+
 #: Seconds a driver lingers after a graceful close of a TCP connection: once everything
 #: queued is sent it ends its stream (FIN), then reads and drops what the peer still sends
 #: until the peer's own end of stream, at most this long, before it closes the socket.
@@ -86,19 +95,36 @@ NOTSENT_LOWAT = 16 * 1024
 LINGER = 2.0
 
 
-def log_failure(where: str, peer: object, exc: BaseException) -> None:
-    """Log, on the ``sanschat`` logger, why a driver closes a connection: *where* failed.
+def format_address(address: object) -> str:
+    """Write a socket address as log messages and the command line show it.
+
+    ``("127.0.0.1", 80)`` gives ``127.0.0.1:80``; an IPv6 address, with or without its
+    flow and scope fields, gives ``[::1]:80``; anything else (None, a Unix socket path) its
+    ``str``.
+    """
+    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[0], str):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+def log_failure(
+    where: str, peer: object, exc: BaseException, logger: logging.Logger | None = None
+) -> None:
+    """Log, on a driver's *logger* (default ``sanschat.drivers``), why it closes a
+    connection with *peer*: *where* failed.
 
     A handler's (or producer's) exception is an error, with its traceback.  A
     `ProtocolError` such as `FrameTooLarge` is the peer's doing: one warning line without a
     traceback, so that a peer cannot fill the server's logs.
     """
+    logger = logger or logging.getLogger(__name__)
     if isinstance(exc, ProtocolError):
-        _logger.warning("sanschat: %s for %s: %s; closing that connection", where, peer, exc)
+        logger.warning("%s for %s: %s; closing that connection", where,
+                       format_address(peer), exc)
     else:
-        _logger.error(
-            "sanschat: error in %s for %s; closing that connection", where, peer, exc_info=exc
-        )
+        logger.error("error in %s for %s; closing that connection", where,
+                     format_address(peer), exc_info=exc)
 
 
 def set_notsent_lowat(sock: Any) -> bool:
@@ -134,16 +160,34 @@ class BackgroundServer(Protocol):
 
 
 def start_server(
-    driver: str, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0
+    driver: str,
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
 ) -> BackgroundServer:
     """Start a server for *factory* on *driver* in a background thread; return once it listens.
 
+    *host* may be an IPv4 or IPv6 address or a name; *port* 0 picks a free port.  With
+    *ssl_context* (a server-side `ssl.SSLContext` holding the certificate) every connection
+    is TLS; *backlog* is the listen queue's length.
+
     Raises:
-        ValueError: if *driver* is not one of `DRIVERS`.
+        ValueError: if *driver* is not one of `DRIVERS`, or *port* is not in 0-65535, or
+            *backlog* is below 1.
         ImportError: if the driver's library (``trio``) is not installed.
+        OSError: if the address cannot be bound.
     """
     if driver not in DRIVERS:
         raise ValueError(f"unknown driver {driver!r}: expected one of {', '.join(DRIVERS)}")
+    if not 0 <= port <= 65535:  # trio would bind port % 65536 without a word
+        raise ValueError(f"a port is 0-65535, not {port!r}")
+    if backlog < 1:
+        raise ValueError(f"a backlog is at least 1, not {backlog!r}")
     module = importlib.import_module(f"{__name__}.{driver}")
-    server: BackgroundServer = module.start_server(factory, host, port)
+    server: BackgroundServer = module.start_server(
+        factory, host, port, ssl_context=ssl_context, backlog=backlog
+    )
     return server

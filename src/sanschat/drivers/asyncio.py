@@ -12,8 +12,8 @@ Reading stops while the channel holds more than the chat's `Chat.high_water` uns
 its reading, and while a read's frames past `Chat.frame_budget` wait: a ``call_soon``
 (`ChatProtocol._continue`) dispatches the next budget after the other ready callbacks.
 Output queued outside a callback (`output_ready`) is flushed by one coalesced ``call_soon``.
-A handler's exception is logged on the ``sanschat`` logger and aborts that connection only;
-`Chat.detach` is called exactly once, from `connection_lost`.
+A handler's exception is logged on the ``sanschat.drivers.asyncio`` logger and aborts that
+connection only; `Chat.detach` is called exactly once, from `connection_lost`.
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,16 @@ from typing import Any, cast
 
 from .._channel import TerminatorLike
 from .._chat import Chat
-from . import HIGH_WATER, LINGER, READ_SIZE, BackgroundServer, log_failure, set_notsent_lowat
+from . import (
+    BACKLOG,
+    HIGH_WATER,
+    LINGER,
+    READ_SIZE,
+    BackgroundServer,
+    format_address,
+    log_failure,
+    set_notsent_lowat,
+)
 from ._pull import PullReader
 
 __all__ = [
@@ -48,7 +58,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger("sanschat")
+logger = logging.getLogger(__name__)
 
 #: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
 SEND_SIZE = READ_SIZE
@@ -171,7 +181,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
             self.chat.detach(self._error or exc)
         except Exception as error:
             logger.error("error in %s.connection_lost for %s", type(self.chat).__name__,
-                         self._peer(), exc_info=error)
+                         format_address(self._peer()), exc_info=error)
 
     # ------------------------------------------------------------ the chat's Transport
 
@@ -367,7 +377,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
     def _fail(self, exc: BaseException, where: object = None) -> None:
         """Log a handler's (or producer's) exception and abort this connection only."""
         self._error = self._error or exc
-        log_failure(str(where or type(self.chat).__name__), self._peer(), exc)
+        log_failure(str(where or type(self.chat).__name__), self._peer(), exc, logger)
         self.close()
 
 
@@ -595,7 +605,8 @@ async def serve_connections(
             await handler(conn)
         except Exception as exc:
             if conn.protocol._lost and (exc is conn._error or isinstance(exc, ConnectionError)):
-                logger.debug("connection to %s lost: %r", conn.get_extra_info("peername"), exc)
+                logger.debug("connection with %s lost: %r",
+                             format_address(conn.get_extra_info("peername")), exc)
             else:
                 conn.protocol._fail(exc, getattr(handler, "__qualname__", handler))
         except BaseException:
@@ -621,7 +632,8 @@ async def serve_connections(
 class _BackgroundServer:
     """`start_server`'s result: an asyncio loop serving in a daemon thread."""
 
-    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int,
+                 ssl_context: ssl.SSLContext | None, backlog: int) -> None:
         self.address = (host, port)
         """The host and port the server accepts connections on."""
         self._ready = threading.Event()
@@ -630,7 +642,8 @@ class _BackgroundServer:
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()  # bound to the server's loop when first awaited
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(factory),),
+        main = self._main(factory, ssl_context, backlog)
+        self._thread = threading.Thread(target=asyncio.run, args=(main,),
                                         name="sanschat-asyncio", daemon=True)
         self._thread.start()
         if not self._ready.wait(30.0):
@@ -638,7 +651,8 @@ class _BackgroundServer:
         if self._failure is not None:
             raise self._failure
 
-    async def _main(self, factory: Callable[[], Chat]) -> None:
+    async def _main(self, factory: Callable[[], Chat], ssl_context: ssl.SSLContext | None,
+                    backlog: int) -> None:
         loop = self._loop = asyncio.get_running_loop()
         protocols: weakref.WeakSet[ChatProtocol] = weakref.WeakSet()
 
@@ -648,7 +662,8 @@ class _BackgroundServer:
             return protocol
 
         try:
-            server = await loop.create_server(make, *self.address)
+            server = await loop.create_server(make, *self.address, ssl=ssl_context,
+                                              backlog=backlog)
             self.address = server.sockets[0].getsockname()[:2]
         except BaseException as exc:
             self._failure = exc
@@ -681,7 +696,16 @@ class _BackgroundServer:
 
 
 def start_server(
-    factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
 ) -> BackgroundServer:
-    """Serve *factory* on an asyncio loop in a daemon thread; return once it listens."""
-    return _BackgroundServer(factory, host, port)
+    """Serve *factory* on an asyncio loop in a daemon thread; return once it listens.
+
+    *ssl_context* (server side, certificate loaded) makes every connection TLS; *backlog*
+    is the listen queue's length.  Raises `OSError` if the address cannot be bound.
+    """
+    return _BackgroundServer(factory, host, port, ssl_context, backlog)

@@ -21,8 +21,16 @@ server's memory), while the chat has paused its reading, and while a read's fram
 per round, until the backlog is gone.
 
 A chat is detached exactly once, from the ready queue, never inside its own callback.  An
-exception from a handler, producer or channel is logged (_logger ``sanschat``, naming the
-peer) and closes that connection only; a peer's reset is logged at debug level.  Only
+exception from a handler, producer or channel is logged (logger ``sanschat.drivers.select``,
+naming the peer) and closes that connection only; a peer's reset is logged at debug level.
+
+TLS (`Loop.listen` with an ``ssl_context``): an accepted socket is wrapped in a non-blocking
+`ssl.SSLSocket` and handshakes (within `HANDSHAKE_TIMEOUT`) before its chat is attached;
+`_TLSConnection` turns the ``SSLWantReadError`` / ``SSLWantWriteError`` of the handshake, of
+``recv_into`` and of ``send`` into registrations for the readiness the TLS layer waits for
+(a send waiting for the peer's bytes does not wait for writability: that would spin), and
+queues another read while decrypted bytes wait inside the ``ssl`` object, where the poller
+cannot see them.  A graceful close sends ``close_notify`` before the FIN.  Only
 `Loop.call_soon_threadsafe` and `Loop.stop` are thread-safe: a socketpair wakes the
 poller for them.  An idle timeout is one timer per connection, checked lazily: I/O only
 stores the time, and the timer re-arms itself for the remainder when it fires.
@@ -38,6 +46,7 @@ import os
 import select
 import selectors
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -46,19 +55,34 @@ from time import monotonic
 from typing import Any, Final, Protocol, final
 
 from .._chat import Chat
-from . import LINGER, READ_SIZE, log_failure, set_notsent_lowat
+from . import BACKLOG, LINGER, READ_SIZE, format_address, log_failure, set_notsent_lowat
 
-__all__ = ["WRITE_SIZE", "Listener", "Loop", "ServerThread", "Timer", "serve", "start_server"]
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "WRITE_SIZE",
+    "Listener",
+    "Loop",
+    "ServerThread",
+    "Timer",
+    "serve",
+    "start_server",
+]
 
-_logger = logging.getLogger("sanschat")
+_logger = logging.getLogger(__name__)
 
 #: Most bytes pulled from a channel per ``send``: about what a loopback socket takes in one
 #: call, so a burst of replies goes out in one write; producers are never read further ahead.
 WRITE_SIZE: Final = 256 * 1024
 
+#: Seconds a TLS client has to finish its handshake before the connection is dropped (as
+#: asyncio's ``ssl_handshake_timeout``): the chat is not attached yet, so its idle timeout
+#: cannot guard a client that connects and says nothing.
+HANDSHAKE_TIMEOUT: Final = 60.0
+
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
 _RETRY = (BlockingIOError, InterruptedError)
+_TLS_RETRY = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _Callback = Callable[[], object]
 
 
@@ -179,8 +203,10 @@ class Timer:
 class Listener:
     """A listening socket of a `Loop` (see `Loop.listen`): a new chat per connection."""
 
-    def __init__(self, loop: Loop, sock: socket.socket, factory: Callable[[], Chat]) -> None:
+    def __init__(self, loop: Loop, sock: socket.socket, factory: Callable[[], Chat],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._loop, self._sock, self._factory = loop, sock, factory
+        self._ssl_context = ssl_context
         self._closed = False
         self.address: tuple[str, int] = sock.getsockname()[:2]
         """The host and port actually bound."""
@@ -197,29 +223,47 @@ class Listener:
     def _handle(self, mask: int) -> None:
         for _ in range(64):  # bounded, so that a connection storm cannot starve the rest
             try:
-                sock, _ = self._sock.accept()
+                sock, peer = self._sock.accept()
             except _RETRY:
                 return
             except ConnectionAbortedError:
                 continue
             except OSError as exc:  # EMFILE and the like: pause rather than spin on it
-                _logger.error("sanschat: accept on %s failed, pausing 1 s: %s", self.address, exc)
+                _logger.error("accept on %s failed, pausing 1 s: %s",
+                              format_address(self.address), exc)
                 self._loop._poller.unregister(self._sock)
                 self._loop.call_later(1.0, self._resume)
                 return
+            if self._ssl_context is not None:
+                sock.setblocking(False)
+                try:
+                    sock = self._ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False)
+                except OSError as exc:  # reset at once
+                    sock.close()
+                    _logger.debug("connection with %s lost: %r", format_address(peer), exc)
+                    continue
             try:
                 chat = self._factory()
+            except Exception:
+                sock.close()
+                _logger.exception("error in the connection factory for %s; connection dropped",
+                                  format_address(peer))
+                continue
             except BaseException:
                 sock.close()
                 raise
-            _Connection(self._loop, sock, chat)._start()
+            if isinstance(sock, ssl.SSLSocket):
+                _TLSConnection(self._loop, sock, chat, peer=peer)._start()
+            else:
+                _Connection(self._loop, sock, chat, peer=peer)._start()
 
     def _resume(self) -> None:
         if not self._closed:
             self._loop._poller.register(self._sock, _READ, self)
 
     def _fail(self, exc: BaseException) -> None:
-        _logger.error("sanschat: error accepting on %s", self.address, exc_info=exc)
+        _logger.error("error accepting on %s", format_address(self.address), exc_info=exc)
 
 
 class _Connection:
@@ -228,7 +272,8 @@ class _Connection:
     __slots__ = ("_chat", "_closed", "_connecting", "_continuing", "_eof", "_events", "_extra",
                  "_flushing", "_idle", "_idle_timer", "_last", "_linger_timer", "_loop", "_sock")
 
-    def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False):
+    def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False,
+                 peer: Any = None):
         self._loop, self._sock, self._chat, self._connecting = loop, sock, chat, connecting
         self._closed = self._eof = self._flushing = self._continuing = False
         self._events = 0
@@ -236,7 +281,7 @@ class _Connection:
         self._idle_timer: Timer | None = None
         self._linger_timer: Timer | None = None  # set once our FIN is sent (see _linger)
         self._last = 0.0
-        self._extra: dict[str, Any] = {"socket": sock}
+        self._extra: dict[str, Any] = {"socket": sock, "peername": peer}
         loop._conns.add(self)
         sock.setblocking(False)
 
@@ -270,7 +315,8 @@ class _Connection:
             self._idle_timer = self._loop._call_later(seconds, self._check_idle, self)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``"peername"``, ``"sockname"`` or ``"socket"`` (never read or write through it)."""
+        """``"peername"``, ``"sockname"``, ``"socket"`` (never read or write through it); over
+        TLS also ``"ssl_object"``, the `ssl.SSLSocket` (``version()``, ``getpeercert()``)."""
         return self._extra.get(name, default)
 
     def pause_reading(self) -> None:
@@ -296,6 +342,9 @@ class _Connection:
         except OSError as exc:  # reset before we got to it
             self._lost(exc)
             return
+        self._attach()
+
+    def _attach(self) -> None:
         try:
             self._chat.attach(self)
             if not self._closed:
@@ -321,6 +370,9 @@ class _Connection:
         try:
             n = self._sock.recv_into(loop._buffer)
         except _RETRY:
+            return
+        except _TLS_RETRY as exc:
+            self._tls_blocked(exc, _READ)
             return
         except OSError as exc:
             self._lost(exc)
@@ -357,6 +409,8 @@ class _Connection:
                 sent = send(chunk)
             except _RETRY:
                 sent = 0
+            except _TLS_RETRY as exc:
+                sent = self._tls_blocked(exc, _WRITE)
             except OSError as exc:
                 self._lost(exc)
                 return
@@ -383,14 +437,20 @@ class _Connection:
         else:  # nothing queued: the common case after a reply, decided with no more lookups
             want = 0 if stop else _READ
         if want != self._events:
-            poller = self._loop._poller
-            if not self._events:
-                poller.register(self._sock, want, self)
-            elif not want:
-                poller.unregister(self._sock)
-            else:
-                poller.modify(self._sock, want, self)
-            self._events = want
+            self._set_events(want)
+
+    def _set_events(self, want: int) -> None:
+        poller = self._loop._poller
+        if not self._events:
+            poller.register(self._sock, want, self)
+        elif not want:
+            poller.unregister(self._sock)
+        else:
+            poller.modify(self._sock, want, self)
+        self._events = want
+
+    def _tls_blocked(self, exc: ssl.SSLError, doing: int) -> int:
+        raise exc  # only a _TLSConnection's socket raises these
 
     def _schedule_continue(self) -> None:
         if not self._continuing and not self._closed:
@@ -452,11 +512,12 @@ class _Connection:
             self._idle_timer = self._loop._call_later(remaining, self._check_idle, self)
 
     def _lost(self, exc: OSError) -> None:
-        _logger.debug("sanschat: connection to %s lost: %r", self._extra.get("peername"), exc)
+        _logger.debug("connection with %s lost: %r", format_address(self._extra["peername"]),
+                      exc)
         self._teardown(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        log_failure(type(self._chat).__name__, self._extra.get("peername"), exc)
+        log_failure(type(self._chat).__name__, self._extra["peername"], exc, _logger)
         self._teardown(exc)
 
     def _teardown(self, exc: BaseException | None) -> None:
@@ -479,8 +540,120 @@ class _Connection:
         try:
             self._chat.detach(exc)
         except Exception:
-            _logger.exception("sanschat: error in %s.connection_lost for %s",
-                             type(self._chat).__name__, self._extra.get("peername"))
+            _logger.exception("error in %s.connection_lost for %s", type(self._chat).__name__,
+                              format_address(self._extra["peername"]))
+
+
+@final
+class _TLSConnection(_Connection):
+    """A connection over a non-blocking `ssl.SSLSocket`: handshake first, then the chat.
+
+    `_tls_wants` is the readiness (``_READ`` or ``_WRITE``) the TLS layer asked for when it
+    could not go on in the other direction: a ``recv_into`` that must write (a key update's
+    answer) or a ``send`` that must read (a renegotiation).  A read takes what the ``ssl``
+    object hands out in one call (often a record); while decrypted bytes are left inside it,
+    where the poller cannot see them, and reading is wanted (not above `HIGH_WATER`),
+    `_flush` queues another read.
+    """
+
+    __slots__ = ("_handshake_timer", "_handshaking", "_tls_wants")
+
+    _sock: ssl.SSLSocket
+
+    def __init__(self, loop: Loop, sock: ssl.SSLSocket, chat: Chat, peer: Any = None):
+        super().__init__(loop, sock, chat, peer=peer)
+        self._handshaking = True
+        self._handshake_timer: Timer | None = None
+        self._tls_wants = 0
+        self._extra["ssl_object"] = sock
+
+    def _start(self) -> None:
+        """Set up the socket, then handshake; the chat is attached once it is done."""
+        try:
+            if self._sock.family in (socket.AF_INET, socket.AF_INET6):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                set_notsent_lowat(self._sock)
+            self._extra["sockname"] = self._sock.getsockname()
+        except OSError as exc:
+            self._lost(exc)
+            return
+        self._handshake_timer = self._loop._call_later(HANDSHAKE_TIMEOUT, self._too_slow, self)
+        self._handshake()
+
+    def _too_slow(self) -> None:
+        if self._handshaking and not self._closed:
+            self._lost(TimeoutError(f"no TLS handshake in {HANDSHAKE_TIMEOUT} s"))
+
+    def _handshake(self) -> None:
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLWantReadError:
+            want = _READ
+        except ssl.SSLWantWriteError:
+            want = _WRITE
+        except OSError as exc:  # not TLS, no common cipher, a reset: the peer's doing
+            _logger.debug("TLS handshake with %s failed: %r",
+                          format_address(self._extra["peername"]), exc)
+            self._teardown(exc)
+            return
+        else:
+            self._handshaking = False
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            self._attach()  # flushes; decrypted bytes already read are picked up there
+            return
+        if want != self._events:
+            self._set_events(want)
+
+    def _handle(self, mask: int) -> None:
+        if self._handshaking:
+            if not self._closed:
+                self._handshake()
+            return
+        if self._tls_wants == _WRITE and mask & _WRITE:
+            mask |= _READ  # the read that waited for writability goes on
+        self._tls_wants = 0
+        super()._handle(mask)  # one read; _flush queues the next if bytes are left inside
+
+    def _tls_blocked(self, exc: ssl.SSLError, doing: int) -> int:
+        """A ``recv_into`` or ``send`` (*doing*: ``_READ`` or ``_WRITE``) cannot go on now:
+        0 bytes sent; note if it waits for readiness the other way."""
+        wants = _READ if isinstance(exc, ssl.SSLWantReadError) else _WRITE
+        if wants != doing:
+            self._tls_wants = wants
+        return 0
+
+    def _flush(self) -> None:
+        super()._flush()
+        if self._closed or self._handshaking:
+            return
+        want, wants = self._events, self._tls_wants
+        if wants == _READ:  # the send waits for the peer's bytes, not for writability
+            want = (want & ~_WRITE) | _READ
+        elif wants == _WRITE:
+            want |= _WRITE
+        elif want & _READ and self._sock.pending():  # the poller cannot see those bytes
+            self._loop._ready.append((partial(self._handle, _READ), self))
+        if want != self._events:
+            self._set_events(want)
+
+    def _linger(self) -> None:
+        if self._linger_timer is None and not self._eof:
+            self._close_notify()  # then our FIN, and the TLS bytes still coming are dropped
+        super()._linger()
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        if not self._closed and exc is None and not self._handshaking:
+            self._close_notify()
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        super()._teardown(exc)
+
+    def _close_notify(self) -> None:
+        """End the TLS session (``close_notify``) without waiting for the peer's answer;
+        harmless if the ssl object is gone already (``shutdown`` in `_linger` drops it)."""
+        with contextlib.suppress(OSError, ValueError):  # the peer may be gone: best effort
+            self._sock.unwrap()
 
 
 @final
@@ -510,12 +683,22 @@ class Loop:
         self._poller.register(self._rsock, _READ, self)
 
     def listen(self, factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
-               backlog: int = 128) -> Listener:
+               backlog: int = BACKLOG, ssl_context: ssl.SSLContext | None = None) -> Listener:
         """Listen on *host*:*port* (port 0: any free one); each connection runs ``factory()``.
-        Raises `OSError` if the address cannot be bound (in use, not local, ...)."""
-        sock = socket.create_server((host, port), backlog=backlog)
+
+        *host* is an IPv4 or IPv6 address or a name (its first address is bound; ``""``: every
+        IPv4 interface).  With *ssl_context* (server side, certificate loaded) each connection
+        handshakes TLS before its chat is attached; a failed handshake is logged at debug level
+        and detaches the chat with the error.  Raises `OSError` if the address cannot be bound
+        (in use, not local, ...)."""
+        if host:
+            family, _, _, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            sock = socket.create_server(address, family=family, backlog=backlog)
+        else:
+            sock = socket.create_server((host, port), backlog=backlog)
         sock.setblocking(False)
-        listener = Listener(self, sock, factory)
+        listener = Listener(self, sock, factory, ssl_context)
         self._poller.register(sock, _READ, listener)
         self._listeners.add(listener)
         return listener
@@ -527,7 +710,8 @@ class Loop:
         `Chat.detach` with the error (``ConnectionRefusedError``, ...), logged at debug level.
         """
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        conn = _Connection(self, socket.socket(family, kind, proto), chat, connecting=True)
+        conn = _Connection(self, socket.socket(family, kind, proto), chat, connecting=True,
+                           peer=addr)
         err = conn._sock.connect_ex(addr)
         if err in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):  # writable once connected
             self._poller.register(conn._sock, _WRITE, conn)
@@ -594,7 +778,7 @@ class Loop:
                 callback()
             except Exception as exc:
                 if owner is None:
-                    _logger.exception("sanschat: error in callback %r", callback)
+                    _logger.exception("error in callback %r", callback)
                 else:
                     owner._fail(exc)
 
@@ -632,7 +816,7 @@ class Loop:
                 pass
 
     def _fail(self, exc: BaseException) -> None:
-        _logger.error("sanschat: error in the loop's wakeup socket", exc_info=exc)
+        _logger.error("error in the loop's wakeup socket", exc_info=exc)
 
     def _call_soon(self, callback: _Callback, owner: _Connection | None) -> None:
         self._ready.append((callback, owner))  # deque.append is atomic
@@ -658,15 +842,17 @@ class Loop:
 
 
 def serve(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
-          on_listening: Callable[[tuple[str, int]], object] | None = None) -> None:
+          on_listening: Callable[[tuple[str, int]], object] | None = None, *,
+          ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG) -> None:
     """Serve *factory* on *host*:*port* in the calling thread until interrupted.
 
     *on_listening* is called with the bound address once connections are accepted.  On
     return (KeyboardInterrupt, or `Loop.stop` from a callback) every connection is closed.
+    *ssl_context* and *backlog*: see `Loop.listen`.
     """
     loop = Loop()
     try:
-        listener = loop.listen(factory, host, port)
+        listener = loop.listen(factory, host, port, backlog, ssl_context)
         if on_listening is not None:  # the kernel queues connections from here on
             on_listening(listener.address)
         loop.run()
@@ -678,11 +864,12 @@ def serve(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0,
 class ServerThread:
     """A `Loop` serving one factory in a daemon thread: what `start_server` returns."""
 
-    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG) -> None:
         self.loop = Loop()
         """The loop; while it runs, touch it only through `Loop.call_soon_threadsafe`."""
         try:
-            self._listener = self.loop.listen(factory, host, port)
+            self._listener = self.loop.listen(factory, host, port, backlog, ssl_context)
         except BaseException:
             self.loop.close()
             raise
@@ -712,11 +899,13 @@ class ServerThread:
                 raise TimeoutError(f"the select loop on {self.address} did not stop in {timeout} s")
 
 
-def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1",
-                 port: int = 0) -> ServerThread:
+def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0, *,
+                 ssl_context: ssl.SSLContext | None = None,
+                 backlog: int = BACKLOG) -> ServerThread:
     """Serve *factory* on a `Loop` in a daemon thread; return once it accepts connections.
-    Raises `OSError` if the address cannot be bound."""
-    server = ServerThread(factory, host, port)
+    *ssl_context* and *backlog*: see `Loop.listen`.  Raises `OSError` if the address cannot
+    be bound."""
+    server = ServerThread(factory, host, port, ssl_context, backlog)
     server._thread.start()
     if not server._started.wait(5.0):
         raise RuntimeError("the select loop's thread did not start")

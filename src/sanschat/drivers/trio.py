@@ -36,7 +36,8 @@ merely stamp the time of the last traffic; it sleeps until stamp + timeout and r
 lazily.
 
 Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
-``sanschat`` logger), the peer going away (logged at debug level only), a graceful close.
+``sanschat.drivers.trio`` logger), the peer going away (logged at debug level only), a
+graceful close.
 Tasks catch their own errors, so only ``Cancelled`` leaves the nursery; a ``finally`` closes
 the stream and calls `Chat.detach` exactly once.  A cancellation from outside (a server
 stopping) detaches with ``None`` and propagates.
@@ -53,6 +54,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -62,7 +64,7 @@ import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before tri
 
 from .._channel import Channel, TerminatorLike
 from .._chat import Chat
-from . import LINGER, READ_SIZE, log_failure
+from . import BACKLOG, LINGER, READ_SIZE, format_address, log_failure
 from ._pull import PullReader
 
 __all__ = [
@@ -77,7 +79,7 @@ __all__ = [
     "start_server",
 ]
 
-logger = logging.getLogger("sanschat")
+logger = logging.getLogger(__name__)
 
 #: Most bytes pulled from the channel for one ``send_all``: a whole read's worth of replies
 #: leaves in one call.
@@ -243,9 +245,9 @@ class _Transport:
                     chat.detach(self._error)
                 except Exception:
                     logger.exception(
-                        "sanschat: %s.connection_lost failed (peer %s)",
+                        "error in %s.connection_lost for %s",
                         type(chat).__name__,
-                        self._peername,
+                        format_address(self._peername),
                     )
 
     async def _serve(self, nursery: trio.Nursery) -> None:
@@ -261,7 +263,7 @@ class _Transport:
         """A handler, producer or frame limit raised: log it, end this connection only."""
         if self._error is None:
             self._error = exc
-        log_failure(type(self._chat).__name__, self._peername, exc)
+        log_failure(type(self._chat).__name__, self._peername, exc, logger)
         self._end()
 
     def _lost(self, exc: BaseException) -> None:
@@ -270,7 +272,7 @@ class _Transport:
         error = cause if isinstance(cause, OSError) and not isinstance(exc, OSError) else exc
         if self._error is None:
             self._error = error
-        logger.debug("sanschat: connection with %s lost: %r", self._peername, error)
+        logger.debug("connection with %s lost: %r", format_address(self._peername), error)
         self._end()
 
     def _dispatch(self, callback: Callable[[], object]) -> None:
@@ -579,18 +581,20 @@ async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
         await _SocketTransport(stream, chat, sock).run()
 
 
-def _handler(factory: Callable[[], Chat]) -> Callable[[trio.SocketStream], Awaitable[None]]:
-    async def handle(stream: trio.SocketStream) -> None:
+def _handler(factory: Callable[[], Chat]) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    async def handle(stream: trio.abc.Stream) -> None:
         try:
             chat = factory()
         except Exception:
-            logger.exception("sanschat: the connection factory failed; connection dropped")
+            logger.exception("error in the connection factory for %s; connection dropped",
+                             format_address(_extra_info(stream, "peername")))
             await trio.aclose_forcefully(stream)
             return
         try:
             await run_chat(stream, chat)
         except Exception:  # a driver bug must not stop the server either
-            logger.exception("sanschat: trio driver error on a connection")
+            logger.exception("error in the trio driver for %s",
+                             format_address(_extra_info(stream, "peername")))
 
     return handle
 
@@ -600,16 +604,38 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve TCP on *host*:*port*, running a new ``factory()`` chat for each connection.
 
-    Built on ``trio.serve_tcp``: use ``listeners = await nursery.start(serve, factory)`` to
-    learn the bound port (``listeners[0].socket.getsockname()``).  Runs until cancelled;
-    cancelling it closes the listener and detaches every connection's chat.  A factory or
-    handler error drops that connection only.
+    As ``trio.serve_tcp`` does (``trio.serve_ssl_over_tcp`` with *ssl_context*, a server
+    context with its certificate loaded: each connection is then a ``trio.SSLStream``): use
+    ``listeners = await nursery.start(serve, factory)`` to learn the bound port
+    (``listeners[0].socket.getsockname()``, through ``.transport_listener`` for TLS).
+    Runs until cancelled; cancelling it closes the listener and detaches every connection's
+    chat.  A factory or handler error drops that connection only.
     """
-    await trio.serve_tcp(_handler(factory), port, host=host, task_status=task_status)
+    listeners = await _listeners(host, port, ssl_context, backlog)
+    await trio.serve_listeners(_handler(factory), listeners, task_status=task_status)
+
+
+async def _listeners(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, backlog: int
+) -> list[Any]:
+    """TCP listeners on *host*:*port*, wrapped in ``trio.SSLListener`` for TLS."""
+    tcp = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if ssl_context is None:
+        return list(tcp)
+    return [trio.SSLListener(listener, ssl_context, https_compatible=False) for listener in tcp]
+
+
+def _listener_address(listener: Any) -> tuple[str, int]:
+    """The (host, port) a listener from `_listeners` is bound to."""
+    sock = getattr(listener, "transport_listener", listener).socket
+    address: tuple[str, int] = sock.getsockname()[:2]
+    return address
 
 
 async def connect(chat: Chat, host: str, port: int) -> None:
@@ -709,9 +735,11 @@ class TrioServer:
     Made by `start_server`; `stop` may be called from any thread.
     """
 
-    def __init__(self, factory: Callable[[], Chat], host: str, port: int) -> None:
+    def __init__(self, factory: Callable[[], Chat], host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = BACKLOG) -> None:
         self._factory = factory
         self._address = (host, port)
+        self._ssl_context, self._backlog = ssl_context, backlog
         self._ready = threading.Event()
         self._token: Any = None
         self._scope = trio.CancelScope()
@@ -729,7 +757,7 @@ class TrioServer:
         except BaseException as exc:
             self._error = exc
             if self._ready.is_set():
-                logger.error("sanschat: the trio server thread failed", exc_info=exc)
+                logger.error("error in the trio server thread", exc_info=exc)
         finally:
             self._ready.set()
 
@@ -737,8 +765,8 @@ class TrioServer:
         self._token = trio.lowlevel.current_trio_token()
         with self._scope:
             host, port = self._address
-            listeners = await trio.open_tcp_listeners(port, host=host)
-            self._address = listeners[0].socket.getsockname()[:2]
+            listeners = await _listeners(host, port, self._ssl_context, self._backlog)
+            self._address = _listener_address(listeners[0])
             self._ready.set()
             await trio.serve_listeners(_handler(self._factory), listeners)
 
@@ -754,13 +782,23 @@ class TrioServer:
                 raise TimeoutError(f"the trio server thread did not end in {timeout} s")
 
 
-def start_server(factory: Callable[[], Chat], host: str = "127.0.0.1", port: int = 0) -> TrioServer:
+def start_server(
+    factory: Callable[[], Chat],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = BACKLOG,
+) -> TrioServer:
     """Run `serve` for *factory* in a background thread; return once it accepts connections.
+
+    *ssl_context* (server side, certificate loaded) makes every connection TLS; *backlog*
+    is the listen queue's length.
 
     Raises:
         OSError: if the address cannot be bound.
     """
-    server = TrioServer(factory, host, port)
+    server = TrioServer(factory, host, port, ssl_context, backlog)
     server._thread.start()
     server._ready.wait()  # bounded: set at once by the bind, or by its error
     if server._error is not None:

@@ -397,16 +397,34 @@ def assert_same_for_every_chunking(
             raised, with the expected and actual transcripts and the handler's exception
             and traceback (also chained as ``__cause__``).
     """
-    reference, failure = (expected, None) if expected else _run(make_chat(), [data], eof)
+    reference = _reference(make_chat, data, eof, expected)
+    for chunks in every_chunking(data, max_pieces=max_pieces):
+        _check_cut(make_chat, chunks, eof, reference)
+    return reference
+
+
+def _reference(
+    make_chat: Callable[[], Chat], data: bytes, eof: bool, expected: Transcript | None
+) -> Transcript:
+    """The transcript every cut must give: *expected*, else the run on *data* whole (which
+    fails the check if the handler raised there)."""
+    if expected is not None:
+        return expected
+    reference, failure = _run(make_chat(), [data], eof)
     if failure is not None:
         _fail("the handler raised on the whole input", [data], reference, reference, failure)
-    for chunks in every_chunking(data, max_pieces=max_pieces):
-        got, failure = _run(make_chat(), chunks, eof)
-        if failure is not None:
-            _fail("the handler raised", chunks, got, reference, failure)
-        if got != reference:
-            _fail("the answer depends on how the input is cut", chunks, got, reference, None)
     return reference
+
+
+def _check_cut(
+    make_chat: Callable[[], Chat], chunks: list[bytes], eof: bool, reference: Transcript
+) -> None:
+    """Fail unless a fresh chat fed *chunks* answers *reference*, raising nothing."""
+    got, failure = _run(make_chat(), chunks, eof)
+    if failure is not None:
+        _fail("the handler raised", chunks, got, reference, failure)
+    if got != reference:
+        _fail("the answer depends on how the input is cut", chunks, got, reference, None)
 
 
 def _fail(

@@ -26,7 +26,7 @@ import itertools
 
 from .._channel import TerminatorLike
 from .._chat import Chat
-from . import Transcript, transcript
+from . import Transcript, _check_cut, _reference
 
 __all__ = ["assert_chunking_invariant", "chunkings", "terminators"]
 
@@ -74,18 +74,18 @@ def assert_chunking_invariant(
     """Assert, with hypothesis, that *make_chat*'s chats answer *data* the same however
     it is cut (and, if given, as *expected*).  Call it from a plain test function.
 
+    A run in which the handler raises fails too (see
+    `sanschat.testing.assert_same_for_every_chunking`).
+
     Raises:
-        AssertionError: with the shrunk cutting that gave a different answer.
+        AssertionError: with the shrunk cutting that gave a different answer or raised, both
+            transcripts, and the handler's traceback if it raised.
     """
-    reference = expected or transcript(make_chat(), [data], eof=eof)
+    reference = _reference(make_chat, data, eof, expected)
 
     @settings(max_examples=max_examples, deadline=None, database=None)
     @given(chunkings(data))
     def check(chunks: list[bytes]) -> None:
-        got = transcript(make_chat(), chunks, eof=eof)
-        assert got == reference, (
-            f"the answer depends on how the input is cut:\n  chunks:   {chunks!r}\n"
-            f"  got:      {got!r}\n  expected: {reference!r}"
-        )
+        _check_cut(make_chat, chunks, eof, reference)
 
     check()

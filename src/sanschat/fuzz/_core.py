@@ -1,4 +1,4 @@
-"""``python -m sanschat.fuzz``: fuzz the core, or a protocol of yours, for a bounded budget.
+"""Fuzzing the core: one byte string decoded into a whole `Channel` scenario.
 
 Theory of operation: every fuzz input is one byte string, decoded deterministically by
 `decode` into a terminator script (the terminator to start with and the ones a handler sets
@@ -15,30 +15,25 @@ finding.  The invariants:
 * memory bounded: after each chunk, the channel holds at most ``max_frame_size`` plus a
   partial terminator.
 
-`check_protocol` fuzzes a user's `Chat` factory instead: whatever the input, the chat
-raises nothing but `SanschatError`s and answers the same however its input is cut.
-
-Engines: atheris (coverage-guided, ``pip install atheris``) where it imports, else
-hypothesis (``pip install 'sanschat[test]'``).  Both take a budget in runs and seconds.
+`check_protocol` is the byte-string target of a user's `Chat` factory for the generic
+engines (atheris, hypothesis): the input's first bytes choose chunk sizes, the rest is the
+stream.  Random bytes seldom end a frame, so `sanschat.fuzz._protocol` (the default engine
+for ``--target``) is the one that finds protocol bugs.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import itertools
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._channel import Channel, Terminator
-from ._chat import Chat
-from ._errors import FrameTooLarge, SanschatError
-from ._events import Data, EndOfStream, TerminatorFound
-from .testing import transcript
+from .._channel import Channel, Terminator
+from .._chat import Chat
+from .._errors import FrameTooLarge, ProtocolError
+from .._events import Data, EndOfStream, TerminatorFound
+from ..testing import transcript
 
-__all__ = ["Case", "check_channel", "check_protocol", "decode", "main"]
+__all__ = ["Case", "check_channel", "check_protocol", "decode"]
 
 _ALPHABET = b"\r\n;ab"
 
@@ -206,7 +201,7 @@ def check_protocol(make_chat: Callable[[], Chat]) -> Callable[[bytes], None]:
     """A fuzz target for a user's `Chat` factory.
 
     The returned function feeds its input whole and cut by sizes taken from its first
-    bytes, and asserts that the chat raised nothing but `SanschatError`s and sent the same
+    bytes, and asserts that the chat raised nothing but `ProtocolError`s and sent the same
     bytes, closing the same way, both times.
     """
 
@@ -218,108 +213,8 @@ def check_protocol(make_chat: Callable[[], Chat]) -> Callable[[bytes], None]:
             make_chat(), _chunks(Case((None,), None, case.sizes, (0,), stream)), eof=True
         )
         for run in (whole, cut):
-            if run.error is not None and not issubclass(run.error, SanschatError):
+            if run.error is not None and not issubclass(run.error, ProtocolError):
                 raise AssertionError(f"the protocol raised {run.error.__name__}")
         assert whole == cut, f"the answer depends on how the input is cut: {whole} != {cut}"
 
     return target
-
-
-def _load(spec: str) -> Callable[[], Chat]:
-    module_name, _, attribute = spec.partition(":")
-    if not attribute:
-        raise SystemExit(f"--target must look like package.module:Factory, not {spec!r}")
-    factory: Callable[[], Chat] = getattr(importlib.import_module(module_name), attribute)
-    return factory
-
-
-def _run_hypothesis(target: Callable[[bytes], None], runs: int, seconds: float, seed: int) -> int:
-    try:
-        from hypothesis import HealthCheck, given, settings
-        from hypothesis import seed as hypothesis_seed
-        from hypothesis import strategies as st
-    except ImportError:
-        print("error: neither atheris nor hypothesis is installed: pip install 'sanschat[test]'")
-        return 2
-    deadline = time.monotonic() + seconds
-    done = 0
-    batch = max(1, min(runs, 500))
-    while done < runs and time.monotonic() < deadline:
-        size = min(batch, runs - done)
-
-        @hypothesis_seed(seed + done)
-        @settings(
-            max_examples=size,
-            deadline=None,
-            database=None,
-            derandomize=False,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(st.binary(max_size=512))
-        def property_(data: bytes) -> None:
-            target(data)
-
-        property_()
-        done += size
-    print(f"sanschat.fuzz: hypothesis ran {done} inputs, no finding")
-    return 0
-
-
-def _run_atheris(target: Callable[[bytes], None], runs: int, seconds: float, seed: int) -> int:
-    atheris = importlib.import_module("atheris")
-    # sanschat (and a --target's module) are imported already: instrument what is loaded,
-    # so that libFuzzer sees coverage and grows a corpus instead of guessing blindly.
-    atheris.instrument_all()
-    budget = max(1, int(seconds))
-    # libFuzzer takes -seed=0 as "pick one at random": shift by one to stay reproducible.
-    argv = [sys.argv[0], f"-runs={runs}", f"-max_total_time={budget}", f"-seed={seed + 1}"]
-    atheris.Setup(argv, target)
-    atheris.Fuzz()  # exits the process: 0 when the budget is spent with no finding
-    return 0  # pragma: no cover
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0: budget spent, no finding)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sanschat.fuzz",
-        description="Fuzz sanschat's Channel (or your Chat) for a bounded budget.",
-    )
-    parser.add_argument("--runs", type=int, default=10_000, help="inputs to try (default 10000)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="time budget (default 60)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="random seed (default 0); the same seed, same run"
-    )
-    parser.add_argument(
-        "--engine",
-        choices=("auto", "atheris", "hypothesis"),
-        default="auto",
-        help="auto: atheris where it imports, else hypothesis",
-    )
-    parser.add_argument(
-        "--target",
-        metavar="MODULE:FACTORY",
-        help="fuzz your Chat factory (e.g. sanschat.examples:Echo) instead of the core",
-    )
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.seconds <= 0:
-        parser.error("--runs and --seconds must be positive")
-    target = check_protocol(_load(args.target)) if args.target else check_channel
-    engine = args.engine
-    if engine == "auto":
-        try:
-            importlib.import_module("atheris")
-            engine = "atheris"
-        except ImportError:
-            engine = "hypothesis"
-    print(
-        f"sanschat.fuzz: {engine}, {args.runs} runs / {args.seconds:g} s, "
-        f"target {args.target or 'Channel'}",
-        flush=True,
-    )
-    if engine == "atheris":
-        return _run_atheris(target, args.runs, args.seconds, args.seed)
-    return _run_hypothesis(target, args.runs, args.seconds, args.seed)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
