@@ -77,7 +77,7 @@ READ_SIZE = 256 * 1024
 HIGH_WATER = DEFAULT_HIGH_WATER
 
 #: Unsent bytes a TCP socket may hold in the kernel before it stops being writable
-#: (``TCP_NOTSENT_LOWAT``, Linux and macOS; 16 KiB, as trio's ``SocketStream`` sets it):
+#: (``TCP_NOTSENT_LOWAT``, where Python has it: Linux; 16 KiB, as trio's ``SocketStream``):
 #: without it each connection to a slow reader can pin megabytes of kernel memory that
 #: no backpressure sees, with it the queued output stays in the channel.
 NOTSENT_LOWAT = 16 * 1024

@@ -138,9 +138,12 @@ class ChatHarness:
         """Feed each chunk in turn as if read from the socket; return the bytes sent back.
 
         While the chat's reading is paused, the chunks are held; a later call delivers the
-        held ones first (``feed()`` with no chunk: just those), once reading resumed.
+        held ones first, once reading resumed.  ``feed()`` with no chunk does what a driver
+        does when a chat resumes: it dispatches the frames that waited, then the held chunks.
         """
         start = len(self.sent)
+        if not chunks and not self.lost and not self.transport.reading_paused:
+            self._run(functools.partial(self.chat.feed, b""))
         self.held.extend(chunks)
         while self.held and not self.lost and not self.transport.reading_paused:
             self._run(functools.partial(self.chat.feed, self.held.pop(0)))
