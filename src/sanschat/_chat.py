@@ -37,6 +37,7 @@ chat closed: a late push never aborts the output `close_threadsafe` is flushing.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -193,12 +194,12 @@ class Chat:
     output is connections x (high water + one read's worth)."""
 
     frame_budget: ClassVar[int | None] = 4096
-    """Most frames (in asynchat's style: events) one read dispatches in one loop round; the
-    rest wait in the channel for the next rounds, during which the connection is not read.
-    4096 frames (a 64 KiB read of 16-byte lines) take one or two milliseconds of plain
-    per-frame handler work, and a batch handler pays the round trip to the loop once per
-    4096 frames; lower it when each frame costs more (a line sent to many peers one by
-    one).  None: no budget (every frame of a read at once)."""
+    """Most frames (in asynchat's style: events) one read dispatches in one loop round (read
+    when the chat is made); the rest wait in the channel for the next rounds, during which
+    the connection is not read.  4096 frames (a 64 KiB read of 16-byte lines) take one or
+    two milliseconds of plain per-frame handler work, and a batch handler pays the round
+    trip to the loop once per 4096 frames; lower it when each frame costs more (a line sent
+    to many peers one by one).  None: no budget (every frame of a read at once)."""
 
     def __init__(self) -> None:
         self.channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
@@ -215,6 +216,9 @@ class Chat:
         self._paused = False  # pause_reading
         self._waiting = 0  # targets this chat waits on (pause_until_drained)
         self._held = False  # _paused or _waiting: feed dispatches nothing
+        self._slow = False  # _held or _backlog: feed takes _feed_slow
+        budget = self.frame_budget
+        self._budget = sys.maxsize if budget is None else budget  # (read once, here)
         self._senders: list[Chat] | None = None  # chats waiting for this one to drain
         self._drain_wanted = False  # someone waits for written(): senders or a thread
         self._gate: _ThreadGate | None = None  # made by the first push_threadsafe
@@ -363,8 +367,7 @@ class Chat:
 
         Senders paused on this chat's output (`pause_until_drained`) are resumed."""
         self.channel.discard_buffers()
-        self._backlog = False
-        self._rest = None
+        self._set_rest(None)
         if self._senders is not None:
             self._release_senders()
 
@@ -438,17 +441,17 @@ class Chat:
             self._pause()
 
     def _pause(self) -> None:
-        self._held = True
+        self._held = self._slow = True
         if self._dispatching and not self._batch_mode:
             # Stop the loop after this frame; what it has not reached stays for resume.  (A
             # batch handler's pause takes effect after its batch: its iterator stays live.)
             self.channel.interrupt()
-            self._backlog = False
-            self._rest = None
+            self._set_rest(None)
         self.transport.pause_reading()
 
     def _resume(self) -> None:
         self._held = False
+        self._slow = self._backlog
         self.transport.resume_reading()
 
     def _target_drained(self) -> None:
@@ -587,49 +590,64 @@ class Chat:
         channel = self.channel
         if self._closed or channel._closing:  # (channel.closing, read without a call)
             return
-        if self._held:
-            if data:
-                channel.frames(data)  # kept, not dispatched: the next feed after resume cuts it
+        if self._slow:  # paused, or frames left over by the budget
+            self._feed_slow(data)
             return
         self._dispatching = True
         try:
-            rest = self._rest
-            if rest is not None:
-                self._rest = None
-                self._backlog = False
-                if not data and channel._out_it is rest[1]:  # still live: no new cut
-                    self._dispatch(rest[0])
-                    return
             if self._frames_mode and not self._batch_mode:
                 frames = channel.frames(data)
                 out = channel._out
-                budget = self.frame_budget
-                if budget is None or out is None or len(out) <= budget:  # the hot path
+                if out is not None and len(out) > self._budget:
+                    self._dispatch(frames)
+                else:  # the hot path: a read of a few frames, dispatched at once
                     found = self.found_frame
                     for frame in frames:
                         found(frame)
-                else:
-                    self._dispatch(frames)
             elif self._batch_mode:
-                self._feed_batches(channel.frames(data), self.frame_budget)
+                self._feed_batches(channel.frames(data), self._budget)
             else:
                 events = channel.receive(data)
                 out = channel._out
-                budget = self.frame_budget
-                if budget is None or out is None or len(out) <= budget:
-                    self._dispatch_events(events)
-                else:
+                if out is not None and len(out) > self._budget:
                     self._dispatch(events)
+                else:
+                    self._dispatch_events(events)
         except ProtocolError as error:
             self._protocol_failed(error)
         finally:
             self._dispatching = False
 
+    def _feed_slow(self, data: bytes | bytearray | memoryview) -> None:
+        """`feed` while paused (the bytes wait in the channel) or with a backlog (the next
+        budget of the channel's live iterator, unless a new cut ended it)."""
+        channel = self.channel
+        if self._held:
+            if data:
+                channel.frames(data)  # kept, not dispatched: the next feed after resume cuts it
+            return
+        rest = self._rest
+        self._set_rest(None)
+        if rest is None or data or channel._out_it is not rest[1]:
+            self.feed(data)  # nothing live to go on with: cut anew
+            return
+        self._dispatching = True
+        try:
+            self._dispatch(rest[0])
+        except ProtocolError as error:
+            self._protocol_failed(error)
+        finally:
+            self._dispatching = False
+
+    def _set_rest(self, rest: tuple[Iterator[Any], Any] | None) -> None:
+        self._rest = rest
+        self._backlog = rest is not None
+        self._slow = self._held or self._backlog
+
     def _dispatch(self, items: Iterator[Any]) -> None:
         """Dispatch at most `frame_budget` frames or events of *items* (the channel's live
         iterator); keep it for the next round if more are left."""
-        budget = self.frame_budget
-        assert budget is not None
+        budget = self._budget
         if self._batch_mode:
             self._feed_batches(items, budget)
             return
@@ -655,8 +673,7 @@ class Chat:
         the next round (`input_backlog`) rather than cutting its bytes again."""
         live = self.channel._out_it
         if live.__length_hint__() and not (self._closed or self.channel.closing):
-            self._backlog = True  # (while _held too: the driver goes on after resume)
-            self._rest = (items, live)
+            self._set_rest((items, live))  # (while _held too: the driver goes on after resume)
 
     @property
     def input_backlog(self) -> bool:
@@ -724,8 +741,7 @@ class Chat:
         if self._closed or self.channel.closing:
             return
         self._dispatching = True
-        self._backlog = False
-        self._rest = None
+        self._set_rest(None)
         try:
             unframed = bytearray()
             frames_mode = self._frames_mode
@@ -764,8 +780,7 @@ class Chat:
         """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
         self.transport = _GONE
         self._closed = True
-        self._backlog = False
-        self._rest = None
+        self._set_rest(None)
         if self._senders is not None:
             self._release_senders()
         gate = self._gate
