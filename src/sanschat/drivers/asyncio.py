@@ -3,8 +3,9 @@
 Theory of operation.  `ChatProtocol` is both the asyncio protocol of one connection and the
 `Transport` its chat sees.  asyncio reads into one buffer per thread (connections share it:
 each read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep), then
-`ChatProtocol._flush` pulls ``channel.data_to_send`` and writes at once (asyncio's ``write``
-sends directly while its buffer is empty), but only until the transport calls
+`ChatProtocol._flush` pulls ``channel.data_to_send`` in `WRITE_PIECE`s and writes at once
+(asyncio's ``write`` sends directly while its buffer is empty), but only until the
+transport calls
 `pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a producer is never
 read ahead, and one connection cannot starve the others.  `resume_writing` pulls again.
 Reading stops while the channel holds more than the chat's `Chat.high_water` unsent bytes
@@ -49,6 +50,7 @@ from ._pull import PullReader
 __all__ = [
     "FLUSH_BUDGET",
     "SEND_SIZE",
+    "WRITE_PIECE",
     "ChatProtocol",
     "Connection",
     "connect",
@@ -60,8 +62,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
+#: Most bytes taken from the channel per ``write`` when a stream-style `Connection` closes.
 SEND_SIZE = READ_SIZE
+
+#: Most bytes `ChatProtocol` hands to one ``write``: asyncio copies whatever part of a write
+#: the socket does not take, so this bounds that copy per connection; a large item shared
+#: by many connections (a fan-out line) goes out in views of it.  (Writes of 256 KiB cost
+#: 1,000 members of a chat that stopped reading 74 MiB of such copies; 16 KiB pieces, the
+#: most a socket takes at once under ``TCP_NOTSENT_LOWAT``, a few MiB.)
+WRITE_PIECE = 16 * 1024
 
 #: Bytes one flush may hand to the transport before it yields to the loop (and goes on in a
 #: ``call_soon``), so that a peer reading as fast as we write cannot monopolise the loop.
@@ -254,7 +263,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
             try:
                 # write() sends at once when the transport's buffer is empty (and may pause us)
                 while channel.wants_write and budget > 0 and not self._writing_paused:
-                    chunk = channel.data_to_send(SEND_SIZE)
+                    chunk = channel.data_to_send(WRITE_PIECE)
                     if not chunk:
                         break
                     transport.write(chunk)
