@@ -268,6 +268,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
                         break
                     transport.write(chunk)
                     budget -= len(chunk)
+                    if budget > 0 and transport.is_closing():
+                        return  # the write found the peer gone (asyncio warns from 5 more on)
             except Exception as exc:  # a producer failed
                 self._fail(exc)
                 return
