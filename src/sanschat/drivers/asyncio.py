@@ -3,11 +3,11 @@
 Theory of operation.  `ChatProtocol` is both the asyncio protocol of one connection and the
 `Transport` its chat sees.  asyncio reads into one buffer per thread (connections share it:
 each read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep), then
-`ChatProtocol._flush` pulls ``channel.data_to_send`` in `WRITE_PIECE`s and writes at once
+`ChatProtocol._flush` pulls ``channel.data_to_send`` (see `WRITE_PIECE`) and writes at once
 (asyncio's ``write`` sends directly while its buffer is empty), but only until the
-transport calls
-`pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a producer is never
-read ahead, and one connection cannot starve the others.  `resume_writing` pulls again.
+transport calls `pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a
+producer is never read ahead, and one connection cannot starve the others.
+`resume_writing` pulls again.
 Reading stops while the channel holds more than the chat's `Chat.high_water` unsent bytes
 (or, in the stream style, more than `HIGH_WATER` unread bytes), while the chat has paused
 its reading, and while a read's frames past `Chat.frame_budget` wait: a ``call_soon``
@@ -62,14 +62,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Most bytes taken from the channel per ``write`` when a stream-style `Connection` closes.
+#: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
 SEND_SIZE = READ_SIZE
 
-#: Most bytes `ChatProtocol` hands to one ``write``: asyncio copies whatever part of a write
-#: the socket does not take, so this bounds that copy per connection; a large item shared
-#: by many connections (a fan-out line) goes out in views of it.  (Writes of 256 KiB cost
-#: 1,000 members of a chat that stopped reading 74 MiB of such copies; 16 KiB pieces, the
-#: most a socket takes at once under ``TCP_NOTSENT_LOWAT``, a few MiB.)
+#: Bytes `ChatProtocol` hands to a ``write`` after the socket was full: asyncio copies
+#: whatever part of a write the socket does not take, so this bounds that copy for a peer
+#: that stops reading; a large item shared by many connections (a fan-out line) goes out
+#: in views of it.  Each write taken whole doubles the next, up to `SEND_SIZE`, so a fast
+#: reader still gets large writes.  (Writes of 256 KiB cost 1,000 members of a chat that
+#: stopped reading 74 MiB of such copies; 16 KiB, what a socket takes at once under
+#: ``TCP_NOTSENT_LOWAT``, about 10 MiB.)
 WRITE_PIECE = 16 * 1024
 
 #: Bytes one flush may hand to the transport before it yields to the loop (and goes on in a
@@ -105,6 +107,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._lost = self._eof = self._ssl = False
         self._writing_paused = self._reading_paused = self._flush_scheduled = False
         self._continuing = False  # a _continue is scheduled
+        self._piece = WRITE_PIECE  # bytes for the next write: see WRITE_PIECE
         self._input_full = False  # the stream style's consumer is behind
         self._error: BaseException | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -262,14 +265,18 @@ class ChatProtocol(asyncio.BufferedProtocol):
             budget = FLUSH_BUDGET
             try:
                 # write() sends at once when the transport's buffer is empty (and may pause us)
+                piece = self._piece
                 while channel.wants_write and budget > 0 and not self._writing_paused:
-                    chunk = channel.data_to_send(WRITE_PIECE)
+                    chunk = channel.data_to_send(piece)
                     if not chunk:
                         break
                     transport.write(chunk)
                     budget -= len(chunk)
                     if budget > 0 and transport.is_closing():
                         return  # the write found the peer gone (asyncio warns from 5 more on)
+                    # Taken whole: the socket keeps up, so larger pieces; paused: small again.
+                    piece = WRITE_PIECE if self._writing_paused else min(2 * piece, SEND_SIZE)
+                self._piece = piece
             except Exception as exc:  # a producer failed
                 self._fail(exc)
                 return
