@@ -205,6 +205,8 @@ def _chat(chat: FrameCounter | CollectingChat, chunks: Iterable[bytes]) -> Outco
     feed = chat.feed
     for chunk in chunks:
         feed(chunk)
+        while chat.input_backlog:  # past Chat.frame_budget: the next rounds, as a driver does
+            feed(b"")
     return chat.count, chat.last
 
 

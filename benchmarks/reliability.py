@@ -66,6 +66,7 @@ from sanschat.examples import MAX_FRAME_SIZE
 
 __all__ = [
     "BAD_INPUTS",
+    "FANOUT",
     "FAULTS",
     "LIMITS",
     "LIMIT_SIZES",
@@ -107,15 +108,25 @@ class Scale:
     producer_bytes: int  # fault: what a producer pushes at a peer that stops reading
     shutdown_connections: int  # fault: extra connections open when the server is stopped
     flood_bytes: int  # bad input: bytes sent as one-byte writes
+    silent_members: int = 20  # fan-out: chat members that never read
+    fanout_seconds: float = 1.5  # fan-out: how long the senders flood
+    fast_members: int = 5  # fan-out: chat members that read as fast as they can
+    fast_bytes: int = 1 * MiB  # fan-out: what each of the 4 senders sends to the fast members
+    stall_members: int = 20  # fair rounds: members fed the 256 KiB write of 1-byte lines
+    race_rounds: int = 20  # thread verbs: rounds of the close race
 
 
 SCALES = {
     "tiny": Scale("tiny", connections=20, frames=20, rounds=2, producer_bytes=4 * MiB,
                   shutdown_connections=6, flood_bytes=2_000),
     "small": Scale("small", connections=200, frames=50, rounds=10, producer_bytes=32 * MiB,
-                   shutdown_connections=50, flood_bytes=20_000),
+                   shutdown_connections=50, flood_bytes=20_000, silent_members=100,
+                   fanout_seconds=3.0, fast_members=20, fast_bytes=4 * MiB,
+                   stall_members=100, race_rounds=100),
     "full": Scale("full", connections=1000, frames=100, rounds=20, producer_bytes=100 * MiB,
-                  shutdown_connections=200, flood_bytes=100_000),
+                  shutdown_connections=200, flood_bytes=100_000, silent_members=1000,
+                  fanout_seconds=10.0, fast_members=50, fast_bytes=8 * MiB,
+                  stall_members=500, race_rounds=200),
 }
 
 
@@ -1671,6 +1682,390 @@ def _summary_sigterm(o: Outcome) -> str:
             f"{f['exit_seconds']:.1f} s (grace {f['grace']:g} s)")
 
 
+
+
+# ---------------------------------------------------------------------------- 5. fan-out
+
+
+# Issue 11's bounds: a chat room fed at full speed grows the server by at most 64 MiB and
+# still answers a fresh client within 1 s; one read of many lines delays others < 100 ms.
+FANOUT_RSS_BOUND = 64 * MiB
+FRESH_CLIENT_BOUND = 1.0
+STALL_DELAY_BOUND = 0.100
+FLOOD_LINE = b"flood " + b"f" * 40 + CRLF  # what a full-speed sender repeats
+
+
+class _ChatPeer:
+    """One client socket of a fan-out scenario, in `_ChatClients`' selectors loop."""
+
+    __slots__ = ("eof", "out", "pos", "received", "role", "sock", "tail")
+
+    def __init__(self, sock: socket.socket, role: str, out: bytes = b"") -> None:
+        self.sock, self.role, self.out = sock, role, out
+        self.pos = self.received = 0
+        self.eof = False
+        self.tail = b""  # the last bytes received (a drop reason ends up there)
+
+
+class _ChatClients:
+    """Non-blocking chat clients in one selectors loop, each in a role:
+
+    * ``silent``: connected, never reads (its receive buffer is small, set before connect);
+    * ``flood``: writes `out` over and over (``pos`` wraps), reads and drops what comes;
+    * ``send``: writes `out` once, reads and drops what comes;
+    * ``read``: reads as fast as it can, counting bytes.
+
+    A ``probe`` watcher (`watch`) runs in a thread of its own with a blocking socket, so
+    that its latency is not the loop's: it scans for ``probe <k> <ns>`` lines and keeps
+    the delay of each (now - ns, one clock in this process).
+    """
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.sel = selectors.DefaultSelector()
+        self.peers: list[_ChatPeer] = []
+        self.delays: dict[int, float] = {}
+        self._watch: socket.socket | None = None
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def add(self, role: str, out: bytes = b"", rcvbuf: int | None = None) -> _ChatPeer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect: the window is small from the start
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(TIMEOUT)
+        sock.connect(self.address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        peer = _ChatPeer(sock, role, out)
+        self.peers.append(peer)
+        if role != "silent":
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
+            self.sel.register(sock, events, peer)
+        return peer
+
+    def watch(self) -> None:
+        """Start the probe watcher (a member that reads everything, in its own thread)."""
+        sock = socket.create_connection(self.address, timeout=0.2)
+        self._watch = sock
+        self._watcher = threading.Thread(target=self._run_watch, args=(sock,), daemon=True)
+        self._watcher.start()
+
+    def _run_watch(self, sock: socket.socket) -> None:
+        pending = b""
+        while not self._stop.is_set():
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            now = time.monotonic_ns()
+            pending = pending[-64:] + chunk
+            start = 0
+            while (at := pending.find(b"probe ", start)) >= 0:
+                end = pending.find(CRLF, at)
+                if end < 0:
+                    break
+                fields = pending[at:end].split()
+                if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                    self.delays.setdefault(int(fields[1]), (now - int(fields[2])) / 1e9)
+                start = end
+            pending = pending[start:]
+
+    def probe(self, k: int) -> None:
+        """A fresh client: connect, send ``probe k <now>`` at once, then read and drop."""
+        peer = self.add("read")
+        peer.sock.send(b"probe %d %d\r\n" % (k, time.monotonic_ns()))  # into an empty buffer
+
+    def run(self, seconds: float, until: Callable[[], bool] | None = None,
+            every: Callable[[], None] | None = None) -> None:
+        """Move bytes for *seconds* (or until *until* holds), calling *every* each 50 ms."""
+        deadline = time.monotonic() + seconds
+        tick = 0.0
+        while time.monotonic() < deadline and not (until is not None and until()):
+            if every is not None and time.monotonic() >= tick:
+                every()
+                tick = time.monotonic() + 0.05
+            for key, mask in self.sel.select(0.02):
+                self._handle(key.data, mask)
+
+    def _handle(self, peer: _ChatPeer, mask: int) -> None:
+        sock = peer.sock
+        if mask & selectors.EVENT_READ:
+            try:
+                chunk = sock.recv(1 << 18)
+            except BlockingIOError:
+                chunk = None
+            except OSError:
+                chunk = b""
+            if chunk is not None:
+                if not chunk:
+                    peer.eof = True
+                    self.sel.unregister(sock)
+                    return
+                peer.received += len(chunk)
+                peer.tail = (peer.tail + chunk)[-200:]
+        if mask & selectors.EVENT_WRITE:
+            out = peer.out
+            try:
+                peer.pos += sock.send(out[peer.pos % len(out) :] if peer.role == "flood"
+                                      else out[peer.pos :])
+            except BlockingIOError:
+                pass
+            except OSError:
+                peer.eof = True
+                self.sel.unregister(sock)
+                return
+            if peer.role == "send" and peer.pos >= len(out):
+                self.sel.modify(sock, selectors.EVENT_READ, peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.close()
+        if self._watcher is not None:
+            self._watcher.join(TIMEOUT)
+        self.sel.close()
+        for peer in self.peers:
+            peer.sock.close()
+
+
+def _chat_server(driver: str) -> ServerProcess:
+    return ServerProcess([sys.executable, "-m", "sanschat", "serve", "chat", "--driver", driver,
+                          "--port", "0"])
+
+
+def _wait_for_members(server: ServerProcess, idle_fds: int, count: int) -> None:
+    """Wait until the server holds *count* more sockets than idle (every member joined)."""
+    deadline = time.monotonic() + 60
+    while server.fd_count() - idle_fds < count:
+        if time.monotonic() > deadline:
+            raise ScenarioFailed(f"only {server.fd_count() - idle_fds} of {count} members joined")
+        time.sleep(0.02)
+
+
+def _stop_chat(server: ServerProcess, clients: _ChatClients, out: Outcome) -> None:
+    clients.close()
+    server.stop()
+    server.check_clean_exit(out)
+
+
+def fanout_silent(driver: str, scale: Scale) -> Outcome:
+    """Silent members and two full-speed senders: the server's growth stays bounded and a
+    fresh client's line reaches a reader within a second, all along."""
+    out = Outcome("fan-out to silent members", driver)
+    n = scale.silent_members
+    raise_fd_limit(n + 512)
+    with _chat_server(driver) as server:
+        idle_fds = server.fd_count()
+        clients = _ChatClients(server.address)
+        try:
+            for _ in range(n):
+                clients.add("silent", rcvbuf=8192)
+            clients.watch()
+            _wait_for_members(server, idle_fds, n + 1)
+            base_rss = server.status("VmRSS")
+            for _ in range(2):
+                clients.add("flood", FLOOD_LINE * 1000)
+            probed = [0, 0.0]  # probes sent, when the last was
+
+            def every() -> None:  # a fresh client every 0.25 s
+                if time.monotonic() - probed[1] >= 0.25:
+                    probed[0] += 1
+                    probed[1] = time.monotonic()
+                    clients.probe(int(probed[0]))
+
+            clients.run(scale.fanout_seconds, every=every)
+            sent = int(probed[0])
+            clients.run(FRESH_CLIENT_BOUND + 0.5)  # the last probes' time to arrive
+            peak = server.status("VmHWM")
+            flooded = sum(p.pos for p in clients.peers if p.role == "flood")
+            dropped = sum(1 for p in clients.peers if p.role == "silent" and _member_closed(p.sock))
+        finally:
+            _stop_chat(server, clients, out)
+    delays = clients.delays
+    late = [k for k in range(1, sent + 1)
+            if delays.get(k, FRESH_CLIENT_BOUND + 1) > FRESH_CLIENT_BOUND]
+    out.sent = out.fed = out.delivered = flooded
+    out.figures.update(members=n, rss_growth=peak - base_rss, base_rss=base_rss, peak_rss=peak,
+                       probes=sent, max_delay=max(delays.values(), default=float("inf")),
+                       flooded=flooded, dropped=dropped)
+    out.expect(peak - base_rss <= FANOUT_RSS_BOUND,
+               f"server RSS grew by {(peak - base_rss) / MiB:.0f} MiB (bound 64)")
+    out.expect(sent > 0 and not late, f"{len(late)} of {sent} fresh clients not relayed within "
+               f"{FRESH_CLIENT_BOUND} s (first: #{late[:1]})")
+    out.expect(flooded > 0, "the senders sent nothing")
+    return out
+
+
+def _member_closed(sock: socket.socket) -> bool:
+    """Whether the server has closed a silent member (read now, to its end or a reset)."""
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def fanout_fast(driver: str, scale: Scale) -> Outcome:
+    """Members that read as fast as they can, four senders writing 256 KiB at a time: no
+    member is dropped, each receives every byte the senders sent."""
+    out = Outcome("fan-out to fast members", driver)
+    n, size = scale.fast_members, scale.fast_bytes
+    raise_fd_limit(n + 256)
+    with _chat_server(driver) as server:
+        idle_fds = server.fd_count()
+        clients = _ChatClients(server.address)
+        try:
+            readers = [clients.add("read") for _ in range(n)]
+            _wait_for_members(server, idle_fds, n)
+            payloads = [b"".join(b"sender %d line %07d %s\r\n" % (s, i, b"p" * 40)
+                                 for i in range(size // 64)) for s in range(4)]
+            senders = [clients.add("send", payload) for payload in payloads]
+            total = sum(len(p) for p in payloads)
+            started = time.monotonic()
+            clients.run(60 + size / MiB, until=lambda: all(
+                r.received >= total or r.eof for r in readers))
+            elapsed = time.monotonic() - started
+            clients.run(0.2)  # anything more than expected would show now
+        finally:
+            _stop_chat(server, clients, out)
+    dropped = [r for r in readers if r.eof or b"SendQ" in r.tail]
+    short = sum(max(0, total - r.received) for r in readers)
+    out.sent = sum(s.pos for s in senders) * n
+    out.fed = out.delivered = sum(r.received for r in readers)
+    out.silent = short
+    out.figures.update(members=n, bytes_each=total, seconds=elapsed, dropped=len(dropped),
+                       rate=total * n / elapsed)
+    out.expect(not dropped, f"{len(dropped)} of {n} members that read were dropped")
+    out.expect(not short, f"{short} bytes never reached the members")
+    out.expect(all(r.received == total for r in readers if not r.eof),
+               "a member received more than was sent")
+    return out
+
+
+def stall_write(driver: str, scale: Scale) -> Outcome:
+    """One 256 KiB write of 1-byte lines to a room of members that read: the other
+    clients' lines still get through within 100 ms (the frame budget, the paused sender)."""
+    out = Outcome("256 KiB of 1-byte lines to the room", driver)
+    n = scale.stall_members
+    raise_fd_limit(n + 256)
+    stall = b"x\n" * (128 * 1024)
+    expected = len(stall) // 2 * 3  # relayed as b"x\r\n"
+    with _chat_server(driver) as server:
+        idle_fds = server.fd_count()
+        clients = _ChatClients(server.address)
+        try:
+            members = [clients.add("read") for _ in range(n)]
+            clients.watch()
+            _wait_for_members(server, idle_fds, n + 1)
+            probes = iter(range(1, 1_000_000))
+            sent = [0]
+
+            def every() -> None:  # a probe line every 50 ms, from a fresh client
+                sent[0] = next(probes)
+                clients.probe(sent[0])
+
+            clients.run(0.5, every=every)
+            before = max(clients.delays.values(), default=0.0)
+            first = sent[0] + 1
+            started = time.monotonic()
+            staller = clients.add("send", stall)
+            clients.run(120, until=lambda: all(m.received >= expected or m.eof for m in members),
+                        every=every)
+            elapsed = time.monotonic() - started
+            last = sent[0]
+            clients.run(STALL_DELAY_BOUND + 0.5)
+        finally:
+            _stop_chat(server, clients, out)
+    during = [clients.delays.get(k, float("inf")) for k in range(first, last + 1)]
+    short = sum(max(0, expected - m.received) for m in members)
+    out.sent = staller.pos
+    out.fed = out.delivered = sum(m.received for m in members)
+    out.silent = short
+    out.figures.update(members=n, seconds=elapsed, probes=len(during), delay_before=before,
+                       max_delay=max(during, default=float("inf")))
+    out.expect(staller.pos == len(stall), "the staller could not send its write")
+    out.expect(not short, f"{short} bytes of the stall write never reached the members")
+    out.expect(bool(during) and max(during) < STALL_DELAY_BOUND,
+               f"other clients delayed up to {max(during, default=0) * 1000:.0f} ms "
+               f"(bound {STALL_DELAY_BOUND * 1000:.0f}) over {len(during)} probes")
+    return out
+
+
+class _Racing(Chat):
+    """On each line: a thread pushes `LINES` numbered lines, then ``close_threadsafe``, then
+    one late push; a second thread pushes as many at the same time."""
+
+    terminator = CRLF
+    LINES = 50
+
+    def __init__(self, chats: list[_Racing]) -> None:
+        super().__init__()
+        chats.append(self)
+
+    def found_frame(self, frame: bytes) -> None:
+        def closer() -> None:
+            for i in range(self.LINES):
+                self.push_threadsafe(b"a%d\r\n" % i)
+            self.close_threadsafe()
+            self.push_threadsafe(b"late\r\n")
+
+        def other() -> None:
+            for i in range(self.LINES):
+                self.push_threadsafe(b"b%d\r\n" % i)
+
+        for target in (closer, other):
+            threading.Thread(target=target, daemon=True).start()
+
+
+def thread_close_race(driver: str, scale: Scale) -> Outcome:
+    """``close_threadsafe`` with pushes racing it from two threads: every line pushed before
+    the close arrives, each later one is dropped and counted, no error is logged."""
+    out = Outcome("thread close race", driver)
+    chats: list[_Racing] = []
+    lost = late = 0
+    with LogWatch() as logs, serving(driver, lambda: _Racing(chats)) as server, \
+            Clients() as clients:
+        for _ in range(scale.race_rounds):
+            sock = clients.connect(server.address)
+            sock.sendall(b"go\r\n")
+            out.sent += 4
+            data, how = read_to_end(sock)
+            sock.close()
+            lines = data.split(CRLF)[:-1]
+            want = [b"a%d" % i for i in range(_Racing.LINES)]
+            got = [line for line in lines if line.startswith(b"a")]
+            others = [line for line in lines if line.startswith(b"b")]
+            missing = len(want) - len(got) if got == want[: len(got)] else len(want)
+            lost += missing
+            out.expect(how == "eof", f"a round ended with a {how}")
+            out.expect(others == [b"b%d" % i for i in range(len(others))],
+                       "the other thread's lines came out of order")
+            chat = chats[-1]
+            deadline = time.monotonic() + TIMEOUT
+            expected = 1 + _Racing.LINES - len(others)
+            while chat.late_pushes < expected and time.monotonic() < deadline:
+                time.sleep(0.001)
+            out.expect(chat.late_pushes == expected,
+                       f"{chat.late_pushes} late pushes counted, expected {expected}")
+            late += chat.late_pushes
+        logs.check_quiet(out)
+    out.fed = out.delivered = out.sent
+    out.silent = lost * 4
+    out.figures.update(rounds=scale.race_rounds, lost=lost, late=late)
+    out.expect(not lost, f"{lost} lines pushed before close_threadsafe never arrived")
+    return out
+
+
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -1679,7 +2074,7 @@ class Scenario:
     """One scenario: *scaled* ones grow with the `Scale` (the slow run repeats them)."""
 
     slug: str
-    kind: Literal["load", "fault", "bad input", "limit"]
+    kind: Literal["load", "fault", "bad input", "limit", "fan-out"]
     run: Callable[[str, Scale], Outcome]
     scaled: bool = False
     summary: Callable[[Outcome], str] | None = None  # its figures in a line, for the report
@@ -1711,7 +2106,13 @@ LIMITS = [
     Scenario("fd-exhaustion", "limit", fd_exhaustion, scaled=True, summary=_summary_fds),
     Scenario("sigterm-held", "limit", sigterm_held, scaled=True, summary=_summary_sigterm),
 ]
-SCENARIOS = [LOAD, *FAULTS, *BAD_INPUTS, *LIMITS]
+FANOUT = [
+    Scenario("fanout-silent", "fan-out", fanout_silent, scaled=True),
+    Scenario("fanout-fast", "fan-out", fanout_fast, scaled=True),
+    Scenario("stall-write", "fan-out", stall_write, scaled=True),
+    Scenario("thread-close-race", "fan-out", thread_close_race, scaled=True),
+]
+SCENARIOS = [LOAD, *FAULTS, *BAD_INPUTS, *LIMITS, *FANOUT]
 
 
 def run_scenario(scenario: Scenario, driver: str, scale: Scale) -> Outcome:

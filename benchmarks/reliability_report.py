@@ -81,6 +81,35 @@ ROWS = [
 ]
 
 
+FANOUT_ROWS = [
+    ("fanout-silent", "silent members + 2 full-speed senders: server RSS growth, slowest "
+                      "fresh client, members dropped"),
+    ("fanout-fast", "members reading as fast as they can, 4 senders: dropped, MiB/s relayed"),
+    ("stall-write", "256 KiB write of 1-byte lines to the room: slowest other client"),
+    ("thread-close-race", "thread close race: rounds, lines lost, late pushes dropped"),
+]
+
+
+def _fanout_cell(results: dict[str, Outcome], slug: str) -> str:
+    """One driver's figure for a fan-out scenario (see `FANOUT_ROWS`)."""
+    f = results[slug].figures
+    if not f:
+        return "FAILED"
+    mark = "" if results[slug].ok else " **FAIL**"
+    if slug == "fanout-silent":
+        return (f"{f['members']:.0f} members: +{_mib(f['rss_growth'])} "
+                f"(peak {_mib(f['peak_rss'])}), {f['max_delay'] * 1000:.0f} ms over "
+                f"{f['probes']:.0f} fresh clients, {f['dropped']:.0f} dropped{mark}")
+    if slug == "fanout-fast":
+        return (f"{f['members']:.0f} members: {f['dropped']:.0f} dropped, "
+                f"{f['rate'] / MiB:.0f} MiB/s{mark}")
+    if slug == "stall-write":
+        return (f"{f['members']:.0f} members: {f['max_delay'] * 1000:.0f} ms "
+                f"(before: {f['delay_before'] * 1000:.0f} ms), {f['seconds']:.1f} s to relay"
+                f"{mark}")
+    return f"{f['rounds']:.0f} rounds: {f['lost']:.0f} lost, {f['late']:.0f} dropped late{mark}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -92,24 +121,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", choices=sorted(reliability.SCALES), default="full")
     parser.add_argument("--drivers", default=",".join(DRIVERS),
                         help="comma-separated drivers (default: all)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated scenario slugs (default: all; the main table "
+                        "needs them all)")
     args = parser.parse_args(argv)
     scale = reliability.SCALES[args.scale]
     drivers = [d for d in args.drivers.split(",")
                if d != "trio" or importlib.util.find_spec("trio") is not None]
+    only = set(filter(None, args.only.split(",")))
+    scenarios = [s for s in reliability.SCENARIOS if not only or s.slug in only]
     results: dict[str, dict[str, Outcome]] = {}
     started = time.monotonic()
     for driver in drivers:
         results[driver] = {}
-        for scenario in reliability.SCENARIOS:
+        for scenario in scenarios:
             began = time.monotonic()
             outcome = reliability.run_scenario(scenario, driver, scale)
             results[driver][scenario.slug] = outcome
             print(f"{driver:8} {scenario.slug:24} {'ok  ' if outcome.ok else 'FAIL'} "
                   f"{time.monotonic() - began:5.1f} s", file=sys.stderr, flush=True)
     print(_header(scale) + "\n")
-    columns = [_column(results[d]) for d in drivers]
-    print(_table(["figure", *drivers], [[row, *(c[i] for c in columns)]
-                                        for i, row in enumerate(ROWS)]))
+    if not only:
+        columns = [_column(results[d]) for d in drivers]
+        print(_table(["figure", *drivers], [[row, *(c[i] for c in columns)]
+                                            for i, row in enumerate(ROWS)]))
+    fanout = [s.slug for s in reliability.FANOUT if s in scenarios]
+    if fanout:
+        print("\n" + _table(["fan-out and fair rounds", *drivers],
+                            [[row, *(_fanout_cell(results[d], slug) for d in drivers)]
+                             for slug, row in FANOUT_ROWS if slug in fanout]))
     print(f"\nLoad: {scale.connections} clients in one non-blocking `selectors` loop of this "
           "process, against `python -m sanschat serve echo` in its own process; each sends "
           f"{scale.frames} random frames (0 B to 16 KiB, most under 64 B) {scale.rounds} times, "
@@ -118,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           "`benchmarks/reliability.py`; each one backs a test in `tests/reliability`.\n")
     print(_table(["scenario", *drivers],
                  [[s.slug, *("ok" if results[d][s.slug].ok else "**FAIL**" for d in drivers)]
-                  for s in reliability.SCENARIOS]))
-    summarised = [s for s in reliability.SCENARIOS if s.summary is not None]
+                  for s in scenarios]))
+    summarised = [s for s in scenarios if s.summary is not None]
     if summarised:
         print("\n" + _table(["scenario", *drivers], [
             [s.slug, *(s.summary(results[d][s.slug]) if results[d][s.slug].figures

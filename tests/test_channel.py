@@ -493,6 +493,53 @@ def test_a_large_push_is_sent_as_views_not_copies() -> None:
     assert bytes(chunk) + drain(channel, 5000) == big
 
 
+def test_a_line_pushed_to_many_channels_is_shared_not_copied() -> None:
+    """A fan-out: each channel already coalesces a burst; a 600-byte line pushed to 500 of
+    them is held by reference (8 bytes each), not copied into each one's tail."""
+    import tracemalloc
+
+    channels = [Channel() for _ in range(500)]
+    for channel in channels:
+        channel.push(b"a")
+        channel.push(b"b")  # the tail bytearray exists: a small push would be copied in
+    line = bytes(600)
+    tracemalloc.start()
+    try:
+        for channel in channels:
+            channel.push(line)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < len(channels) * len(line) // 10
+    assert all(drain(channel) == b"ab" + line for channel in channels)
+
+
+def test_a_shared_item_is_handed_out_as_a_view_of_itself_even_after_a_partial_write() -> None:
+    line = bytes(range(256)) * 80  # 20 KiB, pushed to many channels in a fan-out
+    channel = Channel()
+    channel.push(b"a")
+    channel.push(b"b")
+    channel.push(line)
+    assert channel.data_to_send(1 << 20) == b"ab"  # not joined with the line: that copies it
+    chunk = channel.data_to_send(1 << 20)
+    assert chunk is line  # whole: the object itself
+    channel.unsend(memoryview(chunk)[100:])  # the socket took 100 bytes (as a driver gives back)
+    rest = channel.data_to_send(1 << 20)
+    assert isinstance(rest, memoryview) and rest.obj is line and bytes(rest) == line[100:]
+
+
+def test_a_joined_chunk_copies_at_most_16_kib() -> None:
+    channel = Channel()
+    lines = [bytes([i]) * 600 for i in range(100)]  # held by reference, joined when sent
+    for line in lines:
+        channel.push(line)
+    chunks = []
+    while chunk := channel.data_to_send(1 << 20):
+        chunks.append(bytes(chunk))
+    assert max(len(c) for c in chunks) <= 16 * 1024
+    assert b"".join(chunks) == b"".join(lines)
+
+
 def test_push_copies_mutable_buffers() -> None:
     channel = Channel()
     data = bytearray(b"abc")

@@ -482,3 +482,345 @@ def test_an_error_in_protocol_error_itself_is_a_bug() -> None:
     harness = ChatHarness(Buggy())
     with pytest.raises(RuntimeError, match="oops"):
         harness.feed(b"z" * 9)
+
+
+# ---------------------------------------------------------------- fair rounds: frame_budget
+
+
+class Budgeted(Frames):
+    frame_budget = 10
+
+
+class BudgetedBatches(Chat):
+    terminator = b"\n"
+    frame_budget = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[bytes]] = []
+
+    def found_frames(self, frames: list[bytes]) -> None:
+        self.batches.append(list(frames))
+
+
+class BudgetedLines(Lines):
+    frame_budget = 10
+
+
+def numbered(count: int) -> list[bytes]:
+    return [b"%d" % i for i in range(count)]
+
+
+def test_a_read_over_the_frame_budget_is_dispatched_one_budget_per_round() -> None:
+    harness = ChatHarness(Budgeted())
+    harness.feed(b"\n".join(numbered(35)) + b"\n")
+    assert harness.chat.frames == numbered(35)  # type: ignore[attr-defined]
+    assert harness.rounds == 3  # 10 at once, then 10, 10, 5
+
+
+def test_feed_stops_at_the_budget_and_says_so_until_the_backlog_is_gone() -> None:
+    chat = Budgeted()
+    attached(chat)
+    chat.feed(b"x\n" * 25)
+    assert len(chat.frames) == 10 and chat.input_backlog
+    chat.feed(b"")
+    assert len(chat.frames) == 20 and chat.input_backlog
+    chat.feed(b"")
+    assert len(chat.frames) == 25 and not chat.input_backlog
+
+
+def test_no_budget_dispatches_every_frame_of_a_read_at_once() -> None:
+    class Unbounded(Frames):
+        frame_budget = None
+
+    harness = ChatHarness(Unbounded())
+    harness.feed(b"x\n" * 5000)
+    assert len(harness.chat.frames) == 5000 and harness.rounds == 0  # type: ignore[attr-defined]
+
+
+def test_the_batch_hook_gets_at_most_a_budget_of_frames_per_call() -> None:
+    harness = ChatHarness(BudgetedBatches())
+    harness.feed(b"\n".join(numbered(25)) + b"\n")
+    batches = harness.chat.batches  # type: ignore[attr-defined]
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert [frame for batch in batches for frame in batch] == numbered(25)
+
+
+def test_a_batch_hook_that_extends_its_list_still_gets_the_rest_in_later_rounds() -> None:
+    class Appending(BudgetedBatches):
+        def found_frames(self, frames: list[bytes]) -> None:
+            frames.append(b"")  # as Echo and ChatMember do, to join with a last terminator
+            super().found_frames(frames[:-1])
+
+    harness = ChatHarness(Appending())
+    harness.feed(b"\n".join(numbered(25)) + b"\n")
+    assert [len(b) for b in harness.chat.batches] == [10, 10, 5]  # type: ignore[attr-defined]
+    assert harness.rounds == 2
+
+
+def test_asynchat_style_budget_counts_events_and_loses_nothing() -> None:
+    harness = ChatHarness(BudgetedLines())
+    harness.feed(b"ab\r\n" * 12)
+    assert harness.chat.log == [b"ab", "END"] * 12  # type: ignore[attr-defined]
+    assert harness.rounds == 2
+
+
+def test_a_terminator_set_in_a_later_round_applies_to_the_rest_of_the_read() -> None:
+    class Switching(Budgeted):
+        def found_frame(self, frame: bytes) -> None:
+            super().found_frame(frame)
+            if frame == b"switch":
+                self.set_terminator(b";")
+
+    harness = ChatHarness(Switching())
+    harness.feed(b"a\n" * 15 + b"switch\n" + b"p;q;r\n;")
+    assert harness.chat.frames[15:] == [b"switch", b"p", b"q", b"r\n"]  # type: ignore[attr-defined]
+
+
+def test_closing_in_a_budgeted_round_dispatches_nothing_after_it() -> None:
+    class Quitting(Budgeted):
+        def found_frame(self, frame: bytes) -> None:
+            super().found_frame(frame)
+            if frame == b"quit":
+                self.close_when_done()
+
+    harness = ChatHarness(Quitting())
+    harness.feed(b"a\n" * 14 + b"quit\n" + b"b\n" * 20)
+    assert harness.chat.frames == [b"a"] * 14 + [b"quit"]  # type: ignore[attr-defined]
+    assert harness.closed and not harness.chat.input_backlog
+
+
+def test_end_of_stream_delivers_a_backlog_at_once() -> None:
+    chat = Budgeted()
+    attached(chat)
+    chat.feed(b"x\n" * 25 + b"tail")
+    chat.feed_eof()
+    assert chat.frames == [b"x"] * 25 and chat.unframed == [b"tail"]
+
+
+# ---------------------------------------------------------------- pause_reading
+
+
+class Pausing(Frames):
+    """Pauses its reading at the frame ``pause``."""
+
+    def found_frame(self, frame: bytes) -> None:
+        super().found_frame(frame)
+        if frame == b"pause":
+            self.pause_reading()
+
+
+def test_pause_reading_in_a_callback_stops_dispatch_until_resume() -> None:
+    harness = ChatHarness(Pausing())
+    harness.feed(b"a\npause\nb\nc\n", b"d\n")
+    chat = harness.chat
+    assert chat.frames == [b"a", b"pause"]  # type: ignore[attr-defined]
+    assert chat.reading_paused and harness.transport.reading_paused
+    assert harness.held == [b"d\n"]  # the driver reads nothing meanwhile
+    chat.resume_reading()
+    assert not harness.transport.reading_paused
+    harness.feed()
+    assert chat.frames == [b"a", b"pause", b"b", b"c", b"d"]  # type: ignore[attr-defined]
+
+
+def test_a_chunk_fed_while_paused_is_kept_and_dispatched_after_resume() -> None:
+    chat = Pausing()
+    attached(chat)
+    chat.feed(b"pause\n")
+    chat.feed(b"late\n")  # a driver race: a read already under way when the pause came
+    assert chat.frames == [b"pause"]
+    chat.resume_reading()
+    chat.feed(b"")
+    assert chat.frames == [b"pause", b"late"]
+
+
+def test_pause_in_the_batch_hook_takes_effect_after_its_batch() -> None:
+    class PausingBatches(BudgetedBatches):
+        def found_frames(self, frames: list[bytes]) -> None:
+            super().found_frames(frames)
+            self.pause_reading()
+
+    chat = PausingBatches()
+    attached(chat)
+    chat.feed(b"\n".join(numbered(25)) + b"\n")
+    assert chat.batches == [numbered(10)]
+    chat.resume_reading()
+    chat.feed(b"")
+    assert chat.batches == [numbered(10), numbered(20)[10:]]
+
+
+# ---------------------------------------------------------------- fan-out backpressure
+
+
+class Small(Frames):
+    high_water = 100
+
+
+class Drained(Small):
+    def __init__(self) -> None:
+        super().__init__()
+        self.drained = 0
+
+    def output_drained(self) -> None:
+        self.drained += 1
+
+
+def test_output_full_is_queued_output_over_the_chat_high_water() -> None:
+    chat = Small()
+    attached(chat)
+    chat.push(b"x" * 100)
+    assert not chat.output_full
+    chat.push(b"x")
+    assert chat.output_full
+
+
+def test_a_sender_paused_on_a_full_target_resumes_once_it_drains_to_half() -> None:
+    sender, target = ChatHarness(Frames()), ChatHarness(Drained())
+    target.peer_reads = False
+    target.chat.push(b"x" * 150)
+    sender.chat.pause_until_drained(target.chat)
+    assert sender.transport.reading_paused
+    target.chat.channel.data_to_send(99)  # 51 left: over half the high water
+    target.chat.written()
+    assert sender.transport.reading_paused and target.chat.drained == 0  # type: ignore[attr-defined]
+    target.drain()
+    assert not sender.transport.reading_paused
+    assert target.chat.drained == 1  # type: ignore[attr-defined]
+
+
+def test_pause_until_drained_of_a_target_not_full_does_nothing() -> None:
+    sender, target = ChatHarness(Frames()), ChatHarness(Small())
+    target.chat.push(b"x" * 10)
+    sender.chat.pause_until_drained(target.chat)
+    sender.chat.pause_until_drained(sender.chat)
+    assert not sender.chat.reading_paused
+
+
+def test_a_sender_paused_on_two_targets_resumes_after_the_last() -> None:
+    sender = ChatHarness(Frames())
+    targets = [ChatHarness(Small()) for _ in range(2)]
+    for target in targets:
+        target.peer_reads = False
+        target.chat.push(b"x" * 200)
+        sender.chat.pause_until_drained(target.chat)
+        sender.chat.pause_until_drained(target.chat)  # twice: counted once
+    targets[0].drain()
+    assert sender.chat.reading_paused
+    targets[1].drain()
+    assert not sender.chat.reading_paused
+
+
+@pytest.mark.parametrize("end", ["close", "detach", "discard"])
+def test_a_target_that_closes_or_discards_releases_its_senders(end: str) -> None:
+    sender, target = ChatHarness(Frames()), ChatHarness(Small())
+    target.peer_reads = False
+    target.chat.push(b"x" * 200)
+    sender.chat.pause_until_drained(target.chat)
+    if end == "close":
+        target.chat.close()
+    elif end == "detach":
+        target.lose_connection()
+    else:
+        target.chat.discard_buffers()
+    assert not sender.chat.reading_paused
+
+
+def test_a_user_pause_outlasts_a_drained_target() -> None:
+    sender, target = ChatHarness(Frames()), ChatHarness(Small())
+    target.peer_reads = False
+    target.chat.push(b"x" * 200)
+    sender.chat.pause_reading()
+    sender.chat.pause_until_drained(target.chat)
+    target.drain()
+    assert sender.chat.reading_paused
+    sender.chat.resume_reading()
+    assert not sender.chat.reading_paused
+
+
+# ---------------------------------------------------------------- thread verbs after close
+
+
+def test_push_threadsafe_arriving_after_close_when_done_is_dropped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    harness = ChatHarness(Frames())
+    harness.peer_reads = False
+    chat = harness.chat
+    chat.push(b"queued\n")
+    chat.close_threadsafe()
+    chat.push_threadsafe(b"late 1\n")
+    chat.push_threadsafe(b"late 2\n")
+    with caplog.at_level("DEBUG", logger="sanschat"):
+        harness.run_callbacks()  # no ValueError: the close is not turned into an abort
+    assert chat.late_pushes == 2
+    assert harness.drain() == b"queued\n" and harness.closed and harness.error is None
+    assert len([r for r in caplog.records if "late_pushes" in r.getMessage()]) == 1
+
+
+def test_push_threadsafe_after_the_connection_is_gone_is_counted() -> None:
+    harness = ChatHarness(Frames())
+    chat = harness.chat
+    chat.push_threadsafe(b"in flight\n")  # queued, never run: the connection goes first
+    harness.lose_connection()
+    chat.push_threadsafe(b"after\n")
+    assert chat.late_pushes == 2
+
+
+def test_push_threadsafe_blocks_a_thread_while_over_the_high_water() -> None:
+    import threading
+
+    harness = ChatHarness(Small())
+    harness.peer_reads = False
+    chat = harness.chat
+    pushed = threading.Event()
+
+    def producer() -> None:
+        chat.push_threadsafe(b"y" * 60)
+        chat.push_threadsafe(b"z" * 60)  # 120 > 100: waits for the drain
+        pushed.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    try:
+        while len(harness.transport.callbacks) < 1:
+            thread.join(0.01)
+        assert not pushed.wait(0.2)
+        harness.run_callbacks()
+        assert not pushed.wait(0.2)  # 60 queued + 60 wanted is still over 100
+        harness.drain()  # the peer reads: written() wakes the thread
+        assert pushed.wait(10)
+    finally:
+        harness.drain()
+        thread.join(10)
+    harness.run_callbacks()
+    assert harness.drain() == b"z" * 60
+
+
+def test_push_threadsafe_with_a_timeout_raises_and_queues_nothing() -> None:
+    import threading
+
+    harness = ChatHarness(Small())
+    harness.peer_reads = False
+    chat = harness.chat
+    chat.push(b"x" * 90)
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            chat.push_threadsafe(b"y" * 20, timeout=0.05)
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1 and "high_water=100" in str(errors[0])
+    assert harness.transport.callbacks == []
+
+
+def test_push_threadsafe_on_the_loop_thread_never_waits() -> None:
+    harness = ChatHarness(Small())
+    harness.peer_reads = False
+    harness.chat.push(b"x" * 200)
+    harness.chat.push_threadsafe(b"y")  # the harness's thread attached it: no wait
+    assert len(harness.transport.callbacks) == 1

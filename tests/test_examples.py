@@ -7,7 +7,8 @@ from http_cases import BAD_REQUESTS
 
 from sanschat import Chat
 from sanschat.examples import (
-    CHAT_SENDQ_LIMIT,
+    CHAT_HIGH_WATER,
+    CHAT_SENDQ_TIMEOUT,
     ChatMember,
     ChatRoom,
     Echo,
@@ -51,17 +52,71 @@ def test_chat_room_sends_each_line_to_the_others_only() -> None:
     assert output(alice) == b""
 
 
-def test_chat_room_drops_a_member_that_never_reads() -> None:
+def _room_of_two() -> tuple[ChatRoom, ChatHarness, ChatHarness]:
     room = ChatRoom()
-    talker, sleeper = ChatMember(room), ChatMember(room)
-    sleeper_transport = RecordingTransport()
-    talker.attach(RecordingTransport())
-    sleeper.attach(sleeper_transport)
-    line = b"x" * 1000 + b"\n"
-    for _ in range(CHAT_SENDQ_LIMIT // 1000 + 2):
+    talker, sleeper = ChatHarness(ChatMember(room)), ChatHarness(ChatMember(room))
+    sleeper.peer_reads = False
+    return room, talker, sleeper
+
+
+def _fill(talker: ChatHarness, line: bytes = b"x" * 1000 + b"\n") -> int:
+    """Feed lines until the talker is paused; return how many were fed."""
+    for count in range(1, 10 * CHAT_HIGH_WATER // len(line)):
         talker.feed(line)
-    assert sleeper_transport.closed
-    assert sleeper not in room.members
+        if talker.transport.reading_paused:
+            return count
+    raise AssertionError("the talker was never paused")
+
+
+def test_chat_room_pauses_the_sender_while_a_member_is_full() -> None:
+    room, talker, sleeper = _room_of_two()
+    _fill(talker)
+    queued = sleeper.chat.channel.buffered_output
+    assert CHAT_HIGH_WATER < queued <= CHAT_HIGH_WATER + 1001
+    talker.feed(b"held\n" * 10)  # paused: the harness holds it, as a driver would not read
+    assert sleeper.chat.channel.buffered_output == queued
+    assert sleeper.transport.idle_timeout == CHAT_SENDQ_TIMEOUT  # the SendQ clock runs
+    assert sleeper.chat in room.members
+
+
+def test_chat_member_that_reads_resumes_the_sender_and_is_never_dropped() -> None:
+    room, talker, sleeper = _room_of_two()
+    for _ in range(3):
+        _fill(talker)
+        got = sleeper.drain()  # the member reads everything: the talker goes on
+        assert got and not talker.transport.reading_paused
+        assert sleeper.transport.idle_timeout is None  # the SendQ clock is stopped
+    talker.feed(b"last\n")
+    assert sleeper.drain().endswith(b"last\r\n")
+    assert sleeper.chat in room.members and room.dropped == 0
+
+
+def test_chat_member_full_until_its_sendq_clock_runs_out_is_dropped_with_a_reason() -> None:
+    room, talker, sleeper = _room_of_two()
+    _fill(talker)
+    sleeper.idle()  # the driver's idle timer: nothing taken for CHAT_SENDQ_TIMEOUT s
+    assert sleeper.chat not in room.members and room.dropped == 1
+    assert not talker.transport.reading_paused  # the dropped member no longer holds it
+    reason = sleeper.drain()
+    assert reason.startswith(b"*** SendQ exceeded: ") and reason.endswith(b"; closing\r\n")
+    assert sleeper.closed
+    talker.feed(b"after\n")  # the room goes on without it
+    assert sleeper.chat.channel.buffered_output == 0
+
+
+def test_chat_member_sends_the_lines_of_one_read_in_one_push_per_member() -> None:
+    pushes: list[bytes] = []
+
+    class Counting(ChatMember):
+        def push(self, data: bytes | bytearray | memoryview) -> None:
+            pushes.append(bytes(data))
+            super().push(data)
+
+    room = ChatRoom()
+    alice, bob = ChatHarness(ChatMember(room)), ChatHarness(Counting(room))
+    alice.feed(b"a\nbb\r\nccc\n")
+    assert pushes == [b"a\r\nbb\r\nccc\r\n"]
+    assert bob.drain() == b"a\r\nbb\r\nccc\r\n"
 
 
 def test_chat_member_leaves_the_room_when_its_connection_is_lost() -> None:

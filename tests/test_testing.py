@@ -313,3 +313,35 @@ def test_the_chunking_invariant_fixture_fails_loudly_too(
 ) -> None:
     with pytest.raises(AssertionError, match="KeyError"):
         chunking_invariant(_Broken, b"x\n")
+
+
+def test_harness_holds_input_while_paused_and_feed_without_chunks_resumes_it() -> None:
+    class PauseAtStop(Chat):
+        terminator = b"\n"
+
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame + b"!")
+            if frame == b"stop":
+                self.pause_reading()
+
+    harness = ChatHarness(PauseAtStop())
+    assert harness.feed(b"a\nstop\nb\n", b"c\n") == b"a!stop!"
+    assert harness.held == [b"c\n"] and harness.transport.reading_paused
+    assert harness.feed() == b""  # still paused: nothing moves
+    harness.chat.resume_reading()
+    assert harness.feed() == b"b!c!" and harness.held == []
+
+
+def test_harness_with_a_peer_that_does_not_read_keeps_output_until_drain() -> None:
+    class Big(Chat):
+        terminator = b"\n"
+        high_water = 10
+
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame * 20)
+
+    harness = ChatHarness(Big())
+    harness.peer_reads = False
+    assert harness.feed(b"ab\n") == b""
+    assert harness.chat.output_full
+    assert harness.drain() == b"ab" * 20 and not harness.chat.output_full

@@ -19,15 +19,39 @@ and from then on the connection only flushes what is queued and closes, so repli
 frames before the error reach the peer however its input was cut.  A *bug*, any other
 exception from a callback, propagates to the driver, which logs it with its traceback and
 closes this connection at once (queued output is dropped: nothing is known to be valid).
+
+Backpressure and fairness.  A chat whose queued output passes `high_water` is *full*
+(`output_full`); the drivers stop reading a full connection.  A handler feeding other
+connections (a fan-out) pauses its own reading while a target is full with
+`pause_until_drained`; the target's driver, after each write, calls `Chat.written`, which
+resumes those senders once the target is down to half its high water (and calls the
+target's `output_drained`).  One `feed` dispatches at most `frame_budget` frames; the rest
+stay in the channel (`input_backlog`) and the driver dispatches them on later loop rounds,
+reading nothing from that connection meanwhile, so one large read cannot hold the loop.
+The channel's iterator is kept live between those rounds (no bytes are cut twice).
+`push_threadsafe` blocks a producer thread while the output it would add passes the high
+water, and drops (counts, logs once at debug level) a push that reaches the loop after the
+chat closed: a late push never aborts the output `close_threadsafe` is flushing.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Literal, Protocol, overload
+from itertools import islice
+from typing import Any, ClassVar, Final, Literal, Protocol, overload
 
-from ._channel import _CHANNEL_LIMIT, Channel, Terminator, TerminatorLike, _Default
+from ._channel import (
+    _CHANNEL_LIMIT,
+    Channel,
+    Terminator,
+    TerminatorLike,
+    _Default,
+    _Stepper,
+)
 from ._errors import ProtocolError
 from ._events import Data, TerminatorFound
 from ._producers import ProducerLike
@@ -65,6 +89,13 @@ class Transport(Protocol):
         (``"socket"``, ``"sslcontext"``, ...): narrow what they return with ``isinstance``.
         """
 
+    def pause_reading(self) -> None:
+        """Read nothing more from the connection, and dispatch nothing more of what was read,
+        until `resume_reading` (`Chat.pause_reading` calls it)."""
+
+    def resume_reading(self) -> None:
+        """Dispatch what was read meanwhile, soon (``Chat.feed(b"")``), then read again."""
+
 
 class _Detached:
     """The transport of a chat that no driver runs (yet): verbs just queue."""
@@ -84,6 +115,12 @@ class _Detached:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
 
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
 
 _DETACHED = _Detached()
 
@@ -101,6 +138,26 @@ class _Gone(_Detached):
 
 
 _GONE = _Gone()
+
+#: The default of `Chat.high_water` (and ``sanschat.drivers.HIGH_WATER``): 1 MiB of queued
+#: output keeps a fast peer's socket busy (several loopback writes' worth) while bounding
+#: what a peer that never reads can cost.
+DEFAULT_HIGH_WATER: Final = 1024 * 1024
+
+
+class _ThreadGate:
+    """What `Chat.push_threadsafe` needs on a chat: the bytes pushed from threads that have
+    not reached the loop yet, and the condition a blocked thread waits on."""
+
+    __slots__ = ("cond", "in_flight", "pushes")
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.in_flight = 0  # bytes
+        self.pushes = 0  # calls
+
+
+_GATE_LOCK = threading.Lock()  # makes each chat's _ThreadGate once, whichever thread asks
 
 
 def _style(cls: type[Chat]) -> str:
@@ -147,6 +204,26 @@ class Chat:
     idle_timeout: ClassVar[float | None] = None
     """Seconds without any byte read or written after which `idle` is called; None: never."""
 
+    high_water: int = DEFAULT_HIGH_WATER
+    """Queued output (bytes) above which this chat is full (`output_full`): the driver stops
+    reading the connection until it drains, `push_threadsafe` blocks, and a sender that
+    called `pause_until_drained` on it stays paused until the output is down to half of
+    it.  1 MiB by default (``sanschat.drivers.HIGH_WATER``); set on a subclass, it wins over
+    the server's ``Limits.high_water``, which a driver otherwise stores here when the
+    connection starts.  A server with many connections fed by others (a chat room) should
+    lower it: the worst case of its queued output is connections x (high water + one read's
+    worth)."""
+
+    frame_budget: ClassVar[int | None] = 4096
+    """Most frames (in asynchat's style: events) one read dispatches in one loop round (read
+    when the chat is made); the rest wait in the channel for the next rounds, during which
+    the connection is not read.  4096 frames (a 64 KiB read of 16-byte lines) take one or
+    two milliseconds of plain per-frame handler work, and a batch handler pays the round
+    trip to the loop once per 4096 frames (16384 made the chat example's rounds so long
+    that the 256 KiB stall write delayed others 160-170 ms, against 40-140 ms); lower it
+    when each frame costs more (a line sent to many peers one by one).  None: no budget
+    (every frame of a read at once)."""
+
     def __init__(self) -> None:
         self.channel: Channel = Channel(self.terminator, max_frame_size=self.max_frame_size)
         """The `Channel` that frames this connection; drivers read its output."""
@@ -161,6 +238,22 @@ class Chat:
         # every frame costs no re-decision of all the bytes left in the read.  (A batch is
         # all the frames of a read under one terminator: it needs no such thing.)
         self.channel._stepwise = not self._batch_mode
+        self._backlog = False  # frames left over by the budget: see input_backlog
+        # the channel's live iterator over them, and the list iterator it wraps
+        self._rest: tuple[Iterator[Any], Any] | None = None
+        self._paused = False  # pause_reading
+        self._waiting = 0  # targets this chat waits on (pause_until_drained)
+        self._held = False  # _paused or _waiting: feed dispatches nothing
+        self._slow = False  # _held or _backlog: feed takes _feed_slow
+        budget = self.frame_budget
+        self._budget = sys.maxsize if budget is None else budget  # (read once, here)
+        self._senders: list[Chat] | None = None  # chats waiting for this one to drain
+        self._drain_wanted = False  # someone waits for written(): senders or a thread
+        self._gate: _ThreadGate | None = None  # made by the first push_threadsafe
+        self._loop_thread: int | None = None  # the driver's thread, learnt at attach
+        self.late_pushes = 0
+        """`push_threadsafe` calls dropped because they reached the loop after this chat
+        had asked to close (or after its connection was gone)."""
 
     # ------------------------------------------------------------------ hooks
 
@@ -235,6 +328,14 @@ class Chat:
         """Called when `idle_timeout` seconds pass with no traffic.  Default: `close`."""
         self.close()
 
+    def output_drained(self) -> None:
+        """Called when output that a handler saw full (`output_full` was read true, or a
+        thread blocked in `push_threadsafe`) is down to half of `high_water` or less.
+
+        By then the senders paused with `pause_until_drained` on this chat have been
+        resumed.  Not called if the connection ends first.  Default: nothing.
+        """
+
     def connection_lost(self, exc: BaseException | None) -> None:
         """Called once when the connection is gone; *exc* is why, or ``None`` if it closed
         normally.  Default: nothing."""
@@ -297,8 +398,13 @@ class Chat:
             self.transport.output_ready()
 
     def discard_buffers(self) -> None:
-        """Drop unread input and queued output (and a pending close request)."""
+        """Drop unread input and queued output (and a pending close request).
+
+        Senders paused on this chat's output (`pause_until_drained`) are resumed."""
         self.channel.discard_buffers()
+        self._set_rest(None)
+        if self._senders is not None:
+            self._release_senders()
 
     def close(self) -> None:
         """Close the connection now; output not yet written is dropped.
@@ -309,12 +415,167 @@ class Chat:
         self._closed = True
         if self._dispatching:
             self.channel.interrupt()
+        if self._senders is not None:
+            self._release_senders()  # its output will never drain
         self.transport.close()
 
-    def push_threadsafe(self, data: bytes | bytearray | memoryview) -> None:
-        """`push` from any thread: the bytes are copied now and queued on the loop's thread."""
+    def pause_reading(self) -> None:
+        """Stop reading from this connection, and dispatching what it has sent, until
+        `resume_reading`.  Called inside a callback, no frame after the current one (in
+        `found_frames`: after the current batch) is dispatched.  Harmless if paused."""
+        if not self._paused:
+            self._paused = True
+            if not self._waiting:
+                self._pause()
+
+    def resume_reading(self) -> None:
+        """Undo `pause_reading`: frames already received are dispatched on a later loop
+        round, then reading goes on (unless `pause_until_drained` still holds it)."""
+        if self._paused:
+            self._paused = False
+            if not self._waiting:
+                self._resume()
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while `pause_reading` or `pause_until_drained` holds this connection's input."""
+        return self._paused or self._waiting > 0
+
+    @property
+    def output_full(self) -> bool:
+        """True while more than `high_water` bytes are queued to send.
+
+        Reading it true asks the driver to call `output_drained` once the output is down to
+        half the high water.  A handler that pushes to other chats checks this on each
+        target and calls `pause_until_drained` for those that are full.
+        """
+        if self.channel.buffered_output > self.high_water:
+            self._drain_wanted = True
+            return True
+        return False
+
+    def pause_until_drained(self, target: Chat) -> None:
+        """Pause this chat's reading (as `pause_reading`) until *target*'s output is down to
+        half its `high_water`, or *target*'s connection is gone.
+
+        For fan-out: a handler that pushed to *target* and found it full (`output_full`)
+        stops taking input that would only queue more for it.  Paused on several targets,
+        reading resumes once the last of them has drained.  Does nothing if *target* is not
+        full, is this chat, or is closed.
+        """
+        if target is self or target._closed or not target.output_full:
+            return
+        senders = target._senders
+        if senders is None:
+            senders = target._senders = []
+        elif self in senders:
+            return
+        senders.append(self)
+        self._waiting += 1
+        if self._waiting == 1 and not self._paused:
+            self._pause()
+
+    def _pause(self) -> None:
+        self._held = self._slow = True
+        if self._dispatching and not self._batch_mode:
+            # Stop the loop after this frame; what it has not reached stays for resume.  (A
+            # batch handler's pause takes effect after its batch: its iterator stays live.)
+            self.channel.interrupt()
+            self._set_rest(None)
+        self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        self._held = False
+        self._slow = self._backlog
+        self.transport.resume_reading()
+
+    def _target_drained(self) -> None:
+        self._waiting -= 1
+        if not self._waiting and not self._paused:
+            self._resume()
+
+    def _release_senders(self) -> None:
+        senders, self._senders = self._senders, None
+        for sender in senders or ():
+            sender._target_drained()
+
+    def push_threadsafe(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
+        """`push` from any thread: the bytes are copied now and queued on the loop's thread.
+
+        Bounded: while this chat's queued output plus the bytes other threads have pushed
+        and not yet handed to the loop would pass `high_water` with *data*, the calling
+        thread waits (at most *timeout* seconds; None: as long as the connection lives),
+        so a producer thread goes at the pace of the peer, as with ``queue.Queue.put``, and
+        nothing is dropped while the connection lives.  A push larger than the high water
+        waits for an empty queue.  Called on the loop's own thread it never waits (that
+        would wait for itself).
+
+        A push that reaches the loop once the chat has asked to close (`close_when_done`,
+        `close_threadsafe`, end of stream) or is gone is dropped: counted in `late_pushes`
+        and logged once at debug level; it never disturbs the output already queued.
+
+        Raises:
+            TimeoutError: if the room did not come within *timeout*; nothing was queued.
+        """
         copy = bytes(data)
-        self.transport.call_soon_threadsafe(lambda: self.push(copy))
+        if self.transport is _GONE:
+            self._drop_late()
+            return
+        gate = self._gate or self._make_gate()
+        size = len(copy)
+        with gate.cond:
+            if threading.get_ident() != self._loop_thread:
+                self._wait_for_room(gate, size, timeout)
+            gate.in_flight += size
+            gate.pushes += 1
+        self.transport.call_soon_threadsafe(lambda: self._push_from_thread(copy))
+
+    def _make_gate(self) -> _ThreadGate:
+        with _GATE_LOCK:
+            if self._gate is None:
+                self._gate = _ThreadGate()
+            return self._gate
+
+    def _wait_for_room(self, gate: _ThreadGate, size: int, timeout: float | None) -> None:
+        """Wait, holding ``gate.cond``, until *size* more bytes fit under the high water."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            queued = self.channel.buffered_output + gate.in_flight
+            if not queued or queued + size <= self.high_water or self.transport is _GONE:
+                return
+            self._drain_wanted = True  # set under the lock: written() then notifies us
+            wait = 1.0  # a re-check now and then, should a wake-up ever be missed
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"push_threadsafe: no room under high_water={self.high_water} within "
+                        f"{timeout} s ({queued} bytes queued to {self.peername})")
+                wait = min(wait, remaining)
+            gate.cond.wait(wait)
+
+    def _push_from_thread(self, data: bytes) -> None:
+        gate = self._gate
+        assert gate is not None
+        with gate.cond:
+            if self.transport is _GONE:
+                return  # counted by detach (some drivers drop callbacks after the end)
+            gate.in_flight -= len(data)
+            gate.pushes -= 1
+        if self.closing:
+            self._drop_late()
+        else:
+            self.push(data)
+
+    def _drop_late(self, count: int = 1) -> None:
+        first = not self.late_pushes
+        self.late_pushes += count
+        if first and count:
+            _logger.debug("a push_threadsafe reached %s (%s) after it closed; "
+                          "dropped (later ones are counted in late_pushes only)",
+                          type(self).__name__, self.peername)
 
     def close_threadsafe(self, when_done: bool = True) -> None:
         """Close from any thread: after queued output (`close_when_done`) or at once."""
@@ -342,6 +603,7 @@ class Chat:
     def attach(self, transport: Transport) -> None:
         """Driver API: attach *transport* and call `connection_made`."""
         self.transport = transport
+        self._loop_thread = threading.get_ident()
         if self.idle_timeout is not None:
             transport.set_idle_timeout(self.idle_timeout)
         self._dispatching = True
@@ -355,39 +617,138 @@ class Chat:
 
         Afterwards the driver writes what ``channel.data_to_send()`` returns and closes the
         connection once ``channel.wants_close`` is true.  Once the chat has asked to close,
-        input is ignored.
+        input is ignored.  At most `frame_budget` frames are dispatched: if frames are left
+        (`input_backlog`), the driver calls ``feed(b"")`` on a later loop round, and reads
+        nothing from the connection until the backlog is gone.  While reading is paused
+        (`reading_paused`) nothing is dispatched: the bytes wait in the channel.
         """
         channel = self.channel
         if self._closed or channel._closing:  # (channel.closing, read without a call)
             return
+        if self._slow:  # paused, or frames left over by the budget
+            self._feed_slow(data)
+            return
         self._dispatching = True
         try:
             if self._frames_mode and not self._batch_mode:
-                found = self.found_frame
-                for frame in channel.frames(data):
-                    found(frame)
-                if channel._resume:
-                    self._frames_stepwise()
+                frames = channel.frames(data)
+                out = channel._out
+                if out is not None and len(out) > self._budget:
+                    self._dispatch(frames)
+                else:  # the hot path: a read of a few frames, dispatched at once
+                    found = self.found_frame
+                    for frame in frames:
+                        found(frame)
+                    if channel._resume:  # found_frame changed the terminator: go on stepwise
+                        self._dispatch(channel._frames_stepwise())
             elif self._batch_mode:
-                self._feed_batches(channel.frames(data))
+                self._feed_batches(channel.frames(data), self._budget)
             else:
-                collect = self.collect_incoming_data
-                terminated = self.found_terminator
-                for event in channel.receive(data):
-                    if type(event) is Data:
-                        collect(event.data)
-                    else:
-                        terminated()
-                while channel._resume and not (self._closed or channel._closing):
-                    for event in channel._events_stepwise():
-                        if type(event) is Data:
-                            collect(event.data)
-                        else:
-                            terminated()
+                events = channel.receive(data)
+                out = channel._out
+                if out is not None and len(out) > self._budget:
+                    self._dispatch(events)
+                else:
+                    self._dispatch_events(events)
+                    if channel._resume:  # a callback changed the terminator: go on stepwise
+                        self._dispatch(channel._events_stepwise())
         except ProtocolError as error:
             self._protocol_failed(error)
         finally:
             self._dispatching = False
+
+    def _feed_slow(self, data: bytes | bytearray | memoryview) -> None:
+        """`feed` while paused (the bytes wait in the channel) or with a backlog (the next
+        budget of the channel's live iterator, unless a new cut ended it)."""
+        channel = self.channel
+        if self._held:
+            if data:
+                channel.frames(data)  # kept, not dispatched: the next feed after resume cuts it
+            return
+        rest = self._rest
+        self._set_rest(None)
+        if rest is None or data or channel._out_it is not rest[1]:
+            self.feed(data)  # nothing live to go on with: cut anew
+            return
+        self._dispatching = True
+        try:
+            self._dispatch(rest[0])
+        except ProtocolError as error:
+            self._protocol_failed(error)
+        finally:
+            self._dispatching = False
+
+    def _set_rest(self, rest: tuple[Iterator[Any], Any] | None) -> None:
+        self._rest = rest
+        self._backlog = rest is not None
+        self._slow = self._held or self._backlog
+
+    def _dispatch(self, items: Iterator[Any]) -> None:
+        """Dispatch at most `frame_budget` frames or events of *items* (the channel's live
+        iterator); keep it for the next round if more are left."""
+        budget = self._budget
+        if self._batch_mode:
+            self._feed_batches(items, budget)
+            return
+        channel = self.channel
+        if self._frames_mode:
+            found = self.found_frame
+            for frame in islice(items, budget):
+                found(frame)
+            if channel._resume and not (self._closed or channel._closing):
+                items = channel._frames_stepwise()  # a terminator changed: go on stepwise
+                for frame in islice(items, budget):
+                    found(frame)
+        else:
+            self._dispatch_events(islice(items, budget))
+            if channel._resume and not (self._closed or channel._closing):
+                items = channel._events_stepwise()
+                self._dispatch_events(islice(items, budget))
+        self._keep_rest(items)
+
+    def _dispatch_events(self, events: Iterator[Any]) -> None:
+        collect = self.collect_incoming_data
+        terminated = self.found_terminator
+        for event in events:
+            if type(event) is Data:
+                collect(event.data)
+            else:
+                terminated()
+
+    def _keep_rest(self, items: Iterator[Any]) -> None:
+        """After a budgeted dispatch: if the channel's iterator has items left, keep it for
+        the next round (`input_backlog`) rather than cutting its bytes again."""
+        live = self.channel._out_it
+        more = live.__length_hint__() or (type(live) is _Stepper and not live.done)
+        if more and not (self._closed or self.channel.closing):
+            self._set_rest((items, live))  # (while _held too: the driver goes on after resume)
+
+    @property
+    def input_backlog(self) -> bool:
+        """Driver API: True if the last `feed` stopped at `frame_budget` with frames left.
+
+        The driver then calls ``feed(b"")`` on a later loop round (after the other ready
+        connections) and does not read from this connection before the backlog is gone.
+        """
+        return self._backlog
+
+    def written(self) -> None:
+        """Driver API: call after writing to the connection while ``_drain_wanted`` is set.
+
+        Once the queued output is down to half of `high_water`, it wakes the threads
+        blocked in `push_threadsafe`, resumes the senders paused by `pause_until_drained`
+        on this chat, then calls `output_drained`.
+        """
+        if self.channel.buffered_output > self.high_water // 2:
+            return
+        self._drain_wanted = False
+        gate = self._gate
+        if gate is not None:
+            with gate.cond:
+                gate.cond.notify_all()
+        if self._senders is not None:
+            self._release_senders()
+        self.output_drained()
 
     def _protocol_failed(self, error: ProtocolError) -> None:
         """Answer the peer's *error*: `protocol_error`, then flush and close (no more frames)."""
@@ -398,31 +759,28 @@ class Chat:
         if not (self._closed or self.channel.closing):
             self.channel.close_when_done()
 
-    def _frames_stepwise(self) -> None:
-        """Dispatch the frames left after found_frame changed the terminator, decided one
-        step at a time as they are reached (see ``Channel._frames_stepwise``)."""
-        channel = self.channel
-        found = self.found_frame
-        while channel._resume and not (self._closed or channel._closing):
-            for frame in channel._frames_stepwise():
-                found(frame)
-
-    def _feed_batches(self, frames: Iterator[bytes]) -> None:
+    def _feed_batches(self, frames: Iterator[bytes], budget: int | None = None) -> None:
         """Hand *frames* to `found_frames` as one list, then any frames the bytes after them
-        end under a terminator it set; frames before an error are handed over first."""
+        end under a terminator it set; frames before an error are handed over first.  At
+        most `frame_budget` frames go in one list; if that stops it, the rest waits for
+        the next round (`input_backlog`)."""
         channel = self.channel
         while True:
             batch: list[bytes] = []
             try:
-                batch.extend(frames)
+                batch.extend(frames if budget is None else islice(frames, budget))
             except BaseException:
                 if batch:
                     self.found_frames(batch)
                 raise
-            if not batch:
+            size = len(batch)  # (the handler may extend the list)
+            if not size:
                 return
             self.found_frames(batch)
             if self._closed or channel.closing:
+                return
+            if self._held or size == budget:
+                self._keep_rest(frames)
                 return
             frames = channel.frames()
 
@@ -431,6 +789,7 @@ class Chat:
         if self._closed or self.channel.closing:
             return
         self._dispatching = True
+        self._set_rest(None)
         try:
             unframed = bytearray()
             frames_mode = self._frames_mode
@@ -441,8 +800,9 @@ class Chat:
             elif frames_mode:
                 for frame in self.channel.frames():
                     self.found_frame(frame)
-                if self.channel._resume:
-                    self._frames_stepwise()
+                while self.channel._resume and not (self._closed or self.channel.closing):
+                    for frame in self.channel._frames_stepwise():
+                        self.found_frame(frame)
                 if self._closed or self.channel.closing:
                     return
             for event in self.channel.receive_eof():
@@ -471,4 +831,13 @@ class Chat:
         """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
         self.transport = _GONE
         self._closed = True
+        self._set_rest(None)
+        if self._senders is not None:
+            self._release_senders()
+        gate = self._gate
+        if gate is not None:
+            with gate.cond:
+                late, gate.pushes, gate.in_flight = gate.pushes, 0, 0
+                gate.cond.notify_all()  # blocked threads: their push is now late
+            self._drop_late(late)
         self.connection_lost(exc)

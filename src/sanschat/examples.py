@@ -3,8 +3,10 @@
 Theory of operation: each example is a plain `Chat` subclass with no I/O; the drivers run
 them unchanged and ``python -m sanschat serve {echo,chat,http}`` serves them.  They bound
 what one peer can cost the server: every frame is limited by `MAX_FRAME_SIZE` (override per
-server), and the chat room drops a member whose unsent output passes `CHAT_SENDQ_LIMIT`
-instead of buffering for it without end.  The drivers' backpressure bounds the rest.
+server); the chat room uses the library's fan-out backpressure (a sender stops being read
+while a member it feeds is full) and drops a member whose queue stays full while its
+socket takes nothing for `CHAT_SENDQ_TIMEOUT` seconds (IRC's "SendQ exceeded"), with a line
+telling it why.  The drivers' backpressure bounds the rest.
 
 * `Echo`: every frame ending in ``\\r\\n`` comes back byte-identical, terminator included.
 * `ChatRoom` / `ChatMember`: each line a member sends goes to every other member.
@@ -21,7 +23,8 @@ from ._chat import Chat
 from ._errors import ProtocolError
 
 __all__ = [
-    "CHAT_SENDQ_LIMIT",
+    "CHAT_HIGH_WATER",
+    "CHAT_SENDQ_TIMEOUT",
     "MAX_FRAME_SIZE",
     "ChatMember",
     "ChatRoom",
@@ -34,9 +37,17 @@ __all__ = [
 #: caps what a peer that never sends a terminator can make the server hold.
 MAX_FRAME_SIZE = 64 * 1024
 
-#: Unsent bytes a chat member may have queued before it is dropped (IRC servers call this
-#: the "SendQ"): a member that never reads must not make the server buffer without end.
-CHAT_SENDQ_LIMIT = 1024 * 1024
+#: A chat member's high water (`Chat.high_water`): above it the member is full and the
+#: senders feeding it are paused.  64 KiB is many screens of text and keeps a fast reader's
+#: socket busy, while 1,000 members that never read hold at most about 64 MiB between them
+#: (lines of 512 bytes and more are shared between members, not copied).
+CHAT_HIGH_WATER = 64 * 1024
+
+#: Seconds a member may stay full while its socket takes no byte before it is dropped
+#: (IRC's SendQ): long enough for any peer that reads, even over a slow link (any byte
+#: taken restarts the count), short enough that one silent member cannot hold the room's
+#: senders paused for long.
+CHAT_SENDQ_TIMEOUT = 5.0
 
 
 class Echo(Chat):
@@ -56,42 +67,106 @@ class Echo(Chat):
 
 
 class ChatRoom:
-    """The shared state of one chat server: the members present."""
+    """The shared state of one chat server: the members present.
+
+    Fan-out with backpressure: `broadcast` pushes a line to every other member; a member
+    that is then full (`Chat.output_full`) pauses the sender (`Chat.pause_until_drained`)
+    until its output drains, so senders go at the pace of the members and nobody's queue
+    grows past its high water by more than one batch.  A full member starts its SendQ
+    clock; if its socket takes nothing for `ChatMember.sendq_timeout` seconds it is
+    dropped (`ChatMember.drop`), which resumes the senders it held.  A member that reads,
+    however slowly, is never dropped.
+    """
 
     def __init__(self) -> None:
         self.members: set[ChatMember] = set()
         """The members connected now."""
+        self.dropped = 0
+        """Members dropped for SendQ so far."""
 
     def broadcast(self, sender: ChatMember | None, line: bytes) -> None:
-        """Send *line* to every member but *sender* and those leaving; drop members too far
-        behind."""
+        """Send *line* to every member but *sender* and those leaving; pause *sender* while
+        a member it fed is full."""
         for member in list(self.members):
             if member is sender or member.closing:
                 continue
-            if member.channel.buffered_output > CHAT_SENDQ_LIMIT:
-                self.members.discard(member)
-                member.close()
-            else:
-                member.push(line)
+            member.push(line)
+            if member.output_full:
+                member.start_sendq_clock()
+                if sender is not None:
+                    sender.pause_until_drained(member)
 
 
 class ChatMember(Chat):
-    """One client of a `ChatRoom`: each line it sends (``\\r\\n`` or ``\\n``) goes to the others."""
+    """One client of a `ChatRoom`: each line it sends (``\r\n`` or ``\n``) goes to the others.
 
-    terminator: ClassVar[TerminatorLike] = (b"\r\n", b"\n")
+    The lines of one read go out as one push per member (the batch hook), so a burst of
+    short lines costs one push per member, not one per line and member.
+    """
+
+    terminator: ClassVar[TerminatorLike] = b"\n"
+    """Lines end in ``\n`` or ``\r\n``: cut at ``\n`` (a bytes terminator frames a read of
+    many lines with one C-level split), and a ``\r`` before it is dropped."""
     max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
+    high_water = CHAT_HIGH_WATER
+    sendq_timeout: ClassVar[float] = CHAT_SENDQ_TIMEOUT
+    """Seconds this member may stay full with its socket taking nothing before it is dropped."""
 
     def __init__(self, room: ChatRoom) -> None:
         super().__init__()
         self.room = room
+        self._sendq_clock = False  # full: the idle timer counts toward the SendQ drop
+        self._dropping = False
 
     def connection_made(self) -> None:
         """Join the room."""
         self.room.members.add(self)
 
     def found_frame(self, frame: bytes) -> None:
-        """Pass the line on to every other member."""
-        self.room.broadcast(self, frame + b"\r\n")
+        """Pass the line on to every other member, ending in ``\r\n``."""
+        self.room.broadcast(self, frame.removesuffix(b"\r") + b"\r\n")
+
+    def found_frames(self, frames: list[bytes]) -> None:
+        """Pass the lines of one read on to every other member, in one push each."""
+        frames.append(b"")  # so that the join ends with a terminator too
+        # Every line ends in \r\n: with C-level replaces, not a Python step per line.
+        self.room.broadcast(self, b"\n".join(frames).replace(b"\r\n", b"\n")
+                            .replace(b"\n", b"\r\n"))
+
+    def start_sendq_clock(self) -> None:
+        """This member is full: drop it if its socket takes nothing for `sendq_timeout` s.
+
+        The clock is the driver's idle timer, which every byte written (or read) restarts;
+        `output_drained` stops it again."""
+        if not self._sendq_clock and not self.closing:
+            self._sendq_clock = True
+            self.set_idle_timeout(self.sendq_timeout)
+
+    def output_drained(self) -> None:
+        """No longer full: stop the SendQ clock (back to the class's own idle timeout)."""
+        if self._sendq_clock and not self.closing:
+            self._sendq_clock = False
+            self.set_idle_timeout(self.idle_timeout)
+
+    def idle(self) -> None:
+        """The SendQ clock ran out: `drop`; otherwise (the class's idle timeout) close."""
+        if self._sendq_clock and not self._dropping:
+            self.drop(b"SendQ exceeded: %d bytes unread for %g s"
+                      % (self.channel.buffered_output, self.sendq_timeout))
+        else:
+            self.close()
+
+    def drop(self, reason: bytes) -> None:
+        """Leave the room at once: the queued lines are dropped (which resumes the senders
+        this member held), *reason* is sent in their place, then the connection closes;
+        if even that is not taken within `sendq_timeout` seconds, it is aborted."""
+        self._dropping = True
+        self.room.members.discard(self)
+        self.room.dropped += 1
+        self.discard_buffers()
+        self.push(b"*** " + reason + b"; closing\r\n")
+        self.close_when_done()
+        self.set_idle_timeout(self.sendq_timeout)  # idle() now closes at once
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Leave the room."""

@@ -23,7 +23,7 @@ from netutil import TIMEOUT, connect, recv_exactly, recv_until_eof, wait_for
 import sanschat.drivers as drivers
 from sanschat import Chat
 from sanschat.__main__ import _limits, _parser, main
-from sanschat.drivers import READ_SIZE, BackgroundServer, Limits, high_water_of, start_server
+from sanschat.drivers import READ_SIZE, BackgroundServer, Limits, apply_high_water, start_server
 from sanschat.examples import MAX_FRAME_SIZE, Echo
 
 Start = Callable[..., BackgroundServer]
@@ -248,7 +248,7 @@ def test_output_queued_for_a_non_reader_stops_at_the_high_water_in_force(
     sock = connect(server)
     wait_for(lambda: len(chats.made) == 1, "the connection")
     chat = chats.made[0]
-    assert high_water_of(chat, Limits(high_water=limit)) == (
+    assert apply_high_water(chat, Limits(high_water=limit)) == (
         limit if cls is Echo else Big.high_water)
     _flood_without_reading(sock, 32 * 1024 * 1024)
     queued = chat.channel.buffered_output
@@ -358,9 +358,9 @@ def test_log_limited_logs_one_line_per_interval_and_counts_the_rest(
 
 
 def test_high_water_of_prefers_the_class_then_the_server_then_the_default() -> None:
-    assert high_water_of(Echo(), None) == drivers.HIGH_WATER
-    assert high_water_of(Echo(), Limits(high_water=1000)) == 1000
-    assert high_water_of(Big(), Limits(high_water=1000)) == Big.high_water
+    assert apply_high_water(Echo(), None) == drivers.HIGH_WATER
+    assert apply_high_water(Echo(), Limits(high_water=1000)) == 1000
+    assert apply_high_water(Big(), Limits(high_water=1000)) == Big.high_water
 
 
 def test_serve_options_become_limits_and_zero_turns_one_off() -> None:

@@ -20,7 +20,15 @@ whatever the cut; a close after output (`Chat.close_when_done`) is graceful on T
 stream first, then `LINGER`; end of stream from the peer flushes
 queued output and then closes (unless the handler overrides `Chat.eof_received`); output is
 pulled from the channel only while the socket can take it, and a connection whose output
-piles up past `HIGH_WATER` stops being read until it drains.
+piles up past its chat's `Chat.high_water` (`HIGH_WATER` by default) stops being read until
+it drains.  Backpressure and fairness are the same on all three: `Chat.pause_reading` stops
+the reading *and* the dispatch of frames already read; a read's frames past
+`Chat.frame_budget` are dispatched on later loop rounds, after the other ready connections,
+and the connection is not read meanwhile; after writing, a driver calls `Chat.written` when
+a handler waits for the output to drain (`Chat.pause_until_drained`, `Chat.output_drained`,
+a blocked `Chat.push_threadsafe`).  TCP sockets get `NOTSENT_LOWAT` (Linux), so that the
+kernel holds little unsent data per connection either: the bytes wait in the channel, where
+backpressure sees them.
 
 Every driver module also offers ``start_server(factory, host, port, ssl_context=None,
 backlog=BACKLOG)``, which runs a server on that driver (IPv4 or IPv6, TLS if given a server
@@ -55,9 +63,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
-from typing import Protocol
+from typing import Any, Protocol
 
-from .._chat import Chat
+from .._chat import DEFAULT_HIGH_WATER, Chat
 from .._errors import ProtocolError
 
 __all__ = [
@@ -66,6 +74,7 @@ __all__ = [
     "DRIVERS",
     "HIGH_WATER",
     "LINGER",
+    "NOTSENT_LOWAT",
     "READ_SIZE",
     "SWEEP_BUDGET",
     "SWEEP_PAUSE",
@@ -73,10 +82,11 @@ __all__ = [
     "Guard",
     "Limits",
     "Watch",
+    "apply_high_water",
     "format_address",
-    "high_water_of",
     "log_failure",
     "log_limited",
+    "set_notsent_lowat",
     "start_server",
 ]
 
@@ -89,7 +99,14 @@ READ_SIZE = 256 * 1024
 
 #: Queued output (bytes) above which a driver stops reading from that connection until the
 #: peer has taken enough of it: a client that never reads cannot grow the server's memory.
-HIGH_WATER = 1024 * 1024
+#: The default of `Chat.high_water`, which a `Chat` subclass may lower or raise.
+HIGH_WATER = DEFAULT_HIGH_WATER
+
+#: Unsent bytes a TCP socket may hold in the kernel before it stops being writable
+#: (``TCP_NOTSENT_LOWAT``, where Python has it: Linux; 16 KiB, as trio's ``SocketStream``):
+#: without it each connection to a slow reader can pin megabytes of kernel memory that
+#: no backpressure sees, with it the queued output stays in the channel.
+NOTSENT_LOWAT = 16 * 1024
 
 #: Connections the kernel queues before the server accepts them: as many as the system allows
 #: (``socket.SOMAXCONN``, trio's default; Linux caps it at ``net.core.somaxconn``), so that a
@@ -212,13 +229,18 @@ def _class_sets(chat: Chat, name: str) -> bool:
     return False
 
 
-def high_water_of(chat: Chat, limits: Limits | None) -> int:
-    """The high water a driver applies to *chat*: its class's ``high_water`` if the class
-    sets one, else the server's `Limits.high_water` (`HIGH_WATER` without a server)."""
+def apply_high_water(chat: Chat, limits: Limits | None) -> int:
+    """Set and return the high water of *chat* on this connection: its class's
+    `Chat.high_water` if the class sets one, else the server's `Limits.high_water`
+    (`HIGH_WATER` without a server).  It is stored on the chat (an instance attribute), so
+    that the chat's own backpressure (`Chat.output_full`, `Chat.push_threadsafe`) and the
+    driver's agree."""
     if _class_sets(chat, "high_water"):
-        value: int = getattr(chat, "high_water")  # noqa: B009  (set by a subclass)
-        return value
-    return HIGH_WATER if limits is None else limits.high_water
+        value: int = type(chat).high_water
+    else:
+        value = HIGH_WATER if limits is None else limits.high_water
+    chat.high_water = value
+    return value
 
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
@@ -460,6 +482,19 @@ def log_failure(
     else:
         logger.error("error in %s for %s; closing that connection", where,
                      format_address(peer), exc_info=exc)
+
+
+def set_notsent_lowat(sock: Any) -> bool:
+    """Set ``TCP_NOTSENT_LOWAT`` to `NOTSENT_LOWAT` on a TCP *sock* (a socket or asyncio's
+    ``TransportSocket``); False where the platform has no such option or *sock* is not TCP."""
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT)
+    except OSError:
+        return False
+    return True
 
 
 class BackgroundServer(Protocol):

@@ -3,17 +3,21 @@
 Theory of operation.  `ChatProtocol` is both the asyncio protocol of one connection and the
 `Transport` its chat sees.  asyncio reads into one buffer per thread (connections share it:
 each read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep), then
-`ChatProtocol._flush` pulls ``channel.data_to_send`` and writes at once (asyncio's ``write``
-sends directly while its buffer is empty), but only until the transport calls
-`pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a producer is never
-read ahead, and one connection cannot starve the others.  `resume_writing` pulls again.
-Reading stops while the channel holds more than `HIGH_WATER` unsent bytes (or, in the stream
-style, unread bytes) and resumes once they drain.  Output queued outside a callback
-(`output_ready`) is flushed by one coalesced ``call_soon``.  A handler's exception is logged
-on the ``sanschat.drivers.asyncio`` logger and aborts that connection only; `Chat.detach` is
-called exactly once, from `connection_lost`.  A server (`serve`, `start_server`) accepts through
-``_Acceptor``, its own accept loop, which keeps the server's `Limits` (asyncio's own loop
-floods the log when out of descriptors and knows no connection limit).
+`ChatProtocol._flush` pulls ``channel.data_to_send`` (see `WRITE_PIECE`) and writes at once
+(asyncio's ``write`` sends directly while its buffer is empty), but only until the
+transport calls `pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a
+producer is never read ahead, and one connection cannot starve the others.
+`resume_writing` pulls again.
+Reading stops while the channel holds more than the chat's `Chat.high_water` unsent bytes
+(or, in the stream style, more than `HIGH_WATER` unread bytes), while the chat has paused
+its reading, and while a read's frames past `Chat.frame_budget` wait: a ``call_soon``
+(`ChatProtocol._continue`) dispatches the next budget after the other ready callbacks.
+Output queued outside a callback (`output_ready`) is flushed by one coalesced ``call_soon``.
+A handler's exception is logged on the ``sanschat.drivers.asyncio`` logger and aborts that
+connection only; `Chat.detach` is called exactly once, from `connection_lost`.  A server
+(`serve`, `start_server`) accepts through ``_Acceptor``, its own accept loop, which keeps the
+server's `Limits` (asyncio's own loop floods the log when out of descriptors and knows no
+connection limit).
 
 The stream style (`Connection`, `open_connection`, `serve_connections`) runs the same
 protocol with a chat that does not dispatch: received bytes wait in the channel, and
@@ -45,16 +49,18 @@ from . import (
     Guard,
     Limits,
     Watch,
+    apply_high_water,
     format_address,
-    high_water_of,
     log_failure,
     log_limited,
+    set_notsent_lowat,
 )
 from ._pull import PullReader
 
 __all__ = [
     "FLUSH_BUDGET",
     "SEND_SIZE",
+    "WRITE_PIECE",
     "ChatProtocol",
     "Connection",
     "connect",
@@ -68,6 +74,15 @@ logger: logging.Logger = logging.getLogger(__name__)
 
 #: Most bytes taken from the channel per ``write``: a whole read's worth of replies at once.
 SEND_SIZE = READ_SIZE
+
+#: Bytes `ChatProtocol` hands to a ``write`` after the socket was full: asyncio copies
+#: whatever part of a write the socket does not take, so this bounds that copy for a peer
+#: that stops reading; a large item shared by many connections (a fan-out line) goes out
+#: in views of it.  Each write taken whole doubles the next, up to `SEND_SIZE`, so a fast
+#: reader still gets large writes.  (Writes of 256 KiB cost 1,000 members of a chat that
+#: stopped reading 74 MiB of such copies; 16 KiB, what a socket takes at once under
+#: ``TCP_NOTSENT_LOWAT``, about 10 MiB.)
+WRITE_PIECE = 16 * 1024
 
 #: Bytes one flush may hand to the transport before it yields to the loop (and goes on in a
 #: ``call_soon``), so that a peer reading as fast as we write cannot monopolise the loop.
@@ -97,13 +112,15 @@ class ChatProtocol(asyncio.BufferedProtocol):
         """The handler this protocol runs."""
         self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
         self._refused = False
-        self._high_water = high_water_of(chat, None)
+        self._high_water = apply_high_water(chat, None)
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._view = memoryview(b"")
         self._closing = False  # pull no more output: closed, closing or aborted
         self._lost = self._eof = self._ssl = False
         self._writing_paused = self._reading_paused = self._flush_scheduled = False
+        self._continuing = False  # a _continue is scheduled
+        self._piece = WRITE_PIECE  # bytes for the next write: see WRITE_PIECE
         self._input_full = False  # the stream style's consumer is behind
         self._error: BaseException | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -124,6 +141,15 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._view = _read_buffer()
         self._ssl = transport.get_extra_info("sslcontext") is not None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_notsent_lowat(sock)
+        # Pause at the first byte asyncio has to buffer, as the select driver stops at a full
+        # socket: asyncio copies what the socket does not take, and a copy per connection
+        # is what a fan-out must not pay (its default 64 KiB each is 64 MiB for 1,000).
+        # (Not over TLS: there the echo test stalled; the TLS layer buffers on its own.)
+        if not self._ssl:
+            self._transport.set_write_buffer_limits(high=0)
         self._guarded(self.chat.attach, self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -231,6 +257,15 @@ class ChatProtocol(asyncio.BufferedProtocol):
             return default
         return self._transport.get_extra_info(name, default)
 
+    def pause_reading(self) -> None:
+        """Stop reading now (the chat dispatches nothing more until `resume_reading`)."""
+        if self._transport is not None and not self._closing:
+            self._update_reading(self._transport)
+
+    def resume_reading(self) -> None:
+        """Dispatch what was read meanwhile in a ``call_soon``, then read again."""
+        self._schedule_continue()
+
     async def wait_closed(self) -> None:
         """Return once the connection is lost (at once if it already is)."""
         if not self._lost:
@@ -254,12 +289,18 @@ class ChatProtocol(asyncio.BufferedProtocol):
             budget = FLUSH_BUDGET
             try:
                 # write() sends at once when the transport's buffer is empty (and may pause us)
+                piece = self._piece
                 while channel.wants_write and budget > 0 and not self._writing_paused:
-                    chunk = channel.data_to_send(SEND_SIZE)
+                    chunk = channel.data_to_send(piece)
                     if not chunk:
                         break
                     transport.write(chunk)
                     budget -= len(chunk)
+                    if budget > 0 and transport.is_closing():
+                        return  # the write found the peer gone (asyncio warns from 5 more on)
+                    # Taken whole: the socket keeps up, so larger pieces; paused: small again.
+                    piece = WRITE_PIECE if self._writing_paused else min(2 * piece, SEND_SIZE)
+                self._piece = piece
             except Exception as exc:  # a producer failed
                 self._fail(exc)
                 return
@@ -276,13 +317,39 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 self.output_ready()
             if self._drain_waiter is not None:
                 self._wake_drain()
-        pause = self._input_full or channel.buffered_output > self._high_water
+            if self.chat._drain_wanted:  # a handler or a thread waits for this output
+                try:
+                    self.chat.written()
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+        self._update_reading(transport)
+
+    def _update_reading(self, transport: asyncio.Transport) -> None:
+        """Pause or resume the transport's reading as the chat's state asks."""
+        chat = self.chat
+        pause = self._input_full or chat.channel.buffered_output > chat.high_water
+        if chat._held or chat._backlog:
+            pause = True
+            if not chat._held:
+                self._schedule_continue()
         if pause is not self._reading_paused and not self._eof:
             self._reading_paused = pause
             if pause:
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+    def _schedule_continue(self) -> None:
+        if not self._continuing and not self._closing and self._loop is not None:
+            self._continuing = True
+            self._loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        """Dispatch the next budget of frames already read (or those held while paused)."""
+        self._continuing = False
+        if not self._closing:
+            self._guarded(self.chat.feed, b"")
 
     def _close_gracefully(self, transport: asyncio.Transport) -> None:
         """Everything queued was handed over: end our stream once asyncio has sent it, then
@@ -436,7 +503,7 @@ class _Acceptor:
         chat = self.factory()
         protocol = ChatProtocol(chat)
         protocol._guard = self.watch.add(chat, protocol.close, protocol._guarded)
-        protocol._high_water = high_water_of(chat, self.watch.limits)
+        protocol._high_water = apply_high_water(chat, self.watch.limits)
         return protocol
 
     def _accept(self, sock: socket.socket) -> None:

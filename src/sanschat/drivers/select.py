@@ -13,11 +13,15 @@ a ``bytes`` copy of what was read to `Chat.feed` (so a chat may keep it), then f
 once, without waiting for writability: it pulls a chunk with ``data_to_send`` only while
 ``send`` takes all it is given, gives back the rest of a partial write with ``unsend``, and
 closes once ``wants_close``.  EVENT_WRITE is registered
-only while output is pending; EVENT_READ is dropped after end of stream and while output
-above the high water (`high_water_of`: the chat class's, else `Limits.high_water`) is
-queued, so a peer that never reads cannot grow the server's memory.  A listener keeps its
-server's `Limits` through a `Watch` (one sweep timer per listener, for every timeout) and
-pauses accepting at ``max_connections`` or out of descriptors (one log line a second).
+only while output is pending; EVENT_READ is dropped after end of stream, while output
+above the chat's `Chat.high_water` is queued (so a peer that never reads cannot grow the
+server's memory), while the chat has paused its reading, and while a read's frames past
+`Chat.frame_budget` wait: those are dispatched by a callback on the ready queue
+(``_continue``), which runs after the sockets of the round and re-queues itself, one budget
+per round, until the backlog is gone.  The high water is the chat class's, else the
+server's `Limits.high_water` (`apply_high_water`).  A listener keeps its server's `Limits`
+through a `Watch` (one sweep timer per listener, for every timeout) and pauses accepting at
+``max_connections`` or out of descriptors (one log line a second).
 
 A chat is detached exactly once, from the ready queue, never inside its own callback.  An
 exception from a handler, producer or channel is logged (logger ``sanschat.drivers.select``,
@@ -61,10 +65,11 @@ from . import (
     Guard,
     Limits,
     Watch,
+    apply_high_water,
     format_address,
-    high_water_of,
     log_failure,
     log_limited,
+    set_notsent_lowat,
 )
 
 __all__ = [
@@ -280,7 +285,7 @@ class Listener:
             else:
                 conn = _Connection(self._loop, sock, chat, peer=peer)
             conn._guard = self.watch.add(chat, conn.close, conn._dispatch)
-            conn._high_water = high_water_of(chat, self.watch.limits)
+            conn._high_water = apply_high_water(chat, self.watch.limits)
             conn._start()
 
     def _pause(self) -> None:
@@ -310,21 +315,21 @@ class Listener:
 class _Connection:
     """One socket and its chat: the `Transport` that the select driver gives a `Chat`."""
 
-    __slots__ = ("_chat", "_closed", "_connecting", "_eof", "_events", "_extra", "_flushing",
-                 "_guard", "_high_water", "_idle", "_idle_timer", "_last", "_linger_timer",
-                 "_loop", "_sock")
+    __slots__ = ("_chat", "_closed", "_connecting", "_continuing", "_eof", "_events", "_extra",
+                 "_flushing", "_guard", "_high_water", "_idle", "_idle_timer", "_last",
+                 "_linger_timer", "_loop", "_sock")
 
     def __init__(self, loop: Loop, sock: socket.socket, chat: Chat, connecting: bool = False,
                  peer: Any = None):
         self._loop, self._sock, self._chat, self._connecting = loop, sock, chat, connecting
-        self._closed = self._eof = self._flushing = False
+        self._closed = self._eof = self._flushing = self._continuing = False
         self._events = 0
         self._idle: float | None = None
         self._idle_timer: Timer | None = None
         self._linger_timer: Timer | None = None  # set once our FIN is sent (see _linger)
         self._last = 0.0
         self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
-        self._high_water = high_water_of(chat, None)
+        self._high_water = apply_high_water(chat, None)
         self._extra: dict[str, Any] = {"socket": sock, "peername": peer}
         loop._conns.add(self)
         sock.setblocking(False)
@@ -332,8 +337,9 @@ class _Connection:
     # -- the Transport protocol: called by the chat, on the loop's thread
 
     def output_ready(self) -> None:
-        """Schedule a flush of output queued outside a callback."""
-        if not self._flushing and not self._closed:
+        """Schedule a flush of output queued outside a callback (unless the socket is full:
+        then its writability flushes it, and a fan-out pays no failed send per push)."""
+        if not self._flushing and not self._closed and not self._events & _WRITE:
             self._flushing = True
             self._loop._ready.append((self._queued_flush, self))
 
@@ -362,6 +368,14 @@ class _Connection:
         TLS also ``"ssl_object"``, the `ssl.SSLSocket` (``version()``, ``getpeercert()``)."""
         return self._extra.get(name, default)
 
+    def pause_reading(self) -> None:
+        """Stop reading (the registration is updated by the flush that follows)."""
+        self.output_ready()
+
+    def resume_reading(self) -> None:
+        """Dispatch what was read meanwhile on the ready queue, then read again."""
+        self._schedule_continue()
+
     # -- the driver's side
 
     def _start(self) -> None:
@@ -373,6 +387,7 @@ class _Connection:
             self._extra["sockname"] = sock.getsockname()
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                set_notsent_lowat(sock)
         except OSError as exc:  # reset before we got to it
             self._lost(exc)
             return
@@ -430,9 +445,10 @@ class _Connection:
 
     def _flush(self) -> None:
         """Send while the socket takes it all (no wait for writability first), then register
-        for what is wanted next: reading unless at EOF or above the high water, writing while
-        output is left."""
-        channel = self._chat.channel
+        for what is wanted next: reading unless at EOF, above the high water, paused or with
+        a backlog (then ``_continue`` is queued); writing while output is left."""
+        chat = self._chat
+        channel = chat.channel
         send = self._sock.send
         pending = channel.wants_write
         while pending:
@@ -457,14 +473,22 @@ class _Connection:
                 channel.unsend(memoryview(chunk)[sent:])
                 break  # the socket is full: pending stays true
             pending = channel.wants_write
+        if chat._drain_wanted:  # a handler or a thread waits for this output to drain
+            chat.written()
+            if self._closed:
+                return
         if channel.wants_close:
             self._linger()
             return
+        stop = self._eof
+        if chat._held or chat._backlog:
+            stop = True
+            if not chat._held:
+                self._schedule_continue()
         if pending:
-            full = channel.buffered_output > self._high_water
-            want = _WRITE if self._eof or full else _READ | _WRITE
+            want = _WRITE if stop or channel.buffered_output > chat.high_water else _READ | _WRITE
         else:  # nothing queued: the common case after a reply, decided with no more lookups
-            want = 0 if self._eof else _READ
+            want = 0 if stop else _READ
         if want != self._events:
             self._set_events(want)
 
@@ -480,6 +504,20 @@ class _Connection:
 
     def _tls_blocked(self, exc: ssl.SSLError, doing: int) -> int:
         raise exc  # only a _TLSConnection's socket raises these
+
+    def _schedule_continue(self) -> None:
+        if not self._continuing and not self._closed:
+            self._continuing = True
+            self._loop._ready.append((self._continue, self))
+
+    def _continue(self) -> None:
+        """Dispatch the next budget of frames already read (or those held while paused)."""
+        self._continuing = False
+        if self._closed or self._connecting:
+            return
+        self._chat.feed(b"")
+        if not self._closed:
+            self._flush()
 
     def _linger(self) -> None:
         """Everything queued was sent: end our stream (FIN), then read and drop the peer's
@@ -596,6 +634,7 @@ class _TLSConnection(_Connection):
         try:
             if self._sock.family in (socket.AF_INET, socket.AF_INET6):
                 self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                set_notsent_lowat(self._sock)
             self._extra["sockname"] = self._sock.getsockname()
         except OSError as exc:
             self._lost(exc)

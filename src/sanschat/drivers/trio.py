@@ -26,14 +26,17 @@ scope is the connection's.  It takes one of two transports, chosen once per conn
   (Awaiting the trio socket's ``recv_into`` would not do: trio yields after the system
   call, so a shared buffer could be overwritten before the feed.)
 
-Either way, while the chat's unsent output is above its high water (`high_water_of`:
-the chat class's, else the server's `Limits.high_water`) the reading waits for it to
-drain: a peer that never reads stops being read.  The idle watchdog is a task that runs
-only once an idle timeout is set: the transports merely stamp the time of the last
-traffic; it sleeps until stamp + timeout and re-arms lazily.  A server's connections are
-accepted by ``_Acceptor`` (not ``trio.serve_listeners``), which keeps the server's `Limits`:
-one sweep task for every timeout, no accepting at ``max_connections``, and out of
-descriptors one log line a second.
+Either way, while the chat's unsent output is above its `Chat.high_water`, or the chat has
+paused its reading, the reading waits (a peer that never reads stops being read); while a
+read's frames past `Chat.frame_budget` wait, the reading task dispatches the next budget
+after a checkpoint, so every other task runs between two budgets, and reads nothing new.
+After each write, `Chat.written` runs if a handler or thread waits for the output to drain.
+The idle watchdog is a task that runs only once an idle timeout is set: the transports
+merely stamp the time of the last traffic; it sleeps until stamp + timeout and re-arms
+lazily.  A server's connections are accepted by ``_Acceptor`` (not
+``trio.serve_listeners``), which keeps the server's `Limits` (the high water among them, when
+the chat class sets none): one sweep task for every timeout, no accepting at
+``max_connections``, and out of descriptors one log line a second.
 
 Whatever ends a connection cancels its scope: `close`, a handler error (logged on the
 ``sanschat.drivers.trio`` logger), the peer going away (logged at debug level only), a
@@ -77,8 +80,8 @@ from . import (
     Guard,
     Limits,
     Watch,
+    apply_high_water,
     format_address,
-    high_water_of,
     log_failure,
     log_limited,
 )
@@ -182,9 +185,9 @@ class _Transport:
         self._chat = chat
         self._token = trio.lowlevel.current_trio_token()
         self._nursery: trio.Nursery | None = None  # open while the connection runs
-        self._resume: trio.Event | None = None  # set when the output is back under high water
+        self._resume: trio.Event | None = None  # set when the reading may go on (_may_read)
         self._guard: Guard | None = None  # a server's connection: its part in the server's Watch
-        self._high_water = high_water_of(chat, None)
+        self._high_water = apply_high_water(chat, None)
         self._idle_timeout: float | None = None
         self._idle_changed: trio.Event | None = None  # the watchdog's, once it runs
         self._watching = False
@@ -224,14 +227,23 @@ class _Transport:
         self._last_activity = trio.current_time()
         if self._idle_changed is not None:
             self._idle_changed.set()
-        if seconds is not None and not self._watching and self._nursery is not None:
+        nursery = self._nursery
+        if (seconds is not None and not self._watching and nursery is not None
+                and not nursery.cancel_scope.cancel_called):  # (ending: closed to new tasks)
             self._watching = True
-            self._nursery.start_soon(self._watchdog)
+            nursery.start_soon(self._watchdog)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``"peername"``, ``"sockname"`` or ``"socket"`` (the trio socket), else *default*."""
         value = self._peername if name == "peername" else _extra_info(self._stream, name)
         return default if value is None else value
+
+    def pause_reading(self) -> None:
+        """Stop reading: the reading task waits before its next read."""
+
+    def resume_reading(self) -> None:
+        """Wake the reading task: it dispatches what was read meanwhile, then reads again."""
+        self._maybe_resume()
 
     # -------------------------------------------------------------- running
 
@@ -298,16 +310,42 @@ class _Transport:
         else:
             self.output_ready()
 
+    def _may_read(self) -> bool:
+        chat = self._chat
+        return not chat._held and chat.channel.buffered_output <= chat.high_water
+
     def _maybe_resume(self) -> None:
         resume = self._resume
-        if resume is not None and self._chat.channel.buffered_output <= self._high_water:
+        if resume is not None and self._may_read():
             self._resume = None
             resume.set()
 
-    async def _wait_for_drain(self) -> None:
-        """Backpressure: wait until the output is back down to the high water."""
-        resume = self._resume = trio.Event()
-        await resume.wait()
+    def _written(self) -> None:
+        """After a write: `Chat.written` if someone waits for the output to drain."""
+        if self._chat._drain_wanted:
+            try:
+                self._chat.written()
+            except Exception as exc:
+                self._fail(exc)
+        self._maybe_resume()
+
+    async def _before_read(self) -> bool:
+        """Backpressure and fairness before each read: wait while the chat may not read;
+        dispatch a backlog, one budget per checkpoint.  False if the connection ended."""
+        chat = self._chat
+        while True:
+            if not self._may_read():
+                resume = self._resume = trio.Event()
+                await resume.wait()
+                chat.feed(b"")  # what was held while paused (nothing, after backpressure)
+            elif chat._backlog:
+                await trio.lowlevel.checkpoint()
+                chat.feed(b"")
+            else:
+                return True
+            self.output_ready()
+            if self._nursery is None or self._nursery.cancel_scope.cancel_called:
+                return False
 
     def _stamp(self) -> None:
         if self._idle_timeout is not None:
@@ -355,13 +393,17 @@ class _StreamTransport(_Transport):
 
     async def _reader(self) -> None:
         chat = self._chat
-        channel = chat.channel
         receive_some = self._stream.receive_some
         with self._read_scope:
             while True:
-                if channel.buffered_output > self._high_water:
+                if not self._may_read() or chat._backlog:
                     self._wakeup.set()
-                    await self._wait_for_drain()
+                    try:
+                        if not await self._before_read():
+                            return
+                    except Exception as exc:
+                        self._fail(exc)
+                        return
                 try:
                     data = await receive_some(RECEIVE_SIZE)
                 except _PEER_GONE as exc:
@@ -404,8 +446,8 @@ class _StreamTransport(_Transport):
                 self._stamp()
                 if self._guard is not None:
                     self._guard.wrote()
-                self._maybe_resume()
-            self._maybe_resume()
+                self._written()
+            self._written()
             if channel.wants_close:
                 self._closing = True
                 self._read_scope.cancel()
@@ -470,8 +512,13 @@ class _SocketTransport(_Transport):
         cancel_scope = nursery.cancel_scope
         self.output_ready()  # what connection_made queued
         while True:
-            if channel.buffered_output > self._high_water:
-                await self._wait_for_drain()
+            if chat._held or chat._backlog or channel.buffered_output > chat.high_water:
+                try:
+                    if not await self._before_read():
+                        return
+                except Exception as exc:
+                    self._fail(exc)
+                    return
             try:
                 await trio.lowlevel.wait_readable(sock)
             except _PEER_GONE as exc:
@@ -537,7 +584,7 @@ class _SocketTransport(_Transport):
                     channel.unsend(memoryview(chunk)[sent:])
                     return True
         finally:
-            self._maybe_resume()
+            self._written()
 
     async def _writer(self) -> None:
         """Wait for the socket to take the output left over; then close if the chat wants."""
@@ -661,7 +708,7 @@ class _Acceptor:
                 continue
             transport = _transport(stream, chat)
             transport._guard = watch.add(chat, transport.close, transport._dispatch)
-            transport._high_water = high_water_of(chat, watch.limits)
+            transport._high_water = apply_high_water(chat, watch.limits)
             assert self._conns is not None
             self._conns.start_soon(_run_guarded, transport)
 

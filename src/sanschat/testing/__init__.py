@@ -51,6 +51,8 @@ class RecordingTransport:
         self.output_ready_calls: int = 0
         self.idle_timeout: float | None = None
         self.callbacks: list[Callable[[], object]] = []
+        self.reading_paused = False
+        """True between the chat's `pause_reading` and `resume_reading` calls."""
 
     def output_ready(self) -> None:
         """Count the call: the harness drains output itself."""
@@ -72,6 +74,14 @@ class RecordingTransport:
         """``"peername"`` is the address given at construction; anything else *default*."""
         return self.peername if name == "peername" else default
 
+    def pause_reading(self) -> None:
+        """Record that the chat paused its reading (`ChatHarness` then holds its input)."""
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        """Record that the chat resumed its reading (`ChatHarness.feed` delivers what it held)."""
+        self.reading_paused = False
+
 
 class ChatHarness:
     """Drive one `Chat` like a driver would, with no socket: feed bytes, read what it sent.
@@ -81,6 +91,13 @@ class ChatHarness:
         harness = ChatHarness(HTTPRequestHandler())
         reply = harness.feed(b"GET / HTTP/1.0\\r\\n\\r\\n")
         assert reply.startswith(b"HTTP/1.0 200 OK") and harness.closed
+
+    The harness honours the driver side of backpressure: a read that leaves frames over
+    the chat's `Chat.frame_budget` is dispatched in further rounds at once (`rounds` counts
+    them); while the chat has paused its reading, chunks given to `feed` are held
+    (`held`) and delivered by the first `feed` after it resumes.  With ``peer_reads``
+    false the peer takes nothing: output stays queued (`Chat.output_full` can become
+    true) until `drain` lets it read.
 
     A peer's protocol error (``max_frame_size`` exceeded, or a `ProtocolError` a hook
     raised) is answered by the chat (`Chat.protocol_error`) and closes it gracefully: the
@@ -109,15 +126,34 @@ class ChatHarness:
         """Every byte the chat has sent so far."""
         self.lost: bool = False
         """True once the chat has been detached (closed, failed or `lose_connection`)."""
+        self.peer_reads = True
+        """Whether the peer reads at once what the chat sends; if false, see `drain`."""
+        self.held: list[bytes] = []
+        """Chunks fed while the chat's reading was paused, not yet delivered."""
+        self.rounds = 0
+        """Extra dispatch rounds the frame budget has needed so far (``feed(b"")`` calls)."""
         self._run(lambda: chat.attach(self.transport))
 
     def feed(self, *chunks: bytes) -> bytes:
-        """Feed each chunk in turn as if read from the socket; return the bytes sent back."""
+        """Feed each chunk in turn as if read from the socket; return the bytes sent back.
+
+        While the chat's reading is paused, the chunks are held; a later call delivers the
+        held ones first, once reading resumed.  ``feed()`` with no chunk does what a driver
+        does when a chat resumes: it dispatches the frames that waited, then the held chunks.
+        """
         start = len(self.sent)
-        for chunk in chunks:
-            if self.lost:
-                break
-            self._run(functools.partial(self.chat.feed, chunk))
+        if not chunks and not self.lost and not self.transport.reading_paused:
+            self._run(functools.partial(self.chat.feed, b""))
+        self.held.extend(chunks)
+        while self.held and not self.lost and not self.transport.reading_paused:
+            self._run(functools.partial(self.chat.feed, self.held.pop(0)))
+        return bytes(self.sent[start:])
+
+    def drain(self) -> bytes:
+        """Let the peer read everything queued now (also when `peer_reads` is false)."""
+        start = len(self.sent)
+        if not self.lost:
+            self._run(lambda: self._drain(force=True))
         return bytes(self.sent[start:])
 
     def feed_eof(self) -> bytes:
@@ -164,6 +200,11 @@ class ChatHarness:
         try:
             step()
             self._drain()
+            chat = self.chat
+            while chat.input_backlog and not self.transport.reading_paused and not self.closed:
+                self.rounds += 1
+                chat.feed(b"")
+                self._drain()
         except Exception as error:
             self.error = error
             self.lose_connection(error)
@@ -173,13 +214,18 @@ class ChatHarness:
         if self.closed:
             self.lose_connection(None)
 
-    def _drain(self) -> None:
-        channel = self.chat.channel
+    def _drain(self, force: bool = False) -> None:
+        chat = self.chat
+        channel = chat.channel
+        if not (self.peer_reads or force):
+            return
         while not self.transport.closed:
             chunk = channel.data_to_send()
             if not chunk:
                 break
             self.sent += chunk
+        if chat._drain_wanted:  # as a driver does after writing
+            chat.written()
 
 
 class ChatPair:
