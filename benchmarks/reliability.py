@@ -114,6 +114,8 @@ class Scale:
     fast_bytes: int = 1 * MiB  # fan-out: what each of the 4 senders sends to the fast members
     stall_members: int = 20  # fair rounds: members fed the 256 KiB write of 1-byte lines
     race_rounds: int = 20  # thread verbs: rounds of the close race
+    header_peers: int = 10  # HTTP: connections sending a header bomb / dripping a header
+    drip_bytes: int = 2_000  # HTTP: bytes of header each dripping connection sends, 1 by 1
 
 
 SCALES = {
@@ -122,11 +124,11 @@ SCALES = {
     "small": Scale("small", connections=200, frames=50, rounds=10, producer_bytes=32 * MiB,
                    shutdown_connections=50, flood_bytes=20_000, silent_members=100,
                    fanout_seconds=3.0, fast_members=20, fast_bytes=4 * MiB,
-                   stall_members=100, race_rounds=100),
+                   stall_members=100, race_rounds=100, header_peers=50, drip_bytes=8_000),
     "full": Scale("full", connections=1000, frames=100, rounds=20, producer_bytes=100 * MiB,
                   shutdown_connections=200, flood_bytes=100_000, silent_members=1000,
                   fanout_seconds=10.0, fast_members=50, fast_bytes=8 * MiB,
-                  stall_members=500, race_rounds=200),
+                  stall_members=500, race_rounds=200, header_peers=100, drip_bytes=15_000),
 }
 
 
@@ -1684,6 +1686,110 @@ def _summary_sigterm(o: Outcome) -> str:
 
 
 
+def _http_argv(driver: str) -> list[str]:
+    return [sys.executable, "-m", "sanschat", "serve", "http", "--driver", driver, "--port", "0"]
+
+
+def header_bomb(driver: str, scale: Scale) -> Outcome:
+    """N connections each send ~100 header lines of 1 KiB and never end the headers: each is
+    answered ``431`` once its headers pass 16 KiB and closed; the server's growth stays
+    within the per-connection bound (16 KiB of headers each, plus read buffers)."""
+    from sanschat.examples import HTTPRequestHandler
+
+    out, n = Outcome("HTTP header bomb", driver), scale.header_peers
+    raise_fd_limit(n + 256)
+    bomb = b"GET / HTTP/1.0\r\n" + b"".join(
+        b"X-Bomb-%03d: %s\r\n" % (i, b"b" * 1000) for i in range(100))
+    with ServerProcess(_http_argv(driver)) as server:
+        idle_rss = server.status("VmRSS")
+        socks = [socket.create_connection(server.address, timeout=TIMEOUT) for _ in range(n)]
+        try:
+            replies = []
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    out.sent += sock.send(bomb)
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+                replies.append(read_to_end(sock)[0])
+            peak = server.status("VmHWM")
+            latency = _fresh_http(server.address)
+        finally:
+            for sock in socks:
+                sock.close()
+    server.check_clean_exit(out)
+    refused = sum(r.startswith(b"HTTP/1.0 431 ") for r in replies)
+    bound = n * (HTTPRequestHandler.max_header_bytes + 4 * READ_SIZE) + 16 * MiB
+    out.expect(refused == n, f"{refused} of {n} header bombs answered 431")
+    out.expect(peak - idle_rss <= bound, f"the server grew by {(peak - idle_rss) / MiB:.1f} MiB "
+               f"(bound {bound / MiB:.0f} MiB)")
+    out.expect(latency <= 1.0, f"a fresh request waited {latency:.2f} s")
+    out.figures.update(peers=n, refused=refused, growth=peak - idle_rss, bound=bound,
+                       fresh=latency)
+    return out
+
+
+def header_drip(driver: str, scale: Scale) -> Outcome:
+    """N connections drip one header line one byte at a time: the server holds about one
+    byte per byte received (one growing buffer, no object per piece), then answers."""
+    out, n, size = Outcome("HTTP header dripped byte by byte", driver), scale.header_peers, \
+        scale.drip_bytes
+    raise_fd_limit(n + 256)
+    head = b"GET /drip HTTP/1.0\r\nX-Drip: " + b"d" * size
+    with ServerProcess(_http_argv(driver)) as server:
+        socks = [socket.create_connection(server.address, timeout=TIMEOUT) for _ in range(n)]
+        try:
+            for sock in socks:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            time.sleep(0.2)
+            before = server.status("VmRSS")
+            for i in range(len(head)):
+                for sock in socks:
+                    out.sent += sock.send(head[i : i + 1])
+                if i % 500 == 0:
+                    time.sleep(0.01)  # let the server read: one small read per byte or so
+            time.sleep(0.5)
+            held = server.status("VmRSS") - before
+            for sock in socks:
+                sock.sendall(b"\r\n\r\n")
+            replies = [read_to_end(sock)[0] for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+    server.check_clean_exit(out)
+    answered = sum(r.startswith(b"HTTP/1.0 200 OK") for r in replies)
+    per_byte = held / (n * len(head))
+    out.expect(answered == n, f"{answered} of {n} dripped requests answered 200")
+    out.expect(per_byte <= 8, f"{per_byte:.1f} bytes of server memory per byte dripped")
+    out.figures.update(peers=n, bytes_each=len(head), held=held, per_byte=per_byte)
+    return out
+
+
+def _fresh_http(address: tuple[str, int]) -> float:
+    """Seconds a new HTTP client waits for its whole answer (inf if none within 5 s)."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection(address, timeout=5.0) as sock:
+            sock.sendall(b"GET /fresh HTTP/1.0\r\n\r\n")
+            if not read_to_end(sock)[0].startswith(b"HTTP/1.0 200 OK"):
+                return float("inf")
+    except (OSError, ScenarioFailed):
+        return float("inf")
+    return time.monotonic() - started
+
+
+def _summary_bomb(o: Outcome) -> str:
+    f = o.figures
+    return (f"{f['refused']:.0f}/{f['peers']:.0f} answered 431; server +{f['growth'] / MiB:.1f}"
+            f" MiB (bound {f['bound'] / MiB:.0f}); fresh request {f['fresh'] * 1000:.0f} ms")
+
+
+def _summary_drip(o: Outcome) -> str:
+    f = o.figures
+    return (f"{f['peers']:.0f} x {f['bytes_each']:.0f} bytes dripped: {f['per_byte']:.1f} bytes "
+            f"of server memory per byte")
+
+
 # ---------------------------------------------------------------------------- 5. fan-out
 
 
@@ -2105,6 +2211,8 @@ LIMITS = [
     Scenario("slow-readers", "limit", slow_readers, scaled=True, summary=_summary_slow),
     Scenario("fd-exhaustion", "limit", fd_exhaustion, scaled=True, summary=_summary_fds),
     Scenario("sigterm-held", "limit", sigterm_held, scaled=True, summary=_summary_sigterm),
+    Scenario("header-bomb", "limit", header_bomb, scaled=True, summary=_summary_bomb),
+    Scenario("header-drip", "limit", header_drip, scaled=True, summary=_summary_drip),
 ]
 FANOUT = [
     Scenario("fanout-silent", "fan-out", fanout_silent, scaled=True),
