@@ -251,7 +251,7 @@ class Chat:
         self._drain_wanted = False  # someone waits for written(): senders or a thread
         self._gate: _ThreadGate | None = None  # made by the first push_threadsafe
         self._loop_thread: int | None = None  # the driver's thread, learnt at attach
-        self.late_pushes = 0
+        self.late_pushes: int = 0
         """`push_threadsafe` calls dropped because they reached the loop after this chat
         had asked to close (or after its connection was gone)."""
 

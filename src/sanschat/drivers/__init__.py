@@ -291,12 +291,18 @@ class Guard:
     def __init__(self, watch: Watch, chat: Chat, abort: Callable[[], object],
                  dispatch: Callable[[Callable[[], object]], object]) -> None:
         limits = watch.limits
-        self.watch, self.chat, self.abort, self.dispatch = watch, chat, abort, dispatch
-        self.active = self.sent = watch.now
+        self.watch: Watch = watch
+        self.chat: Chat = chat
+        self.abort: Callable[[], object] = abort
+        self.dispatch: Callable[[Callable[[], object]], object] = dispatch
+        self.active: float = watch.now
+        self.sent: float = watch.now
         self.frame_since: float | None = None  # when the frame now in progress began
         self.pending_since: float | None = None  # when the sweep first saw output pending
-        self.timed_frames = limits.frame_timeout is not None
-        self.idle_timeout = None if _class_sets(chat, "idle_timeout") else limits.idle_timeout
+        self.timed_frames: bool = limits.frame_timeout is not None
+        self.idle_timeout: float | None = (
+            None if _class_sets(chat, "idle_timeout") else limits.idle_timeout
+        )
 
     def read(self, size: int) -> None:
         """*size* bytes were read and fed (0: end of stream)."""
@@ -371,12 +377,14 @@ class Watch:
     def __init__(self, limits: Limits, pause_accepting: Callable[[], object],
                  resume_accepting: Callable[[], object]) -> None:
         self.limits = limits
-        self.now = monotonic()
+        self.now: float = monotonic()
         """The time of the last sweep: what connections stamp (`time.monotonic`)."""
         self.guards: set[Guard] = set()
         """The connections open now."""
-        self.accepting = True
-        self.stopping = False
+        self.accepting: bool = True
+        """False while accepting is paused (at ``max_connections``, out of descriptors)."""
+        self.stopping: bool = False
+        """True once the server is stopping."""
         self._pause, self._resume = pause_accepting, resume_accepting
         self._pending: list[Guard] = []  # the rest of a sweep that stopped at its budget
 

@@ -227,7 +227,7 @@ class Listener:
         self._closed = self._starved = False  # starved: out of descriptors, retrying soon
         self.address: tuple[str, int] = sock.getsockname()[:2]
         """The host and port actually bound."""
-        self.watch = Watch(limits or Limits(), self._pause, self._resume)
+        self.watch: Watch = Watch(limits or Limits(), self._pause, self._resume)
         """This listener's connections and limits."""
         interval = self.watch.limits.sweep_interval
         if interval is not None:

@@ -87,7 +87,7 @@ class MemcachedServer(Chat):
 
     def __init__(self, store: Store | None = None) -> None:
         super().__init__()
-        self.store = Store() if store is None else store
+        self.store: Store = Store() if store is None else store
         """The items this connection reads and writes."""
         # The storage command whose data block comes next: (command, key, flags, cas, noreply)
         self._pending: tuple[bytes, bytes, int, int, bool] | None = None

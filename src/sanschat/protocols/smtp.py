@@ -85,7 +85,7 @@ class SMTPServer(Chat):
         """The messages accepted, when no *deliver* callback was given."""
         self.deliver: Callable[[Envelope], object] = deliver or self.messages.append
         """Called with each accepted `Envelope`."""
-        self.greeted = False
+        self.greeted: bool = False
         """True after HELO or EHLO."""
         self.envelope: Envelope | None = None
         """The message being sent, from ``MAIL FROM`` on; None between messages."""

@@ -51,7 +51,7 @@ class RecordingTransport:
         self.output_ready_calls: int = 0
         self.idle_timeout: float | None = None
         self.callbacks: list[Callable[[], object]] = []
-        self.reading_paused = False
+        self.reading_paused: bool = False
         """True between the chat's `pause_reading` and `resume_reading` calls."""
 
     def output_ready(self) -> None:
@@ -130,7 +130,7 @@ class ChatHarness:
         """Whether the peer reads at once what the chat sends; if false, see `drain`."""
         self.held: list[bytes] = []
         """Chunks fed while the chat's reading was paused, not yet delivered."""
-        self.rounds = 0
+        self.rounds: int = 0
         """Extra dispatch rounds the frame budget has needed so far (``feed(b"")`` calls)."""
         self._run(lambda: chat.attach(self.transport))
 
