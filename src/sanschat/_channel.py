@@ -130,8 +130,8 @@ def _exhausted(iterator: Iterator[Any]) -> bool:
     A list iterator drops its list once it is exhausted, which its ``__reduce__`` shows; at
     its last item but not yet past it, it still sees appends.
     """
-    if type(iterator) is _Stepper:
-        return iterator.done
+    if type(iterator) is _Stepper:  # done, or retired (a new call, interrupt...)
+        return iterator.done or iterator._channel._out is not iterator._out
     return len(iterator.__reduce__()) < 3
 
 
@@ -435,8 +435,10 @@ class Channel(SendQueue):
             # Chat's and compat's loops: a _Stepper decides the rest as it gets there; a
             # list iterator ends after this item (what it had not reached was taken back),
             # and they go on stepwise.  Never a decision of all the rest here.
-            if type(self._out_it) is not _Stepper and (self._buf or term == 0):
-                self._resume = True  # (an int 0 ends a frame with no byte)
+            if type(self._out_it) is not _Stepper:
+                # (even with no byte left: an int 0 ends a frame with none, and a limit the
+                # open frame already passes is a FrameTooLarge now, not a read later)
+                self._resume = True
             return
         if live:
             out = self._out
@@ -977,6 +979,7 @@ class Channel(SendQueue):
     def _retire(self) -> None:
         """End the outbox of the latest call: take back what its loop did not reach and
         carry an owed frame end to the next call."""
+        self._resume = False  # whatever ends a loop ends its stepwise continuation too
         out = self._out
         if out is None:
             return

@@ -639,7 +639,7 @@ class Chat:
                     found = self.found_frame
                     for frame in frames:
                         found(frame)
-                    if channel._resume:  # found_frame changed the terminator: go on stepwise
+                    if channel._resume and not self._stopped():  # a switch: go on stepwise
                         self._dispatch(channel._frames_stepwise())
             elif self._batch_mode:
                 self._feed_batches(channel.frames(data), self._budget)
@@ -650,7 +650,7 @@ class Chat:
                     self._dispatch(events)
                 else:
                     self._dispatch_events(events)
-                    if channel._resume:  # a callback changed the terminator: go on stepwise
+                    if channel._resume and not self._stopped():  # a switch: go on stepwise
                         self._dispatch(channel._events_stepwise())
         except ProtocolError as error:
             self._protocol_failed(error)
@@ -695,16 +695,20 @@ class Chat:
             found = self.found_frame
             for frame in islice(items, budget):
                 found(frame)
-            if channel._resume and not (self._closed or channel._closing):
+            if channel._resume and not self._stopped():
                 items = channel._frames_stepwise()  # a terminator changed: go on stepwise
                 for frame in islice(items, budget):
                     found(frame)
         else:
             self._dispatch_events(islice(items, budget))
-            if channel._resume and not (self._closed or channel._closing):
+            if channel._resume and not self._stopped():
                 items = channel._events_stepwise()
                 self._dispatch_events(islice(items, budget))
         self._keep_rest(items)
+
+    def _stopped(self) -> bool:
+        """No more dispatching now: closed, closing, or reading paused (the bytes wait)."""
+        return self._closed or self.channel._closing or self._held
 
     def _dispatch_events(self, events: Iterator[Any]) -> None:
         collect = self.collect_incoming_data
@@ -719,7 +723,9 @@ class Chat:
         """After a budgeted dispatch: if the channel's iterator has items left, keep it for
         the next round (`input_backlog`) rather than cutting its bytes again."""
         live = self.channel._out_it
-        more = live.__length_hint__() or (type(live) is _Stepper and not live.done)
+        more = live.__length_hint__() or (
+            type(live) is _Stepper and not live.done and self.channel._out is live._out
+        )
         if more and not (self._closed or self.channel.closing):
             self._set_rest((items, live))  # (while _held too: the driver goes on after resume)
 
@@ -800,7 +806,7 @@ class Chat:
             elif frames_mode:
                 for frame in self.channel.frames():
                     self.found_frame(frame)
-                while self.channel._resume and not (self._closed or self.channel.closing):
+                while self.channel._resume and not self._stopped():
                     for frame in self.channel._frames_stepwise():
                         self.found_frame(frame)
                 if self._closed or self.channel.closing:
