@@ -354,6 +354,11 @@ class Chat:
     ) -> None:
         """Set how the next frame ends; see `Channel.set_terminator`.
 
+        Called in a callback, it applies to the bytes after the current frame, and it never
+        raises `FrameTooLarge`: a frame it makes too large goes to `protocol_error` once the
+        callback has returned, whether or not its bytes have arrived yet (so the rest of the
+        callback runs the same way whatever the cut).  The frames after it are then decided
+        one step at a time, so switching on every frame costs no more than the frames.
         Called outside a callback (from a timer, or through `Transport.call_soon_threadsafe`),
         it frames at once the bytes already received under the new terminator.
         """
