@@ -781,3 +781,58 @@ def test_bytes_arriving_while_the_consumer_awaits_elsewhere_are_delivered(style:
         await server.wait_closed()
 
     run(main)
+
+
+class _GoneTransport(asyncio.Transport):
+    """A transport whose peer is already gone: ``write_eof`` fails as asyncio's does then
+    (it shuts the socket down at once when nothing is buffered)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+        self.written = bytearray()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def write_eof(self) -> None:
+        raise OSError(107, "Transport endpoint is not connected")
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_a_graceful_close_to_a_peer_already_gone_aborts_quietly() -> None:
+    async def main() -> _GoneTransport:
+        protocol = ChatProtocol(Echo())
+        transport = _GoneTransport()
+        protocol.connection_made(transport)
+        protocol.chat.push(b"bye\r\n")
+        protocol.chat.close_when_done()  # the flush reaches the close point: write_eof fails
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return transport
+
+    transport = asyncio.run(main())
+    assert transport.written == b"bye\r\n" and transport.aborted

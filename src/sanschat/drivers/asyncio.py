@@ -359,7 +359,11 @@ class ChatProtocol(asyncio.BufferedProtocol):
         if self._eof or self._ssl or not transport.can_write_eof():
             transport.close()  # asyncio sends what it has buffered, then closes
             return
-        transport.write_eof()
+        try:
+            transport.write_eof()  # (asyncio shuts the socket down at once if nothing is buffered)
+        except OSError:  # the peer is gone already (ENOTCONN): nothing is left to linger for
+            transport.abort()
+            return
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
