@@ -325,12 +325,13 @@ def test_discard_buffers_after_a_switch_to_0_ends_the_loop() -> None:
 # A scripted handler (one list of actions per callback) run on a `Chat` through
 # `ChatHarness` (budget rounds, pauses, end of stream) against the same script on a bare
 # eager `Channel`.  Each callback logs what it sees (the frame or event, get_terminator(),
-# buffered_input, what take_unframed() returned).  The scripts leave out what the regression
-# cases above cover (the divergences found, since fixed): in events mode a switch carries no limit and no
-# close or pause follows a switch; a pause never meets a frame budget; a switch ends the
-# callback's actions.  A FrameTooLarge is taken where stepwise gives it: the eager core
-# raises it from set_terminator, or leaves it to the next call (a frame too large past
-# the loop's next frame), where stepwise raises it from the loop's next step.
+# buffered_input, what take_unframed() returned).  The scripts leave out what the
+# regression cases above cover (the divergences found, since fixed): in events mode a switch
+# carries no limit and no close or pause follows a switch; a pause never meets a frame
+# budget; a switch ends the callback's actions.  A FrameTooLarge is taken where stepwise
+# gives it: the eager core raises it from set_terminator, or leaves it to the next call (a
+# frame too large past the loop's next frame), where stepwise raises it from the loop's
+# next step.
 
 ALPHABET = b"\r\nab"
 Action = tuple[object, ...]

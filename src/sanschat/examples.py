@@ -98,15 +98,15 @@ class ChatRoom:
 
 
 class ChatMember(Chat):
-    """One client of a `ChatRoom`: each line it sends (``\r\n`` or ``\n``) goes to the others.
+    """One client of a `ChatRoom`: each line it sends (``\\r\\n`` or ``\\n``) goes to the others.
 
     The lines of one read go out as one push per member (the batch hook), so a burst of
     short lines costs one push per member, not one per line and member.
     """
 
     terminator: ClassVar[TerminatorLike] = b"\n"
-    """Lines end in ``\n`` or ``\r\n``: cut at ``\n`` (a bytes terminator frames a read of
-    many lines with one C-level split), and a ``\r`` before it is dropped."""
+    """Lines end in ``\\n`` or ``\\r\\n``: cut at ``\\n`` (a bytes terminator frames a read
+    of many lines with one C-level split), and a ``\\r`` before it is dropped."""
     max_frame_size: ClassVar[int | None] = MAX_FRAME_SIZE
     high_water = CHAT_HIGH_WATER
     sendq_timeout: ClassVar[float] = CHAT_SENDQ_TIMEOUT
@@ -123,7 +123,7 @@ class ChatMember(Chat):
         self.room.members.add(self)
 
     def found_frame(self, frame: bytes) -> None:
-        """Pass the line on to every other member, ending in ``\r\n``."""
+        """Pass the line on to every other member, ending in ``\\r\\n``."""
         self.room.broadcast(self, frame.removesuffix(b"\r") + b"\r\n")
 
     def found_frames(self, frames: list[bytes]) -> None:
