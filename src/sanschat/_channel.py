@@ -514,8 +514,10 @@ class Channel(SendQueue):
         Between a `Data` event and the `TerminatorFound` that ends its frame, the matched
         terminator's bytes are counted neither here nor as delivered.
         """
-        point = self._restore_point()
         pending = len(self._buf)
+        if not self._out_it.__length_hint__():  # the latest loop reached its end (most calls)
+            return pending
+        point = self._restore_point()
         if point is not None:
             pending += len(self._raw(point[0]))
         return pending

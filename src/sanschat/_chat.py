@@ -231,6 +231,14 @@ class Chat:
         """The driver's side of the connection; a placeholder until `connection_made`."""
         self._dispatching = False
         self._closed = False
+        # While no callback runs, a push must wake the driver (output_ready); inside one,
+        # the driver flushes afterwards.  The channel's push does both (its _on_push hook is
+        # set while no callback runs), so unless a subclass overrides push, this chat's push
+        # *is* the channel's: one Python call per reply instead of two.
+        self._output_ready: Callable[[], None] = _DETACHED.output_ready
+        if type(self).push is Chat.push:
+            vars(self)["push"] = self.channel.push
+        self.channel._on_push = self._output_ready
         self._batch_mode = _style(type(self)) == "found_frames"
         self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
         # A terminator set in a callback ends the channel's loop, and feed goes on deciding
@@ -608,14 +616,17 @@ class Chat:
     def attach(self, transport: Transport) -> None:
         """Driver API: attach *transport* and call `connection_made`."""
         self.transport = transport
+        self._output_ready = transport.output_ready
         self._loop_thread = threading.get_ident()
         if self.idle_timeout is not None:
             transport.set_idle_timeout(self.idle_timeout)
         self._dispatching = True
+        self.channel._on_push = None
         try:
             self.connection_made()
         finally:
             self._dispatching = False
+            self.channel._on_push = self._output_ready
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Driver API: frame received *data* and run the callbacks.
@@ -634,6 +645,7 @@ class Chat:
             self._feed_slow(data)
             return
         self._dispatching = True
+        self.channel._on_push = None
         try:
             if self._frames_mode and not self._batch_mode:
                 frames = channel.frames(data)
@@ -661,6 +673,7 @@ class Chat:
             self._protocol_failed(error)
         finally:
             self._dispatching = False
+            self.channel._on_push = self._output_ready
 
     def _feed_slow(self, data: bytes | bytearray | memoryview) -> None:
         """`feed` while paused (the bytes wait in the channel) or with a backlog (the next
@@ -676,12 +689,14 @@ class Chat:
             self.feed(data)  # nothing live to go on with: cut anew
             return
         self._dispatching = True
+        self.channel._on_push = None
         try:
             self._dispatch(rest[0])
         except ProtocolError as error:
             self._protocol_failed(error)
         finally:
             self._dispatching = False
+            self.channel._on_push = self._output_ready
 
     def _set_rest(self, rest: tuple[Iterator[Any], Any] | None) -> None:
         self._rest = rest
@@ -800,6 +815,7 @@ class Chat:
         if self._closed or self.channel.closing:
             return
         self._dispatching = True
+        self.channel._on_push = None
         self._set_rest(None)
         try:
             unframed = bytearray()
@@ -837,10 +853,12 @@ class Chat:
             self._protocol_failed(error)
         finally:
             self._dispatching = False
+            self.channel._on_push = self._output_ready
 
     def detach(self, exc: BaseException | None = None) -> None:
         """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
         self.transport = _GONE
+        self._output_ready = self.channel._on_push = _GONE.output_ready
         self._closed = True
         self._set_rest(None)
         if self._senders is not None:

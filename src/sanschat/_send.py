@@ -63,10 +63,13 @@ _QueueItem: TypeAlias = "bytes | bytearray | memoryview | Producer | Literal[_Ma
 class SendQueue:
     """The send side of a `Channel`: a FIFO of bytes and producers, pulled by the driver."""
 
-    __slots__ = ("_closing", "_queue", "_queued_bytes", "_tail", "_wants_close")
+    __slots__ = ("_closing", "_on_push", "_queue", "_queued_bytes", "_tail", "_wants_close")
 
     def __init__(self) -> None:
         self._queue: deque[_QueueItem] = deque()
+        # Called after every push when set: `Chat` points it at its transport's output_ready
+        # while no callback of its runs, and binds its own ``push`` to this one (no extra call).
+        self._on_push: Callable[[], object] | None = None
         self._queued_bytes = 0
         self._tail: bytearray | None = None
         self._closing = False
@@ -93,8 +96,13 @@ class SendQueue:
         if tail is not None and size < _COALESCE:  # the hot path: one more small reply
             tail += data
             self._queued_bytes += size
+        elif not self._queue and size:  # the other one: a lone reply (request/response)
+            self._queue.append(data)
+            self._queued_bytes = size
         else:
             self._append_bytes(data)
+        if self._on_push is not None:
+            self._on_push()
 
     def _append_bytes(self, data: bytes | memoryview) -> None:
         size = len(data)
@@ -183,7 +191,13 @@ class SendQueue:
         if max_bytes < 1:  # before anything else: a wrong call is wrong whatever is queued
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         queue = self._queue
-        if not queue:
+        if len(queue) == 1:  # the common case, one reply queued: no loop, no join
+            item = queue[0]
+            if type(item) is bytes and len(item) <= max_bytes:
+                queue.clear()
+                self._queued_bytes = 0
+                return item
+        elif not queue:
             return b""
         out: list[bytes | bytearray | memoryview] = []
         size = 0
