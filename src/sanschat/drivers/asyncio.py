@@ -284,32 +284,43 @@ class ChatProtocol(asyncio.BufferedProtocol):
         transport = self._transport
         if self._closing or transport is None or transport.is_closing():
             return  # is_closing: lost, and connection_lost is yet to come
-        channel = self.chat.channel
+        chat = self.chat
+        channel = chat.channel
         if not self._writing_paused:
             budget = FLUSH_BUDGET
-            try:
-                # write() sends at once when the transport's buffer is empty (and may pause us)
-                piece = self._piece
-                while channel.wants_write and budget > 0 and not self._writing_paused:
-                    chunk = channel.data_to_send(piece)
-                    if not chunk:
-                        break
-                    transport.write(chunk)
-                    budget -= len(chunk)
-                    if budget > 0 and transport.is_closing():
-                        return  # the write found the peer gone (asyncio warns from 5 more on)
-                    # Taken whole: the socket keeps up, so larger pieces; paused: small again.
-                    piece = WRITE_PIECE if self._writing_paused else min(2 * piece, SEND_SIZE)
-                self._piece = piece
-            except Exception as exc:  # a producer failed
-                self._fail(exc)
-                return
-            if budget < FLUSH_BUDGET:
-                if self._idle_timeout is not None:
-                    self._touch()
-                if self._guard is not None:
-                    self._guard.wrote()
-            if channel.wants_close:
+            # (The channel's private state is read directly here: this runs once per read,
+            # and each property call costs as much as a line of this loop.)
+            if channel._queue and not channel._wants_close:  # (channel.wants_write)
+                try:
+                    # write() sends at once when the transport's buffer is empty (and may
+                    # pause us)
+                    piece = self._piece
+                    while True:
+                        chunk = channel.data_to_send(piece)
+                        if not chunk:
+                            break
+                        transport.write(chunk)
+                        budget -= len(chunk)
+                        # Taken whole: the socket keeps up, so larger pieces; paused: small.
+                        if self._writing_paused:
+                            piece = WRITE_PIECE
+                            break
+                        if piece < SEND_SIZE:
+                            piece = min(2 * piece, SEND_SIZE)
+                        if not channel._queue or budget <= 0:
+                            break
+                        if transport.is_closing():
+                            return  # the write found the peer gone (asyncio warns from 5 on)
+                    self._piece = piece
+                except Exception as exc:  # a producer failed
+                    self._fail(exc)
+                    return
+                if budget < FLUSH_BUDGET:
+                    if self._idle_timeout is not None:
+                        self._touch()
+                    if self._guard is not None:
+                        self._guard.wrote()
+            if channel._wants_close:
                 self._closing = True
                 self._close_gracefully(transport)
                 return
@@ -317,13 +328,15 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 self.output_ready()
             if self._drain_waiter is not None:
                 self._wake_drain()
-            if self.chat._drain_wanted:  # a handler or a thread waits for this output
+            if chat._drain_wanted:  # a handler or a thread waits for this output
                 try:
-                    self.chat.written()
+                    chat.written()
                 except Exception as exc:
                     self._fail(exc)
                     return
-        self._update_reading(transport)
+        if (self._reading_paused or chat._slow or self._input_full
+                or channel._queued_bytes > chat.high_water):
+            self._update_reading(transport)  # (else reading goes on: nothing to change)
 
     def _update_reading(self, transport: asyncio.Transport) -> None:
         """Pause or resume the transport's reading as the chat's state asks."""

@@ -450,7 +450,9 @@ class _Connection:
         chat = self._chat
         channel = chat.channel
         send = self._sock.send
-        pending = channel.wants_write
+        # (The channel's private state is read directly: this runs once per read, and a
+        # property call costs as much as a line of this loop.)
+        pending = bool(channel._queue) and not channel._wants_close  # (channel.wants_write)
         while pending:
             chunk = channel.data_to_send(WRITE_SIZE)
             if not chunk:
@@ -472,16 +474,16 @@ class _Connection:
             if sent < len(chunk):
                 channel.unsend(memoryview(chunk)[sent:])
                 break  # the socket is full: pending stays true
-            pending = channel.wants_write
+            pending = bool(channel._queue)  # (_wants_close is set by a call that sends nothing)
         if chat._drain_wanted:  # a handler or a thread waits for this output to drain
             chat.written()
             if self._closed:
                 return
-        if channel.wants_close:
+        if channel._wants_close:
             self._linger()
             return
         stop = self._eof
-        if chat._held or chat._backlog:
+        if chat._slow:  # (held or backlog)
             stop = True
             if not chat._held:
                 self._schedule_continue()
