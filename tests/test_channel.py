@@ -900,3 +900,36 @@ def test_frames_returns_at_once_while_a_longer_alternative_is_undecided() -> Non
     channel.set_terminator(1)  # set between the call and its loop: applies from the next call
     assert list(frames) == []
     assert list(channel.frames()) == [b"x"]
+
+
+def test_a_lone_reply_comes_out_as_pushed_and_in_pieces_when_it_does_not_fit() -> None:
+    # The one-item paths of push and data_to_send (request/response traffic) keep the rules.
+    channel = Channel()
+    reply = b"0123456789"
+    channel.push(reply)
+    assert channel.buffered_output == 10 and channel.wants_write
+    assert channel.data_to_send() is reply  # no copy
+    assert channel.buffered_output == 0 and not channel.wants_write
+    channel.push(reply)
+    assert bytes(channel.data_to_send(4)) == b"0123"  # too large for max_bytes: a piece
+    assert channel.buffered_output == 6
+    assert bytes(channel.data_to_send()) == b"456789"
+    buffer = bytearray(b"mutable")
+    channel.push(buffer)
+    buffer[:] = b"changed"
+    assert bytes(channel.data_to_send()) == b"mutable"  # copied at the push
+    channel.push(b"last")
+    channel.close_when_done()
+    assert channel.data_to_send() == b"last"
+    assert channel.data_to_send() == b"" and channel.wants_close
+    with pytest.raises(ValueError):
+        channel.data_to_send(0)
+
+
+def test_buffered_input_counts_what_an_abandoned_loop_did_not_reach() -> None:
+    channel = Channel(b"\n")
+    for _frame in channel.frames(b"a\nbb\nccc"):
+        break
+    assert channel.buffered_input == len(b"bb\nccc")
+    assert list(channel.frames()) == [b"bb"]
+    assert channel.buffered_input == 3

@@ -123,6 +123,66 @@ def test_push_outside_a_callback_tells_the_transport() -> None:
     assert transport.output_ready_calls == 3
 
 
+def test_push_outside_callbacks_tells_the_transport_of_the_moment() -> None:
+    # Chat.push is the channel's push with a hook: the hook must follow attach, every
+    # callback and detach, and never call a transport while a callback runs.
+    chat = Frames()
+    chat.push(b"before attach")  # the placeholder transport: nothing to tell, no error
+    first = attached(chat)
+    chat.feed(b"a\n")
+    chat.push(b"1")
+    assert first.output_ready_calls == 1
+    chat.detach(None)
+    chat.channel.discard_buffers()
+    chat.push(b"after detach")  # the connection is gone: told to nobody, no error
+    assert first.output_ready_calls == 1
+
+
+def test_pushes_from_every_kind_of_callback_wait_for_the_driver_flush() -> None:
+    class Chatty(Frames):
+        def connection_made(self) -> None:
+            self.push(b"hi ")
+
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame + b" ")
+
+        def eof_received(self, unframed: bytes) -> None:
+            self.push(b"bye")
+
+    chat = Chatty()
+    chat.frame_budget = 1  # (read at __init__: a later budget changes nothing)
+    transport = attached(chat)
+    chat.feed(b"a\nb\n")
+    chat.feed(b"")  # the budgeted rest, as a driver does
+    chat.feed_eof()
+    assert transport.output_ready_calls == 0
+    assert chat.channel.data_to_send() == b"hi a b bye"
+    chat.push(b"!")
+    assert transport.output_ready_calls == 1
+
+
+def test_a_subclass_that_overrides_push_sees_every_push() -> None:
+    class Counting(Frames):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pushed: list[bytes] = []
+
+        def push(self, data: bytes | bytearray | memoryview) -> None:
+            self.pushed.append(bytes(data))
+            super().push(data)
+
+        def found_frame(self, frame: bytes) -> None:
+            self.push(frame.upper())
+
+    chat = Counting()
+    transport = attached(chat)
+    chat.feed(b"a\nb\n")
+    chat.push(b"c")
+    assert chat.pushed == [b"A", b"B", b"c"]
+    assert transport.output_ready_calls == 1
+    assert chat.channel.data_to_send() == b"ABc"
+
+
 def test_attach_applies_the_idle_timeout_and_calls_connection_made() -> None:
     made = []
 

@@ -383,10 +383,13 @@ class Chat:
         return self.channel.get_terminator()
 
     def push(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue bytes to send; see `Channel.push`."""
-        self.channel.push(data)
-        if not self._dispatching:
-            self.transport.output_ready()
+        """Queue bytes to send; see `Channel.push`.
+
+        Outside a callback, the driver is told that output is ready (inside one, it flushes
+        once the callback returns).  Unless a subclass overrides it, a chat's ``push`` is
+        its channel's own (bound in ``__init__``), whose hook does the telling.
+        """
+        self.channel.push(data)  # (the channel's hook tells the driver, see __init__)
 
     def push_with_producer(self, producer: ProducerLike) -> None:
         """Queue a producer, pulled only as the connection can take its bytes."""
