@@ -53,6 +53,7 @@ from typing import Any, Final, TypeAlias, final, overload
 from ._errors import FrameTooLarge
 from ._events import COMPILED, Data, EndOfStream, Event, TerminatorFound, make_data, make_datas
 from ._readers import (
+    _NONE_READERS,
     BytesReader,
     CountReader,
     NoneReader,
@@ -60,6 +61,7 @@ from ._readers import (
     Terminator,
     TooLarge,
     held_back,
+    none_reader,
     reader_for,
     take,
 )
@@ -175,11 +177,16 @@ class _Stepper:
                     channel._cut(True)  # the same step again, which appends an _Overflow
                 else:
                     if result is not None:
-                        out.append(result[0])
+                        frame = result[0]
+                        out.append(frame)
                         channel._frame_len = 0
                         if reader.one_shot:
-                            channel._reader = NoneReader(reader.limit)
+                            channel._reader = _NONE_READERS.get(reader.limit) or none_reader(
+                                reader.limit
+                            )
                             channel._hot = None
+                        self._i = i + 1
+                        return frame
             if i >= len(out):
                 self.done = True
                 raise StopIteration
@@ -300,6 +307,7 @@ class Channel(SendQueue):
         "_reader",
         "_resume",
         "_spare",
+        "_spare_count",
         "_stepwise",
     )
 
@@ -323,6 +331,7 @@ class Channel(SendQueue):
         self._stepwise = False  # set by Chat: see _frames_stepwise
         self._resume = False  # a terminator set in a loop left bytes to frame stepwise
         self._spare: BytesReader | None = None  # see set_terminator's stepwise path
+        self._spare_count: CountReader | None = None  # the same, for counts
         self.set_terminator(terminator)
 
     def __repr__(self) -> str:
@@ -406,16 +415,26 @@ class Channel(SendQueue):
             # A line reader left for a count is kept (_spare) for the switch back.
             reader = self._reader
             if type(term) is int:
-                new: Reader = CountReader(term, limit)
+                # A frames stepper keeps no marks: nothing refers to a spent count reader,
+                # so the last one is counted again (no new reader per frame read by count).
+                spent = self._spare_count
+                if spent is not None and not stepper._events and spent is not reader:
+                    spent.reset(term, limit)
+                    new: Reader = spent
+                else:
+                    new = self._spare_count = CountReader(term, limit)
+            elif (
+                type(reader) is not BytesReader  # (so a bytes term is not the one in force)
+                and (spare := self._spare) is not None
+                and spare.term == term
+                and spare.limit == limit
+            ):
+                spare.scan_from = 0  # the line reader left for a count: the switch back
+                new = spare
             elif term == reader.terminator and limit == reader.limit:
                 return
             else:
-                spare = self._spare
-                if spare is not None and spare.term == term and spare.limit == limit:
-                    spare.scan_from = 0
-                    new = spare
-                else:
-                    new = reader_for(term, limit)
+                new = reader_for(term, limit)
             if type(reader) is BytesReader:
                 self._spare = reader
             self._reader = new
@@ -865,7 +884,7 @@ class Channel(SendQueue):
                     out.append(found)
                 self._frame_len = 0
                 if reader.one_shot:
-                    self._reader = NoneReader(reader.limit)
+                    self._reader = none_reader(reader.limit)
                     self._hot = None
                 if one:
                     break

@@ -38,6 +38,8 @@ __all__ = [
     "Reader",
     "TooLarge",
     "TupleReader",
+    "count_found",
+    "none_reader",
     "reader_for",
 ]
 
@@ -138,6 +140,37 @@ class NoneReader(Reader):
         return self.undecided(buf, frame_len, partial, len(buf))
 
 
+#: The `TerminatorFound` of each count seen lately (events are immutable, so shared): a
+#: protocol that reads by count (RESP, memcached, HTTP bodies) mostly repeats a few sizes.
+_COUNT_FOUND: dict[int, TerminatorFound] = {}
+_COUNT_FOUND_MAX: Final = 4096
+
+
+def count_found(count: int) -> TerminatorFound:
+    """The ``TerminatorFound(count)`` that ends a frame read by *count* bytes."""
+    found = _COUNT_FOUND.get(count)
+    if found is None:
+        if len(_COUNT_FOUND) >= _COUNT_FOUND_MAX:
+            _COUNT_FOUND.clear()
+        found = _COUNT_FOUND[count] = TerminatorFound(count)
+    return found
+
+
+#: The `NoneReader` of each limit (they hold nothing else): one takes over after every frame
+#: read by count.
+_NONE_READERS: dict[int | None, NoneReader] = {}
+
+
+def none_reader(limit: int | None) -> NoneReader:
+    """A `NoneReader` with *limit* (shared: a none reader has no state of its own)."""
+    reader = _NONE_READERS.get(limit)
+    if reader is None:
+        if len(_NONE_READERS) >= _COUNT_FOUND_MAX:
+            _NONE_READERS.clear()
+        reader = _NONE_READERS[limit] = NoneReader(limit)
+    return reader
+
+
 class CountReader(Reader):
     """An ``int`` terminator: the frame is the next *count* bytes, then it is spent."""
 
@@ -145,8 +178,14 @@ class CountReader(Reader):
     one_shot = True
 
     def __init__(self, count: int, limit: int | None) -> None:
-        super().__init__(limit)
-        self.found = TerminatorFound(count)
+        self.limit = limit  # (Reader.__init__, inline: one is made per frame read by count)
+        self.found = count_found(count)
+        self.remaining = count
+
+    def reset(self, count: int, limit: int | None) -> None:
+        """Count again, for a frame of *count* bytes (what ``__init__`` does, reusing it)."""
+        self.limit = limit
+        self.found = _COUNT_FOUND.get(count) or count_found(count)
         self.remaining = count
 
     @property
@@ -160,6 +199,10 @@ class CountReader(Reader):
             if self.limit is not None and size > self.limit:
                 raise TooLarge(size)
             self.remaining = 0
+            if wanted <= _VIEW_COPY:  # (take(), inline for the common small frame)
+                data = bytes(buf[:wanted])
+                del buf[:wanted]
+                return data, self.found
             return take(buf, wanted, wanted), self.found
         result = self.undecided(buf, frame_len, partial, len(buf))
         if result is not None:
@@ -207,6 +250,10 @@ class BytesReader(_Searching):
             if self.limit is not None and frame_len + index > self.limit:
                 raise TooLarge(frame_len + index)
             self.scan_from = 0
+            if index <= _VIEW_COPY:  # (take(), inline for the common small frame)
+                data = bytes(buf[:index])
+                del buf[: index + len(term)]
+                return data, self.found
             return take(buf, index, index + len(term)), self.found
         decided = len(buf) - (0 if final or len(term) == 1 else held_back(buf, term))
         result = self.undecided(buf, frame_len, partial, decided)
