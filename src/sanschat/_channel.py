@@ -577,7 +577,11 @@ class Channel(SendQueue):
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
         reader = self._hot
-        if reader is not None and type(data) is bytes and not self._out_it.__length_hint__():
+        if (
+            reader is not None
+            and type(data) is bytes
+            and (self._out is None or not self._out_it.__length_hint__())
+        ):
             # The hot path, as in `frames`: one frame ending the read, or a piece of one.
             buf = self._buf
             term = reader.term
@@ -684,7 +688,11 @@ class Channel(SendQueue):
             FrameTooLarge: (from the iterator) when a frame grows past ``max_frame_size``.
         """
         reader = self._hot
-        if reader is not None and type(data) is bytes and not self._out_it.__length_hint__():
+        if (
+            reader is not None
+            and type(data) is bytes
+            and (self._out is None or not self._out_it.__length_hint__())
+        ):
             # The hot path (see _hot; the earlier loop has reached its end): a read that ends
             # no frame, or exactly one, is decided here with a few C calls.
             buf = self._buf
