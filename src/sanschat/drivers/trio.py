@@ -512,7 +512,7 @@ class _SocketTransport(_Transport):
         cancel_scope = nursery.cancel_scope
         self.output_ready()  # what connection_made queued
         while True:
-            if chat._held or chat._backlog or channel.buffered_output > chat.high_water:
+            if chat._slow or channel._queued_bytes > chat.high_water:  # (held, backlog, full)
                 try:
                     if not await self._before_read():
                         return
@@ -577,14 +577,18 @@ class _SocketTransport(_Transport):
                     self._lost(exc)
                     return False
                 if sent:
-                    self._stamp()
+                    if self._idle_timeout is not None:  # (_stamp, inline: once per reply)
+                        self._last_activity = trio.current_time()
                     if self._guard is not None:
                         self._guard.wrote()
                 if sent < len(chunk):
                     channel.unsend(memoryview(chunk)[sent:])
                     return True
+                if not channel._queue:  # all sent (the common case): no call to find out
+                    return False
         finally:
-            self._written()
+            if self._chat._drain_wanted or self._resume is not None:  # (_written, inline)
+                self._written()
 
     async def _writer(self) -> None:
         """Wait for the socket to take the output left over; then close if the chat wants."""
