@@ -415,10 +415,11 @@ class Channel(SendQueue):
             # A line reader left for a count is kept (_spare) for the switch back.
             reader = self._reader
             if type(term) is int:
-                # A frames stepper keeps no marks: nothing refers to a spent count reader,
-                # so the last one is counted again (no new reader per frame read by count).
+                # Everything decided was reached: no take-back can go back to before this
+                # point, so no mark that may still be used refers to the count reader made
+                # last, which counts again (no new reader per frame read by count).
                 spent = self._spare_count
-                if spent is not None and not stepper._events and spent is not reader:
+                if spent is not None and spent is not reader:
                     spent.reset(term, limit)
                     new: Reader = spent
                 else:
@@ -855,7 +856,9 @@ class Channel(SendQueue):
             return None  # EndOfStream was the last event: nothing follows it
         out = self._out
         assert out is not None
-        marks = self._mark_list()
+        marks = self._marks
+        if marks is None or marks is _EVENTS_STEP:
+            marks = self._mark_list()
         buf = self._buf
         events = self._out_events
         final = self._eof
