@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, Final, TypeAlias, final, overload
 
@@ -122,6 +123,89 @@ class _Overflow:
         if channel._out is self._out:
             channel._out = None  # the loop ends with the error: nothing is appended to it
         return error
+
+
+#: The most frames whose `Data` a pure-Python events outbox builds at once (see `_Pending`).
+#: Well under the garbage collector's first threshold (700 new tracked objects): a batch of
+#: thousands of `Data` alive at once would cost collections, and promotions to the older
+#: generations, that grow with the whole heap.  (Not Final: the tests shrink it.)
+_CHUNK = 256
+
+
+class _Pending:
+    """An events outbox item that stands for the events of the rest of a batch.
+
+    Pure Python only (see `_LAZY_DATA`): a batch of more than `_CHUNK` frames goes into the
+    outbox as the events of its first `_CHUNK` frames, then one `_Pending` holding the
+    others.  The ``filter(None, ...)`` that hands the outbox out calls its ``__bool__``
+    when the consumer reaches it: it puts right after itself the events of the next
+    `_CHUNK` frames (and a new `_Pending` for the frames still left), which the list
+    iterator then goes on with, and answers False, so the consumer never sees it.  Once
+    reached it is inert; until then, taking it back gives back its frames' bytes.
+    """
+
+    __slots__ = ("_at", "_channel", "_from", "_lo", "_out", "found", "frames")
+
+    def __init__(
+        self,
+        channel: Channel,
+        out: list[Any],
+        span: tuple[int, int],
+        frames: list[bytes],
+        start: int,
+        found: TerminatorFound,
+    ) -> None:
+        self._channel = channel
+        self._out = out
+        # out[lo:at]: the events of the frames before it; at: its own index in *out*
+        # (only items after it are ever inserted, until it is reached or taken back).
+        self._lo, self._at = span
+        self.frames = frames
+        self._from = start  # it stands for frames[start:]
+        self.found = found
+        channel._deferred = 2 * (len(frames) - start)
+
+    def raw(self) -> bytes:
+        """The received bytes of the frames it stands for (nothing once reached)."""
+        frames = self.frames
+        if not frames:
+            return b""
+        term = self.found.terminator
+        assert type(term) is bytes  # (batches are cut under a bytes terminator only)
+        return term.join(frames[self._from :]) + term
+
+    def __bool__(self) -> bool:
+        frames = self.frames
+        if not frames:
+            return False  # reached before: inert
+        self.frames = []
+        channel = self._channel
+        out = self._out
+        lo = self._lo
+        at = self._at
+        assert out[at] is self and channel._out is out
+        # The consumer has gone past the events before it, which the take-back rules never
+        # look at again (they look at the item before the consumer at most): the outbox
+        # lets go of them, so the `Data` the consumer dropped are freed now.
+        out[lo:at] = repeat(None, at - lo)
+        start = self._from
+        end = start + _CHUNK
+        items = _events_of(frames[start:end], self.found)
+        if end < len(frames):
+            span = (at + 1, at + 1 + len(items))
+            items.append(_Pending(channel, out, span, frames, end, self.found))
+        else:
+            channel._deferred = 0
+        out[at + 1 : at + 1] = items
+        # The steps decided after the batch now start len(items) later.
+        marks = channel._marks
+        assert marks is not None and marks is not _EVENTS_STEP
+        j = len(marks) - 1
+        while marks[j][0] > at:
+            mark = marks[j]
+            marks[j] = (mark[0] + len(items), *mark[1:])
+            j -= 1
+        return False
 
 
 def _exhausted(iterator: Iterator[Any]) -> bool:
@@ -207,6 +291,9 @@ class _Stepper:
         if type(item) is _Overflow:
             self.done = True
             bool(item)  # raises FrameTooLarge
+        if type(item) is _Pending:  # (a full cut made in its outbox: take_unframed, EOF)
+            item.__bool__()  # inserts the events it stands for next
+            return self._next_event()
         return _as_event(item) if _LAZY_DATA else item
 
     def __length_hint__(self) -> int:
@@ -287,6 +374,7 @@ class Channel(SendQueue):
     __slots__ = (
         "_buf",
         "_default_limit",
+        "_deferred",
         "_eof",
         "_eos_sent",
         "_frame_len",
@@ -317,6 +405,7 @@ class Channel(SendQueue):
         self._out_it: Any = _NOTHING  # a list iterator (its __length_hint__ is the fastest)
         self._out_events = False  # the outbox holds events (else frames)
         self._out_guarded = False  # the outbox is handed out through a wrapper that can raise
+        self._deferred = 0  # events an unreached _Pending of the outbox stands for (at most)
         self._marks: list[_Mark] | None = []  # None: one mark, see _mark_list
         self._owed: TerminatorFound | None = None
         self._hot: BytesReader | None = None
@@ -790,6 +879,7 @@ class Channel(SendQueue):
         self._out = out
         self._out_events = events
         self._marks = []
+        self._deferred = 0
         self._resume = False
         owed = self._owed
         if owed is not None:  # the end of a frame whose Data a loop reached: it comes first
@@ -840,9 +930,18 @@ class Channel(SendQueue):
                     frame_len = self._frame_len
                     frames = reader.split(buf, frame_len)
                     if frames:  # the batch: every complete frame at once
-                        marks.append((len(out), reader, 0, frame_len, reader.found, False))
+                        ends = reader.found
+                        marks.append((len(out), reader, 0, frame_len, ends, False))
                         self._frame_len = 0
-                        out += _events_of(frames, reader.found) if events else frames
+                        if not events:
+                            out += frames
+                        elif _LAZY_DATA or len(frames) <= _CHUNK:
+                            out += _events_of(frames, ends)
+                        else:  # the first _CHUNK frames' events now, the rest when reached
+                            lo = len(out)
+                            out += _events_of(frames[:_CHUNK], ends)
+                            span = (lo, len(out))
+                            out.append(_Pending(self, out, span, frames, _CHUNK, ends))
                 state = reader.state()
                 start = len(out)
                 frame_len = self._frame_len
@@ -936,6 +1035,8 @@ class Channel(SendQueue):
                     pieces.append(item)
                 elif type(item) is TerminatorFound and type(item.terminator) is bytes:
                     pieces.append(item.terminator)
+                elif type(item) is _Pending:
+                    pieces.append(item.raw())
             return b"".join(pieces)
         first = len(marks) - 1
         while first > 0 and marks[first][0] > keep:
@@ -966,7 +1067,8 @@ class Channel(SendQueue):
         raw = self._raw(keep)
         if self._eos_sent and type(out[-1]) is EndOfStream:
             self._eos_sent = False
-        del out[keep:]
+        del out[keep:]  # (an unreached _Pending with the rest)
+        self._deferred = 0
         marks = self._mark_list()
         while marks and marks[-1][0] >= keep:
             marks.pop()
