@@ -31,6 +31,16 @@ The outbox is handed out through C-level iterators only: a plain list iterator f
 decisions before it with an `_Overflow` item, which raises `FrameTooLarge` when the wrapper
 touches it (frames get the ``map(frame[:])`` wrapper only when their call found such a frame).
 
+A batch's events are made at C speed (`_events_of`).  In pure Python every `Data` is an
+object the garbage collector tracks, and a read of thousands of frames would make thousands
+at once: collections that promote them all, then full ones that cost as much as the whole
+heap.  So past its first `_CHUNK` frames a batch goes in the outbox as the frames themselves
+where their `Data` go (as compiled), with a `_Pending` in front of every `_CHUNK` of them:
+``filter`` calls its ``__bool__`` when the consumer gets there, which makes those `Data` in
+place, lets go of the events before it, and is skipped.  Nothing moves, and a frame reads
+as its `Data` for every rule above.  The compiled build makes each `Data` as it is reached
+instead (`_LAZY_DATA`).
+
 Hot paths.  Most reads under a bytes terminator either end no frame, or end exactly one at
 their last byte (request/response traffic).  While ``_hot`` holds the bytes reader (no frame
 end owed, the stream not ended) and the earlier loop has reached its end, `frames` and
@@ -125,87 +135,68 @@ class _Overflow:
         return error
 
 
-#: The most frames whose `Data` a pure-Python events outbox builds at once (see `_Pending`).
-#: Well under the garbage collector's first threshold (700 new tracked objects): a batch of
-#: thousands of `Data` alive at once would cost collections, and promotions to the older
-#: generations, that grow with the whole heap.  (Not Final: the tests shrink it.)
+#: The most frames of a batch whose `Data` a pure-Python events outbox makes at once (see
+#: `_Pending`): well under the garbage collector's first threshold (700 new tracked objects).
+#: (Not Final: the tests shrink it.)
 _CHUNK = 256
 
 
 class _Pending:
-    """An events outbox item that stands for the events of the rest of a batch.
+    """An events outbox item in front of frames of a batch whose `Data` are not made yet.
 
-    Pure Python only (see `_LAZY_DATA`): a batch of more than `_CHUNK` frames goes into the
-    outbox as the events of its first `_CHUNK` frames, then one `_Pending` holding the
-    others.  The ``filter(None, ...)`` that hands the outbox out calls its ``__bool__``
-    when the consumer reaches it: it puts right after itself the events of the next
-    `_CHUNK` frames (and a new `_Pending` for the frames still left), which the list
-    iterator then goes on with, and answers False, so the consumer never sees it.  Once
-    reached it is inert; until then, taking it back gives back its frames' bytes.
+    Pure Python only (see `_LAZY_DATA`).  Past the first `_CHUNK` frames of a batch, the
+    outbox holds each frame itself where its `Data` goes (as the compiled build does), with
+    a `_Pending` in front of every `_CHUNK` of them (`_put_events`).  The ``filter(None,
+    ...)`` that hands the outbox out calls its ``__bool__`` when the consumer reaches it: it
+    makes the `Data` of its frames in place, at C speed, drops the events before it (the
+    consumer has gone past them, and the take-back rules never look there), and answers
+    False, so the consumer never sees it.  Items never move: taking it back is taking back
+    the frames behind it (`_raw` reads a frame as its `Data`); once reached it is inert.
+    (A `_Stepper` never meets one: it decides one step at a time, never a batch.)
     """
 
-    __slots__ = ("_at", "_channel", "_from", "_lo", "_out", "found", "frames")
+    __slots__ = ("_end", "_lo", "_out", "_uniform", "at")
 
-    def __init__(
-        self,
-        channel: Channel,
-        out: list[Any],
-        span: tuple[int, int],
-        frames: list[bytes],
-        start: int,
-        found: TerminatorFound,
-    ) -> None:
-        self._channel = channel
+    def __init__(self, out: list[Any], lo: int, at: int, end: int, uniform: bool) -> None:
         self._out = out
-        # out[lo:at]: the events of the frames before it; at: its own index in *out*
-        # (only items after it are ever inserted, until it is reached or taken back).
-        self._lo, self._at = span
-        self.frames = frames
-        self._from = start  # it stands for frames[start:]
-        self.found = found
-        channel._deferred = 2 * (len(frames) - start)
-
-    def raw(self) -> bytes:
-        """The received bytes of the frames it stands for (nothing once reached)."""
-        frames = self.frames
-        if not frames:
-            return b""
-        term = self.found.terminator
-        assert type(term) is bytes  # (batches are cut under a bytes terminator only)
-        return term.join(frames[self._from :]) + term
+        self._lo = lo  # out[lo:at]: the events of the frames before it
+        self.at = at  # its index in *out*; out[at + 1 : end]: its frames and their ends
+        self._end = end
+        self._uniform = uniform  # no empty frame: frame, end, frame, end...
 
     def __bool__(self) -> bool:
-        frames = self.frames
-        if not frames:
+        at = self.at
+        if at < 0:
             return False  # reached before: inert
-        self.frames = []
-        channel = self._channel
+        self.at = -1
         out = self._out
-        lo = self._lo
-        at = self._at
-        assert out[at] is self and channel._out is out
-        # The consumer has gone past the events before it, which the take-back rules never
-        # look at again (they look at the item before the consumer at most): the outbox
-        # lets go of them, so the `Data` the consumer dropped are freed now.
-        out[lo:at] = repeat(None, at - lo)
-        start = self._from
-        end = start + _CHUNK
-        items = _events_of(frames[start:end], self.found)
-        if end < len(frames):
-            span = (at + 1, at + 1 + len(items))
-            items.append(_Pending(channel, out, span, frames, end, self.found))
+        assert out[at] is self
+        out[self._lo : at] = repeat(None, at - self._lo)  # the Data the consumer let go are freed
+        end = self._end
+        if self._uniform:
+            out[at + 1 : end : 2] = make_datas(out[at + 1 : end : 2])
         else:
-            channel._deferred = 0
-        out[at + 1 : at + 1] = items
-        # The steps decided after the batch now start len(items) later.
-        marks = channel._marks
-        assert marks is not None and marks is not _EVENTS_STEP
-        j = len(marks) - 1
-        while marks[j][0] > at:
-            mark = marks[j]
-            marks[j] = (mark[0] + len(items), *mark[1:])
-            j -= 1
+            out[at + 1 : end] = [
+                make_data(item) if type(item) is bytes else item for item in out[at + 1 : end]
+            ]
         return False
+
+
+def _put_events(out: list[Any], frames: list[bytes], found: TerminatorFound) -> None:
+    """Append the events of a batch of frames to the events outbox *out* (see `_events_of`);
+    in pure Python, those past the first `_CHUNK` frames behind `_Pending` items."""
+    if _LAZY_DATA or len(frames) <= _CHUNK:
+        out += _events_of(frames, found)
+        return
+    lo = len(out)
+    out += _events_of(frames[:_CHUNK], found)
+    for start in range(_CHUNK, len(frames), _CHUNK):
+        part = frames[start : start + _CHUNK]
+        at = len(out)
+        out.append(None)  # (its place)
+        out += _events_of(part, found, lazy=True)
+        out[at] = _Pending(out, lo, at, len(out), len(out) - at - 1 == 2 * len(part))
+        lo = at
 
 
 def _exhausted(iterator: Iterator[Any]) -> bool:
@@ -291,38 +282,37 @@ class _Stepper:
         if type(item) is _Overflow:
             self.done = True
             bool(item)  # raises FrameTooLarge
-        if type(item) is _Pending:  # (a full cut made in its outbox: take_unframed, EOF)
-            item.__bool__()  # inserts the events it stands for next
-            return self._next_event()
         return _as_event(item) if _LAZY_DATA else item
 
     def __length_hint__(self) -> int:
         return len(self._out) - self._i
 
 
-def _events_of(frames: list[bytes], found: TerminatorFound) -> list[Any]:
+#: Compiled, the events of a batch are made one at a time as the consumer reaches them (an
+#: outbox item that is a frame stands for its `Data`): building thousands at once costs the
+#: garbage collector more than building them (every `Data` is a tracked object).  In pure
+#: Python that would be a Python call per event, so there they are made in C loops, a
+#: `_CHUNK` of frames at a time (`_Pending`).
+_LAZY_DATA: Final = COMPILED
+
+
+def _events_of(frames: list[bytes], found: TerminatorFound, lazy: bool = _LAZY_DATA) -> list[Any]:
     """The events of a batch of frames: `Data` then *found* for each (no Data if empty).
 
-    Compiled, a frame stands for its `Data` (see `_as_event`).
+    With *lazy* (compiled: see `_as_event`; and behind a `_Pending`), a frame stands for
+    its `Data`.
     """
     if b"" in frames:
         flat: list[Any] = []
         for frame in frames:
             if frame:
-                flat.append(frame if _LAZY_DATA else make_data(frame))
+                flat.append(frame if lazy else make_data(frame))
             flat.append(found)
         return flat
-    datas: list[Any] = frames if _LAZY_DATA else make_datas(frames)
+    datas: list[Any] = frames if lazy else make_datas(frames)
     flat = [found] * (2 * len(datas))
     flat[::2] = datas
     return flat
-
-
-#: Compiled, the events of a batch are made one at a time as the consumer reaches them (an
-#: outbox item that is a frame stands for its `Data`): building thousands at once costs the
-#: garbage collector more than building them (every `Data` is a tracked object).  In pure
-#: Python that would be a Python call per event, so there they are built at once in C loops.
-_LAZY_DATA: Final = COMPILED
 
 
 def _as_event(item: Any) -> Any:
@@ -374,7 +364,6 @@ class Channel(SendQueue):
     __slots__ = (
         "_buf",
         "_default_limit",
-        "_deferred",
         "_eof",
         "_eos_sent",
         "_frame_len",
@@ -405,7 +394,6 @@ class Channel(SendQueue):
         self._out_it: Any = _NOTHING  # a list iterator (its __length_hint__ is the fastest)
         self._out_events = False  # the outbox holds events (else frames)
         self._out_guarded = False  # the outbox is handed out through a wrapper that can raise
-        self._deferred = 0  # events an unreached _Pending of the outbox stands for (at most)
         self._marks: list[_Mark] | None = []  # None: one mark, see _mark_list
         self._owed: TerminatorFound | None = None
         self._hot: BytesReader | None = None
@@ -879,7 +867,6 @@ class Channel(SendQueue):
         self._out = out
         self._out_events = events
         self._marks = []
-        self._deferred = 0
         self._resume = False
         owed = self._owed
         if owed is not None:  # the end of a frame whose Data a loop reached: it comes first
@@ -933,15 +920,10 @@ class Channel(SendQueue):
                         ends = reader.found
                         marks.append((len(out), reader, 0, frame_len, ends, False))
                         self._frame_len = 0
-                        if not events:
+                        if events:
+                            _put_events(out, frames, ends)
+                        else:
                             out += frames
-                        elif _LAZY_DATA or len(frames) <= _CHUNK:
-                            out += _events_of(frames, ends)
-                        else:  # the first _CHUNK frames' events now, the rest when reached
-                            lo = len(out)
-                            out += _events_of(frames[:_CHUNK], ends)
-                            span = (lo, len(out))
-                            out.append(_Pending(self, out, span, frames, _CHUNK, ends))
                 state = reader.state()
                 start = len(out)
                 frame_len = self._frame_len
@@ -1035,8 +1017,6 @@ class Channel(SendQueue):
                     pieces.append(item)
                 elif type(item) is TerminatorFound and type(item.terminator) is bytes:
                     pieces.append(item.terminator)
-                elif type(item) is _Pending:
-                    pieces.append(item.raw())
             return b"".join(pieces)
         first = len(marks) - 1
         while first > 0 and marks[first][0] > keep:
@@ -1067,8 +1047,7 @@ class Channel(SendQueue):
         raw = self._raw(keep)
         if self._eos_sent and type(out[-1]) is EndOfStream:
             self._eos_sent = False
-        del out[keep:]  # (an unreached _Pending with the rest)
-        self._deferred = 0
+        del out[keep:]
         marks = self._mark_list()
         while marks and marks[-1][0] >= keep:
             marks.pop()

@@ -650,8 +650,8 @@ class Chat:
                 self._feed_batches(channel.frames(data), self._budget)
             else:
                 events = channel.receive(data)
-                out = channel._out  # (_deferred: the events it holds beyond its length)
-                if out is not None and len(out) + channel._deferred > self._budget:
+                out = channel._out
+                if out is not None and len(out) > self._budget:
                     self._dispatch(events)
                 else:
                     self._dispatch_events(events)
