@@ -238,6 +238,21 @@ def test_a_long_read_keeps_a_bounded_number_of_data_events_alive() -> None:
     assert count == lines and 0 < most <= 3 * chunk  # (building them all at once: `lines`)
 
 
+def test_a_consumed_read_leaves_nothing_for_the_collector_to_free() -> None:
+    channel = Channel(b"\n")
+    gc.collect()
+    gc.disable()  # what is still alive below is alive, or garbage only a collection frees
+    try:
+        for _ in channel.receive(b"abcdefghijklmno\n" * 8 * channel_module._CHUNK):
+            pass
+        assert any(type(o) is channel_module._Pending for o in gc.get_objects())
+        assert list(channel.receive(b"x")) == [Data(b"x")]  # the earlier outbox is dropped
+        assert not any(type(o) is channel_module._Pending for o in gc.get_objects())
+        assert live_data() <= 1
+    finally:
+        gc.enable()
+
+
 class Lines(Chat):
     frame_budget = 10
 

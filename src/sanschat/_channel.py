@@ -151,25 +151,26 @@ class _Pending:
     makes the `Data` of its frames in place, at C speed, drops the events before it (the
     consumer has gone past them, and the take-back rules never look there), and answers
     False, so the consumer never sees it.  Items never move: taking it back is taking back
-    the frames behind it (`_raw` reads a frame as its `Data`); once reached it is inert.
-    (A `_Stepper` never meets one: it decides one step at a time, never a batch.)
+    the frames behind it (`_raw` reads a frame as its `Data`); once reached it is inert, and
+    no longer refers to the outbox (which then is freed as soon as it is dropped, not by a
+    collection).  (A `_Stepper` never meets one: it decides one step at a time.)
     """
 
-    __slots__ = ("_end", "_lo", "_out", "_uniform", "at")
+    __slots__ = ("_at", "_end", "_lo", "_out", "_uniform")
 
     def __init__(self, out: list[Any], lo: int, at: int, end: int, uniform: bool) -> None:
-        self._out = out
+        self._out: list[Any] | None = out
         self._lo = lo  # out[lo:at]: the events of the frames before it
-        self.at = at  # its index in *out*; out[at + 1 : end]: its frames and their ends
+        self._at = at  # its index in *out*; out[at + 1 : end]: its frames and their ends
         self._end = end
         self._uniform = uniform  # no empty frame: frame, end, frame, end...
 
     def __bool__(self) -> bool:
-        at = self.at
-        if at < 0:
-            return False  # reached before: inert
-        self.at = -1
         out = self._out
+        if out is None:
+            return False  # reached before: inert
+        self._out = None
+        at = self._at
         assert out[at] is self
         out[self._lo : at] = repeat(None, at - self._lo)  # the Data the consumer let go are freed
         end = self._end
