@@ -146,7 +146,7 @@ class _Pending:
 
     Pure Python only (see `_LAZY_DATA`).  Past the first `_CHUNK` frames of a batch, the
     outbox holds each frame itself where its `Data` goes (as the compiled build does), with
-    a `_Pending` in front of every `_CHUNK` of them (`_put_events`).  The ``filter(None,
+    a `_Pending` in front of every `_CHUNK` of them (`_put_chunked`).  The ``filter(None,
     ...)`` that hands the outbox out calls its ``__bool__`` when the consumer reaches it: it
     makes the `Data` of its frames in place, at C speed, drops the events before it (the
     consumer has gone past them, and the take-back rules never look there), and answers
@@ -183,12 +183,9 @@ class _Pending:
         return False
 
 
-def _put_events(out: list[Any], frames: list[bytes], found: TerminatorFound) -> None:
-    """Append the events of a batch of frames to the events outbox *out* (see `_events_of`);
-    in pure Python, those past the first `_CHUNK` frames behind `_Pending` items."""
-    if _LAZY_DATA or len(frames) <= _CHUNK:
-        out += _events_of(frames, found)
-        return
+def _put_chunked(out: list[Any], frames: list[bytes], found: TerminatorFound) -> None:
+    """Append the events of a batch of more than `_CHUNK` frames to the events outbox *out*
+    (pure Python): those of the first `_CHUNK` frames, then the others behind `_Pending`s."""
     lo = len(out)
     out += _events_of(frames[:_CHUNK], found)
     for start in range(_CHUNK, len(frames), _CHUNK):
@@ -921,10 +918,12 @@ class Channel(SendQueue):
                         ends = reader.found
                         marks.append((len(out), reader, 0, frame_len, ends, False))
                         self._frame_len = 0
-                        if events:
-                            _put_events(out, frames, ends)
-                        else:
+                        if not events:
                             out += frames
+                        elif _LAZY_DATA or len(frames) <= _CHUNK:
+                            out += _events_of(frames, ends)
+                        else:
+                            _put_chunked(out, frames, ends)
                 state = reader.state()
                 start = len(out)
                 frame_len = self._frame_len
