@@ -31,6 +31,16 @@ The outbox is handed out through C-level iterators only: a plain list iterator f
 decisions before it with an `_Overflow` item, which raises `FrameTooLarge` when the wrapper
 touches it (frames get the ``map(frame[:])`` wrapper only when their call found such a frame).
 
+A batch's events are made at C speed (`_events_of`).  In pure Python every `Data` is an
+object the garbage collector tracks, and a read of thousands of frames would make thousands
+at once: collections that promote them all, then full ones that cost as much as the whole
+heap.  So past its first `_CHUNK` frames a batch goes in the outbox as the frames themselves
+where their `Data` go (as compiled), with a `_Pending` in front of every `_CHUNK` of them:
+``filter`` calls its ``__bool__`` when the consumer gets there, which makes those `Data` in
+place, lets go of the events before it, and is skipped.  Nothing moves, and a frame reads
+as its `Data` for every rule above.  The compiled build makes each `Data` as it is reached
+instead (`_LAZY_DATA`).
+
 Hot paths.  Most reads under a bytes terminator either end no frame, or end exactly one at
 their last byte (request/response traffic).  While ``_hot`` holds the bytes reader (no frame
 end owed, the stream not ended) and the earlier loop has reached its end, `frames` and
@@ -47,6 +57,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, Final, TypeAlias, final, overload
 
@@ -124,6 +135,68 @@ class _Overflow:
         if channel._out is self._out:
             channel._out = None  # the loop ends with the error: nothing is appended to it
         return error
+
+
+#: The most frames of a batch whose `Data` a pure-Python events outbox makes at once (see
+#: `_Pending`): well under the garbage collector's first threshold (700 new tracked objects).
+#: (Not Final: the tests shrink it.)
+_CHUNK = 256
+
+
+class _Pending:
+    """An events outbox item in front of frames of a batch whose `Data` are not made yet.
+
+    Pure Python only (see `_LAZY_DATA`).  Past the first `_CHUNK` frames of a batch, the
+    outbox holds each frame itself where its `Data` goes (as the compiled build does), with
+    a `_Pending` in front of every `_CHUNK` of them (`_put_chunked`).  The ``filter(None,
+    ...)`` that hands the outbox out calls its ``__bool__`` when the consumer reaches it: it
+    makes the `Data` of its frames in place, at C speed, drops the events before it (the
+    consumer has gone past them, and the take-back rules never look there), and answers
+    False, so the consumer never sees it.  Items never move: taking it back is taking back
+    the frames behind it (`_raw` reads a frame as its `Data`); once reached it is inert, and
+    no longer refers to the outbox (which then is freed as soon as it is dropped, not by a
+    collection).  (A `_Stepper` never meets one: it decides one step at a time.)
+    """
+
+    __slots__ = ("_at", "_end", "_lo", "_out", "_uniform")
+
+    def __init__(self, out: list[Any], lo: int, at: int, end: int, uniform: bool) -> None:
+        self._out: list[Any] | None = out
+        self._lo = lo  # out[lo:at]: the events of the frames before it
+        self._at = at  # its index in *out*; out[at + 1 : end]: its frames and their ends
+        self._end = end
+        self._uniform = uniform  # no empty frame: frame, end, frame, end...
+
+    def __bool__(self) -> bool:
+        out = self._out
+        if out is None:
+            return False  # reached before: inert
+        self._out = None
+        at = self._at
+        assert out[at] is self
+        out[self._lo : at] = repeat(None, at - self._lo)  # the Data the consumer let go are freed
+        end = self._end
+        if self._uniform:
+            out[at + 1 : end : 2] = make_datas(out[at + 1 : end : 2])
+        else:
+            out[at + 1 : end] = [
+                make_data(item) if type(item) is bytes else item for item in out[at + 1 : end]
+            ]
+        return False
+
+
+def _put_chunked(out: list[Any], frames: list[bytes], found: TerminatorFound) -> None:
+    """Append the events of a batch of more than `_CHUNK` frames to the events outbox *out*
+    (pure Python): those of the first `_CHUNK` frames, then the others behind `_Pending`s."""
+    lo = len(out)
+    out += _events_of(frames[:_CHUNK], found)
+    for start in range(_CHUNK, len(frames), _CHUNK):
+        part = frames[start : start + _CHUNK]
+        at = len(out)
+        out.append(None)  # (its place)
+        out += _events_of(part, found, lazy=True)
+        out[at] = _Pending(out, lo, at, len(out), len(out) - at - 1 == 2 * len(part))
+        lo = at
 
 
 def _exhausted(iterator: Iterator[Any]) -> bool:
@@ -220,29 +293,31 @@ class _Stepper:
         return len(self._out) - self._i
 
 
-def _events_of(frames: list[bytes], found: TerminatorFound) -> list[Any]:
+#: Compiled, the events of a batch are made one at a time as the consumer reaches them (an
+#: outbox item that is a frame stands for its `Data`): building thousands at once costs the
+#: garbage collector more than building them (every `Data` is a tracked object).  In pure
+#: Python that would be a Python call per event, so there they are made in C loops, a
+#: `_CHUNK` of frames at a time (`_Pending`).
+_LAZY_DATA: Final = COMPILED
+
+
+def _events_of(frames: list[bytes], found: TerminatorFound, lazy: bool = _LAZY_DATA) -> list[Any]:
     """The events of a batch of frames: `Data` then *found* for each (no Data if empty).
 
-    Compiled, a frame stands for its `Data` (see `_as_event`).
+    With *lazy* (compiled: see `_as_event`; and behind a `_Pending`), a frame stands for
+    its `Data`.
     """
     if b"" in frames:
         flat: list[Any] = []
         for frame in frames:
             if frame:
-                flat.append(frame if _LAZY_DATA else make_data(frame))
+                flat.append(frame if lazy else make_data(frame))
             flat.append(found)
         return flat
-    datas: list[Any] = frames if _LAZY_DATA else make_datas(frames)
+    datas: list[Any] = frames if lazy else make_datas(frames)
     flat = [found] * (2 * len(datas))
     flat[::2] = datas
     return flat
-
-
-#: Compiled, the events of a batch are made one at a time as the consumer reaches them (an
-#: outbox item that is a frame stands for its `Data`): building thousands at once costs the
-#: garbage collector more than building them (every `Data` is a tracked object).  In pure
-#: Python that would be a Python call per event, so there they are built at once in C loops.
-_LAZY_DATA: Final = COMPILED
 
 
 def _as_event(item: Any) -> Any:
@@ -872,9 +947,15 @@ class Channel(SendQueue):
                     frame_len = self._frame_len
                     frames = reader.split(buf, frame_len)
                     if frames:  # the batch: every complete frame at once
-                        marks.append((len(out), reader, 0, frame_len, reader.found, False))
+                        ends = reader.found
+                        marks.append((len(out), reader, 0, frame_len, ends, False))
                         self._frame_len = 0
-                        out += _events_of(frames, reader.found) if events else frames
+                        if not events:
+                            out += frames
+                        elif _LAZY_DATA or len(frames) <= _CHUNK:
+                            out += _events_of(frames, ends)
+                        else:
+                            _put_chunked(out, frames, ends)
                 state = reader.state()
                 start = len(out)
                 frame_len = self._frame_len
