@@ -239,3 +239,38 @@ def test_compat_switching_per_frame_never_re_decides_the_rest(
     chat.handle_read()
     assert chat.values == [b"hello"] * values
     assert sum(taken_back) <= 11 * values
+
+
+class CountTwice(Chat):
+    """Sets two counts in one callback, and changes the limit with a count: the count reader
+    a stepwise loop reuses must never be the one still in force, nor keep an old limit."""
+
+    terminator = b"\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bytes, object, int | None]] = []
+
+    def found_frame(self, frame: bytes) -> None:
+        if frame.startswith(b"#"):
+            self.set_terminator(9)
+            self.set_terminator(int(frame[1:]), max_frame_size=int(frame[1:]))
+        elif frame.startswith(b"%"):
+            self.set_terminator(int(frame[1:]), max_frame_size=2)  # too large: an error
+        else:
+            self.set_terminator(b"\n")
+        self.seen.append((frame, self.get_terminator(), self.channel.max_frame_size))
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 7, 1000])
+def test_reused_count_readers_count_what_was_set_last_with_its_limit(cut: int) -> None:
+    stream = b"#3\nabc#2\nxy#4\nwxyz%3\nabc"
+    chat = ChatHarness(CountTwice(), catch=True)
+    for i in range(0, len(stream), cut):
+        chat.feed(stream[i : i + cut])
+    assert [frame for frame, _, _ in chat.chat.seen] == [
+        b"#3", b"abc", b"#2", b"xy", b"#4", b"wxyz", b"%3",
+    ]
+    assert chat.chat.seen[:2] == [(b"#3", 3, 3), (b"abc", b"\n", None)]
+    assert chat.chat.seen[4] == (b"#4", 4, 4)
+    assert chat.closed  # the last count is over its limit: protocol_error, then the close
