@@ -54,6 +54,7 @@ from ._channel import (
 )
 from ._errors import ProtocolError
 from ._events import Data, TerminatorFound
+from ._loops import each_event, each_frame
 from ._producers import ProducerLike
 
 __all__ = ["Chat", "Transport"]
@@ -681,8 +682,11 @@ class Chat:
                     self._dispatch(frames)
                 else:  # the hot path: a read of a few frames, dispatched at once
                     found = self.found_frame
-                    for frame in frames:
-                        found(frame)
+                    if out is not None and len(out) > 2:  # many: see _loops
+                        each_frame(found, frames)
+                    else:
+                        for frame in frames:
+                            found(frame)
                     if channel._resume and not self._stopped():  # a switch: go on stepwise
                         self._dispatch(channel._frames_stepwise())
             elif self._batch_mode:
@@ -693,7 +697,15 @@ class Chat:
                 if out is not None and len(out) > self._budget:
                     self._dispatch(events)
                 else:
-                    self._dispatch_events(events)
+                    collect, terminated = self.collect_incoming_data, self.found_terminator
+                    if out is not None and len(out) > 4:  # many events: see _loops
+                        each_event(collect, terminated, events)
+                    else:  # the hot path: the events of a frame or two
+                        for event in events:
+                            if type(event) is Data:
+                                collect(event.data)
+                            else:
+                                terminated()
                     if channel._resume and not self._stopped():  # a switch: go on stepwise
                         self._dispatch(channel._events_stepwise())
         except ProtocolError as error:
@@ -740,31 +752,21 @@ class Chat:
         channel = self.channel
         if self._frames_mode:
             found = self.found_frame
-            for frame in islice(items, budget):
-                found(frame)
+            each_frame(found, islice(items, budget))
             if channel._resume and not self._stopped():
                 items = channel._frames_stepwise()  # a terminator changed: go on stepwise
-                for frame in islice(items, budget):
-                    found(frame)
+                each_frame(found, islice(items, budget))
         else:
-            self._dispatch_events(islice(items, budget))
+            collect, terminated = self.collect_incoming_data, self.found_terminator
+            each_event(collect, terminated, islice(items, budget))
             if channel._resume and not self._stopped():
                 items = channel._events_stepwise()
-                self._dispatch_events(islice(items, budget))
+                each_event(collect, terminated, islice(items, budget))
         self._keep_rest(items)
 
     def _stopped(self) -> bool:
         """No more dispatching now: closed, closing, or reading paused (the bytes wait)."""
         return self._closed or self.channel._closing or self._held
-
-    def _dispatch_events(self, events: Iterator[Any]) -> None:
-        collect = self.collect_incoming_data
-        terminated = self.found_terminator
-        for event in events:
-            if type(event) is Data:
-                collect(event.data)
-            else:
-                terminated()
 
     def _keep_rest(self, items: Iterator[Any]) -> None:
         """After a budgeted dispatch: if the channel's iterator has items left, keep it for
