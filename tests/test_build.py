@@ -87,6 +87,43 @@ def test_protocol_module_is_never_compiled() -> None:
     assert isinstance(sanschat.IterableProducer([b"x"]), sanschat.Producer)
 
 
+_WITHOUT_MYPY_EXTENSIONS = """
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mypy_extensions":
+            raise ImportError("mypy_extensions is not installed here")
+
+sys.meta_path.insert(0, Refuse())
+import sanschat
+
+class Echo(sanschat.Chat):
+    terminator = b"\\n"
+    high_water = 3
+
+    def found_frame(self, frame):
+        self.push(frame + b";")
+
+chat = Echo()
+chat.feed(b"a\\nb\\n")
+print(chat.output_full, bytes(chat.channel.data_to_send()), "mypy_extensions" in sys.modules)
+"""
+
+
+def test_chat_imports_and_subclasses_without_mypy_extensions() -> None:
+    # Chat's @mypyc_attr comes from mypy_extensions, which is no dependency: both builds must
+    # import without it, and an interpreted subclass must work on either.
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_MYPY_EXTENSIONS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "True b'a;b;' False\n", "")
+
+
 def test_version_flag_prints_version_and_build() -> None:
     build = "compiled, mypyc" if sanschat.COMPILED else "pure Python"
     result = subprocess.run(

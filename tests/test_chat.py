@@ -734,6 +734,49 @@ def test_output_full_is_queued_output_over_the_chat_high_water() -> None:
     assert chat.output_full
 
 
+def test_a_high_water_set_on_the_chat_wins_over_the_one_its_class_sets() -> None:
+    # What a driver does (drivers.apply_high_water): the compiled build must read the
+    # instance's value, and the class's when the instance has none (see test above).
+    chat = Small()
+    attached(chat)
+    chat.high_water = 50
+    chat.push(b"x" * 60)
+    assert chat.high_water == 50 and chat.output_full
+    assert Small().high_water == 100 and Frames().high_water == 1024 * 1024
+    plain = Chat()
+    plain.high_water = 10
+    plain.push(b"x" * 11)
+    assert plain.high_water == 10 and plain.output_full
+
+
+def test_a_plain_chat_and_a_subclass_push_through_their_channel() -> None:
+    # Chat.__init__ binds a subclass's push to its channel's (one call per reply); a plain
+    # Chat of the compiled build has no __dict__ and keeps the class's push.
+    for chat in (Chat(), Frames()):
+        transport = attached(chat)
+        chat.push(b"ab")
+        chat.push(bytearray(b"c"))
+        assert chat.channel.data_to_send() == b"abc"
+        assert transport.output_ready_calls == 2
+    with pytest.raises(TypeError):
+        Chat().push("text")  # type: ignore[arg-type]
+
+
+class OwnPush(Frames):
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        super().push(b"<" + bytes(data) + b">")
+
+
+def test_a_subclass_overriding_push_gets_its_own_called_by_the_chat_too() -> None:
+    chat = OwnPush()
+    transport = attached(chat)
+    chat.push_threadsafe(b"x")  # on the loop's thread: queued as a callback
+    for callback in transport.callbacks:
+        callback()  # Chat's own code calls self.push (compiled: through the subclass)
+    chat.push(b"y")
+    assert chat.channel.data_to_send() == b"<x><y>"
+
+
 def test_a_sender_paused_on_a_full_target_resumes_once_it_drains_to_half() -> None:
     sender, target = ChatHarness(Frames()), ChatHarness(Drained())
     target.peer_reads = False

@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, ClassVar, Final, Literal, Protocol, overload
+from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar, overload
 
 from ._channel import (
     _CHANNEL_LIMIT,
@@ -54,9 +54,19 @@ from ._channel import (
 )
 from ._errors import ProtocolError
 from ._events import Data, TerminatorFound
+from ._loops import each_event, each_frame
 from ._producers import ProducerLike
 
 __all__ = ["Chat", "Transport"]
+
+_T = TypeVar("_T")
+
+try:  # the compiled build: mypyc reads the decorator (and the compiled class never calls it)
+    from mypy_extensions import mypyc_attr
+except ImportError:  # mypy_extensions is not a dependency: the pure build may lack it
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
+        """A stand-in for ``mypy_extensions.mypyc_attr``: leaves the class as it is."""
+        return lambda cls: cls
 
 
 class Transport(Protocol):
@@ -173,6 +183,7 @@ def _style(cls: type[Chat]) -> str:
     return ""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Chat:
     """Base class of a protocol handler: subclass it, set `terminator`, override the hooks.
 
@@ -204,15 +215,26 @@ class Chat:
     idle_timeout: ClassVar[float | None] = None
     """Seconds without any byte read or written after which `idle` is called; None: never."""
 
-    high_water: int = DEFAULT_HIGH_WATER
-    """Queued output (bytes) above which this chat is full (`output_full`): the driver stops
-    reading the connection until it drains, `push_threadsafe` blocks, and a sender that
-    called `pause_until_drained` on it stays paused until the output is down to half of
-    it.  1 MiB by default (``sanschat.drivers.HIGH_WATER``); set on a subclass, it wins over
-    the server's ``Limits.high_water``, which a driver otherwise stores here when the
-    connection starts.  A server with many connections fed by others (a chat room) should
-    lower it: the worst case of its queued output is connections x (high water + one read's
-    worth)."""
+    _high_water: int = DEFAULT_HIGH_WATER  # (a class default: set before __init__, it stays)
+
+    @property
+    def high_water(self) -> int:
+        """Queued output (bytes) above which this chat is full (`output_full`): the driver stops
+        reading the connection until it drains, `push_threadsafe` blocks, and a sender that
+        called `pause_until_drained` on it stays paused until the output is down to half of
+        it.  1 MiB by default (``sanschat.drivers.HIGH_WATER``); set on a subclass, it wins over
+        the server's ``Limits.high_water``, which a driver otherwise stores here when the
+        connection starts.  A server with many connections fed by others (a chat room) should
+        lower it: the worst case of its queued output is connections x (high water + one read's
+        worth).
+
+        A property (not a plain attribute) so that the compiled build reads what a subclass
+        sets on its class as well as what a driver sets on the chat."""
+        return self._high_water
+
+    @high_water.setter
+    def high_water(self, value: int) -> None:
+        self._high_water = value
 
     frame_budget: ClassVar[int | None] = 4096
     """Most frames (in asynchat's style: events) one read dispatches in one loop round (read
@@ -236,8 +258,11 @@ class Chat:
         # set while no callback runs), so unless a subclass overrides push, this chat's push
         # *is* the channel's: one Python call per reply instead of two.
         self._output_ready: Callable[[], None] = _DETACHED.output_ready
-        if type(self).push is Chat.push:
-            vars(self)["push"] = self.channel.push
+        # (A compiled build's plain Chat has no __dict__: its push stays the class's own,
+        # which calls the channel's.)
+        attributes = getattr(self, "__dict__", None)
+        if attributes is not None and type(self).push is Chat.push:
+            attributes["push"] = self.channel.push
         self.channel._on_push = self._output_ready
         self._batch_mode = _style(type(self)) == "found_frames"
         self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
@@ -657,8 +682,11 @@ class Chat:
                     self._dispatch(frames)
                 else:  # the hot path: a read of a few frames, dispatched at once
                     found = self.found_frame
-                    for frame in frames:
-                        found(frame)
+                    if out is not None and len(out) > 2:  # many: see _loops
+                        each_frame(found, frames)
+                    else:
+                        for frame in frames:
+                            found(frame)
                     if channel._resume and not self._stopped():  # a switch: go on stepwise
                         self._dispatch(channel._frames_stepwise())
             elif self._batch_mode:
@@ -669,7 +697,15 @@ class Chat:
                 if out is not None and len(out) > self._budget:
                     self._dispatch(events)
                 else:
-                    self._dispatch_events(events)
+                    collect, terminated = self.collect_incoming_data, self.found_terminator
+                    if out is not None and len(out) > 4:  # many events: see _loops
+                        each_event(collect, terminated, events)
+                    else:  # the hot path: the events of a frame or two
+                        for event in events:
+                            if type(event) is Data:
+                                collect(event.data)
+                            else:
+                                terminated()
                     if channel._resume and not self._stopped():  # a switch: go on stepwise
                         self._dispatch(channel._events_stepwise())
         except ProtocolError as error:
@@ -716,31 +752,21 @@ class Chat:
         channel = self.channel
         if self._frames_mode:
             found = self.found_frame
-            for frame in islice(items, budget):
-                found(frame)
+            each_frame(found, islice(items, budget))
             if channel._resume and not self._stopped():
                 items = channel._frames_stepwise()  # a terminator changed: go on stepwise
-                for frame in islice(items, budget):
-                    found(frame)
+                each_frame(found, islice(items, budget))
         else:
-            self._dispatch_events(islice(items, budget))
+            collect, terminated = self.collect_incoming_data, self.found_terminator
+            each_event(collect, terminated, islice(items, budget))
             if channel._resume and not self._stopped():
                 items = channel._events_stepwise()
-                self._dispatch_events(islice(items, budget))
+                each_event(collect, terminated, islice(items, budget))
         self._keep_rest(items)
 
     def _stopped(self) -> bool:
         """No more dispatching now: closed, closing, or reading paused (the bytes wait)."""
         return self._closed or self.channel._closing or self._held
-
-    def _dispatch_events(self, events: Iterator[Any]) -> None:
-        collect = self.collect_incoming_data
-        terminated = self.found_terminator
-        for event in events:
-            if type(event) is Data:
-                collect(event.data)
-            else:
-                terminated()
 
     def _keep_rest(self, items: Iterator[Any]) -> None:
         """After a budgeted dispatch: if the channel's iterator has items left, keep it for
@@ -796,8 +822,11 @@ class Chat:
         channel = self.channel
         while True:
             batch: list[bytes] = []
+            # list.extend keeps the frames taken before an error; called as a bound method
+            # because mypyc's own extend (PyList_SetSlice before 3.13) would keep none.
+            extend = batch.extend
             try:
-                batch.extend(frames if budget is None else islice(frames, budget))
+                extend(frames if budget is None else islice(frames, budget))
             except BaseException:
                 if batch:
                     self.found_frames(batch)

@@ -236,7 +236,8 @@ def apply_high_water(chat: Chat, limits: Limits | None) -> int:
     that the chat's own backpressure (`Chat.output_full`, `Chat.push_threadsafe`) and the
     driver's agree."""
     if _class_sets(chat, "high_water"):
-        value: int = type(chat).high_water
+        # (getattr: mypy types Chat.high_water as the property that the class's int overrides)
+        value: int = getattr(type(chat), "high_water")  # noqa: B009
     else:
         value = HIGH_WATER if limits is None else limits.high_water
     chat.high_water = value
