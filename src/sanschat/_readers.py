@@ -27,7 +27,8 @@ deliver a byte twice.
 from __future__ import annotations
 
 import re
-from typing import Final, TypeAlias
+from collections.abc import Callable
+from typing import Final, TypeAlias, TypeVar
 
 from ._events import TerminatorFound
 
@@ -140,35 +141,40 @@ class NoneReader(Reader):
         return self.undecided(buf, frame_len, partial, len(buf))
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+#: Most entries of a cache of shared immutable objects below; a full one starts again.
+_SHARED_MAX: Final = 4096
+
+
+def _shared(cache: dict[_K, _V], key: _K, make: Callable[[_K], _V]) -> _V:
+    """The object *cache* holds for *key*, made by ``make(key)`` the first time."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _SHARED_MAX:
+            cache.clear()
+        value = cache[key] = make(key)
+    return value
+
+
 #: The `TerminatorFound` of each count seen lately (events are immutable, so shared): a
 #: protocol that reads by count (RESP, memcached, HTTP bodies) mostly repeats a few sizes.
 _COUNT_FOUND: dict[int, TerminatorFound] = {}
-_COUNT_FOUND_MAX: Final = 4096
-
-
-def count_found(count: int) -> TerminatorFound:
-    """The ``TerminatorFound(count)`` that ends a frame read by *count* bytes."""
-    found = _COUNT_FOUND.get(count)
-    if found is None:
-        if len(_COUNT_FOUND) >= _COUNT_FOUND_MAX:
-            _COUNT_FOUND.clear()
-        found = _COUNT_FOUND[count] = TerminatorFound(count)
-    return found
-
 
 #: The `NoneReader` of each limit (they hold nothing else): one takes over after every frame
 #: read by count.
 _NONE_READERS: dict[int | None, NoneReader] = {}
 
 
+def count_found(count: int) -> TerminatorFound:
+    """The ``TerminatorFound(count)`` that ends a frame read by *count* bytes (shared)."""
+    return _shared(_COUNT_FOUND, count, TerminatorFound)
+
+
 def none_reader(limit: int | None) -> NoneReader:
     """A `NoneReader` with *limit* (shared: a none reader has no state of its own)."""
-    reader = _NONE_READERS.get(limit)
-    if reader is None:
-        if len(_NONE_READERS) >= _COUNT_FOUND_MAX:
-            _NONE_READERS.clear()
-        reader = _NONE_READERS[limit] = NoneReader(limit)
-    return reader
+    return _shared(_NONE_READERS, limit, NoneReader)
 
 
 class CountReader(Reader):
