@@ -1729,6 +1729,10 @@ def header_bomb(driver: str, scale: Scale) -> Outcome:
     return out
 
 
+#: RSS growth below this is within the noise of page and arena granularity (see header_drip).
+_RSS_NOISE = 256 * 1024
+
+
 def header_drip(driver: str, scale: Scale) -> Outcome:
     """N connections drip one header line one byte at a time: the server holds about one
     byte per byte received (one growing buffer, no object per piece), then answers."""
@@ -1760,7 +1764,11 @@ def header_drip(driver: str, scale: Scale) -> Outcome:
     answered = sum(r.startswith(b"HTTP/1.0 200 OK") for r in replies)
     per_byte = held / (n * len(head))
     out.expect(answered == n, f"{answered} of {n} dripped requests answered 200")
-    out.expect(per_byte <= 8, f"{per_byte:.1f} bytes of server memory per byte dripped")
+    # RSS grows by pages and allocator arenas: at CI scale (20 KB dripped in all) one arena's
+    # worth of pages is noise (a run saw 176 KiB, 8.9 bytes per byte, where others saw under 2);
+    # an object per piece would cost about 50 bytes per byte, far above the slack.
+    out.expect(held <= 8 * n * len(head) + _RSS_NOISE,
+               f"{per_byte:.1f} bytes of server memory per byte dripped")
     out.figures.update(peers=n, bytes_each=len(head), held=held, per_byte=per_byte)
     return out
 
