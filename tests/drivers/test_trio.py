@@ -7,10 +7,13 @@ nursery it opens is cancelled or finished before it returns.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import select
 import socket
 import struct
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -21,6 +24,9 @@ pytest.importorskip("trio")
 import trio
 import trio.testing
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # trio's own dependency there
+
 from sanschat import Chat, Data, EndOfStream, FrameTooLarge, TerminatorFound
 from sanschat.drivers import HIGH_WATER, READ_SIZE
 from sanschat.drivers import trio as driver
@@ -28,6 +34,16 @@ from sanschat.examples import Echo, HTTPRequestHandler
 from sanschat.testing import RecordingTransport
 
 TIMEOUT = 10.0  # seconds any test may take (real time)
+
+
+@pytest.fixture(autouse=True, params=["poller", "tasks"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: plain TCP connections read by the run's poller (where the
+    platform has epoll), and each by its own task (the other platforms' way)."""
+    if request.param == "poller" and not hasattr(select, "epoll"):
+        pytest.skip("no epoll: TCP connections are read by their own tasks")
+    monkeypatch.setattr(driver, "_SHARED_POLL", request.param == "poller")
+    return str(request.param)
 
 
 def run(test: Callable[[], Awaitable[None]], *, virtual: bool = False) -> None:
@@ -866,6 +882,135 @@ def test_tcp_peer_that_never_reads_stops_the_reading_then_gets_every_byte() -> N
             await client.aclose()
             nursery.cancel_scope.cancel()
         assert chats[0].lost == [None]
+
+    run(test)
+
+
+# ---------------------------------------------------------------- the read poller
+
+
+needs_poller = pytest.mark.parametrize("read_path", ["poller"], indirect=True)
+
+
+@needs_poller
+def test_tcp_callbacks_run_in_the_poller_task_with_the_connection_task_contextvars(
+    read_path: str,
+) -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    seen: list[tuple[str, str]] = []
+
+    class Seeing(Echo):
+        def found_frame(self, frame: bytes) -> None:
+            seen.append((trio.lowlevel.current_task().name, request_id.get("unset")))
+            super().found_frame(frame)
+
+    async def test() -> None:
+        server_sock, client_sock = trio.socket.socketpair()
+        client = trio.SocketStream(client_sock)
+
+        async def connection() -> None:
+            request_id.set("conn-1")  # set in the connection's own task, before run_chat
+            await driver.run_chat(trio.SocketStream(server_sock), Seeing())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection)
+            for line in (b"one\r\n", b"two\r\n"):
+                await client.send_all(line)
+                assert await read_exactly(client, len(line)) == line
+            await client.aclose()
+
+    run(test)
+    assert seen == [("sanschat read poller", "conn-1")] * 2
+
+
+@needs_poller
+def test_closing_a_parked_connection_unparks_it_and_an_idle_poller_stops(read_path: str) -> None:
+    chats: list[Recorded] = []
+
+    def factory() -> Chat:
+        chats.append(Recorded())
+        return chats[-1]
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await tcp_server(nursery, factory)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(b"ping\r\n")
+            assert await read_exactly(client, 6) == b"ping\r\n"
+            poller = driver._POLLER.get()
+            assert poller is not None and list(poller._parked.values())[0][0]._chat is chats[0]
+            chats[0].close()  # outside a callback: the parked task is cancelled
+            assert await read_until_eof(client) == b""
+            await trio.testing.wait_all_tasks_blocked()
+            assert poller._parked == {} and poller._stopped  # and its epoll is closed
+            assert poller._epoll.closed and driver._POLLER.get() is None
+            await client.aclose()
+            again = await trio.open_tcp_stream("127.0.0.1", port)  # a new poller serves it
+            await again.send_all(b"pong\r\n")
+            assert await read_exactly(again, 6) == b"pong\r\n"
+            assert driver._POLLER.get() not in (None, poller)
+            await again.aclose()
+            nursery.cancel_scope.cancel()
+        assert chats[0].lost == [None]
+
+    run(test)
+
+
+class Escape(BaseException):
+    """Not an Exception: the driver does not handle it."""
+
+
+def test_a_base_exception_from_a_callback_is_raised_in_the_connection_task(
+    read_path: str,
+) -> None:
+    class Escaping(Echo):
+        def found_frame(self, frame: bytes) -> None:
+            raise Escape(frame)
+
+    async def test() -> None:
+        server_sock, client_sock = trio.socket.socketpair()
+        client = trio.SocketStream(client_sock)
+        await client.send_all(b"boom\r\n")
+        try:
+            await driver.run_chat(trio.SocketStream(server_sock), Escaping())
+        except BaseException as exc:  # (in the connection nursery's exception group)
+            escaped, _ = BaseExceptionGroup("", [exc]).split(Escape)
+            assert escaped is not None and "boom" in repr(escaped)
+        else:
+            raise AssertionError("run_chat returned")
+        if read_path == "poller":
+            await trio.testing.wait_all_tasks_blocked()
+            assert driver._POLLER.get() is None  # nothing left parked: it stopped
+        await client.aclose()
+
+    run(test)
+
+
+@needs_poller
+def test_connections_read_on_by_themselves_once_the_poller_stops(read_path: str) -> None:
+    async def test() -> None:
+        poller = driver._ReadPoller()
+        driver._POLLER.set(poller)  # this run's poller, run in a nursery the test can stop
+        async with trio.open_nursery() as nursery:
+            polling = trio.CancelScope()
+
+            async def run_poller() -> None:
+                with polling:
+                    await poller.run()
+
+            nursery.start_soon(run_poller)
+            port = await tcp_server(nursery, Echo)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(b"one\r\n")
+            assert await read_exactly(client, 5) == b"one\r\n"
+            assert len(poller._parked) == 1
+            polling.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert poller._parked == {} and poller._stopped
+            await client.send_all(b"two\r\n")  # read by the connection's own task now
+            assert await read_exactly(client, 5) == b"two\r\n"
+            await client.aclose()
+            nursery.cancel_scope.cancel()
 
     run(test)
 

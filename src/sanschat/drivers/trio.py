@@ -57,6 +57,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import ssl
 import sys
@@ -67,6 +68,7 @@ from typing import Any, Final, Literal, final, overload
 from .._extras import missing
 
 try:
+    import outcome  # trio's own dependency
     import trio  # type: ignore[import-untyped, unused-ignore]  # untyped before trio 0.23
 except ImportError as _error:
     raise missing(_error, "trio", __name__)  # noqa: B904 (missing() chains it)
@@ -504,56 +506,80 @@ class _SocketTransport(_Transport):
             self._close_gracefully()  # everything was sent
 
     async def _serve(self, nursery: trio.Nursery) -> None:
-        chat = self._chat
-        channel = chat.channel
         sock = self._sock
         view = _read_buffer()
         buffers = [view]
-        cancel_scope = nursery.cancel_scope
+        shared = _SHARED_POLL
         self.output_ready()  # what connection_made queued
         while True:
-            if chat._slow or channel._queued_bytes > chat.high_water:  # (held, backlog, full)
+            if not self._may_read_on():  # held, a backlog, or the output is full
                 try:
                     if not await self._before_read():
                         return
                 except Exception as exc:
                     self._fail(exc)
                     return
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except _PEER_GONE as exc:
-                self._lost(exc)
-                return
-            # From here to the feed nothing awaits: the shared buffer stays ours.
-            try:
-                n = os.readv(sock.fileno(), buffers)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                self._lost(exc)
-                return
-            self._stamp()
-            if self._lingering:  # closing: the input is dropped, its end ends the connection
-                if not n:
-                    self._end()
+            if shared:
+                # Parked: the run's poller task reads and feeds for this connection; back
+                # here when this task must wait for something first, or the run is ending.
+                step = await _park(self)
+                if step is _GONE:
+                    shared = False
+                    continue
+            else:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except _PEER_GONE as exc:
+                    self._lost(exc)
                     return
-                continue
-            try:
-                if n:
-                    chat.feed(view[:n].tobytes())  # bytes: what the core's hot path takes
-                else:
-                    self._eof = True
-                    chat.feed_eof()
-            except Exception as exc:
-                self._fail(exc)
+                step = self._read_ready(view, buffers)
+            if step is _ENDED:
                 return
-            if self._guard is not None:
-                self._guard.read(n)
-            if cancel_scope.cancel_called:  # closed from a callback: unsent output is dropped
-                return
-            self.output_ready()
-            if not n:  # half-closed: output may still come, until a close
+            if step is _AT_EOF:  # half-closed: output may still come, until a close
                 await trio.sleep_forever()
+
+    def _may_read_on(self) -> bool:
+        """Whether the next read needs no wait first (no pause, backlog or full output)."""
+        chat = self._chat
+        return not chat._slow and chat.channel._queued_bytes <= chat.high_water
+
+    def _read_ready(self, view: memoryview, buffers: list[memoryview]) -> object:
+        """The socket is readable: read once, feed, send the replies.  Never awaits, so the
+        shared buffer *view* stays this connection's until the feed has returned.
+
+        Returns `_READING` to go on reading, `_ENDED` once the connection has ended (its
+        scope is cancelled), `_AT_EOF` after the peer's end of stream (output may still
+        come, until a close)."""
+        try:
+            n = os.readv(self._sock.fileno(), buffers)
+        except BlockingIOError:
+            return _READING
+        except OSError as exc:
+            self._lost(exc)
+            return _ENDED
+        self._stamp()
+        if self._lingering:  # closing: the input is dropped, its end ends the connection
+            if not n:
+                self._end()
+                return _ENDED
+            return _READING
+        chat = self._chat
+        try:
+            if n:
+                chat.feed(view[:n].tobytes())  # bytes: what the core's hot path takes
+            else:
+                self._eof = True
+                chat.feed_eof()
+        except Exception as exc:
+            self._fail(exc)
+            return _ENDED
+        if self._guard is not None:
+            self._guard.read(n)
+        nursery = self._nursery
+        if nursery is None or nursery.cancel_scope.cancel_called:
+            return _ENDED  # closed from a callback: unsent output is dropped
+        self.output_ready()
+        return _READING if n else _AT_EOF
 
     def _send_what_fits(self) -> bool:
         """Send queued output now, without awaiting, until the socket is full or the queue is
@@ -601,6 +627,164 @@ class _SocketTransport(_Transport):
             self._writing = False
         if self._chat.channel.wants_close:
             self._close_gracefully()  # everything was sent
+
+
+@final
+class _Step:
+    """What one read left a `_SocketTransport` to do next (a singleton per answer)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
+_READING: Final = _Step("reading")  # read on
+_ENDED: Final = _Step("ended")  # the connection has ended: its task returns
+_AT_EOF: Final = _Step("at end of stream")  # the peer ended its stream: no more reads
+_GONE: Final = _Step("poller gone")  # the run's poller stopped: wait for reads in the task
+
+#: Whether plain TCP connections are read by their run's `_ReadPoller` (where the platform
+#: has epoll) rather than each by its own task; the tests run both ways.
+_SHARED_POLL: bool = hasattr(select, "epoll")
+
+#: How many ready connections the poller serves before the next checkpoint.
+_POLL_BATCH: Final = 256
+
+#: The trio run's live poller, if any (None: none now; the next `_park` starts one).
+_POLLER: trio.lowlevel.RunVar[_ReadPoller | None] = trio.lowlevel.RunVar("sanschat.poller")
+
+
+async def _park(transport: _SocketTransport) -> object:
+    """Park *transport*'s task in the run's poller (started if none runs); `_GONE` if the
+    run is ending (no new system task may start)."""
+    poller = _POLLER.get(None)
+    if poller is None:
+        poller = _ReadPoller()
+        try:
+            trio.lowlevel.spawn_system_task(poller.run, name="sanschat read poller")
+        except RuntimeError:  # the run is ending: the system nursery is closed
+            poller.close()
+            return _GONE
+        _POLLER.set(poller)
+    return await poller.park(transport)
+
+
+@final
+class _ReadPoller:
+    """The plain TCP connections of one trio run that are waiting to read, in an epoll of
+    its own, and the one system task that reads them.
+
+    Theory of operation: waiting for a read through trio costs a task switch and an
+    ``epoll_ctl`` per read, which is most of a request/response round trip's cost.  So a
+    connection's task *parks* (`park`) while it may read: its socket joins this
+    level-triggered epoll, and the task sleeps.  trio wakes the poller task when that epoll
+    has any ready socket; it then calls `_SocketTransport._read_ready` for each (read,
+    feed, send: no await, in the parked task's own contextvars context), up to
+    `_POLL_BATCH` of them between two checkpoints.  The connection's task wakes up only
+    when it has something to wait for first (backpressure, a backlog, the peer's end of
+    stream) or when the connection ends: its scope's cancellation takes the socket out of
+    the epoll (the abort callback) before the socket can be closed.  An exception that is
+    not an ``Exception`` (so not handled by the transport) is raised in the parked task,
+    as it would have been there.  Once no task is parked the poller stops and closes its
+    epoll, so an idle run keeps no descriptor; the next park starts a new one.  If the run
+    cancels the poller while tasks are parked (it is ending), they wake with `_GONE` and
+    wait for their reads themselves.
+    """
+
+    __slots__ = ("_buffers", "_epoll", "_parked", "_polling", "_stopped", "_view")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._parked: dict[int, tuple[_SocketTransport, Any]] = {}  # fd: (transport, task)
+        self._view = _read_buffer()
+        self._buffers = [self._view]
+        self._polling = False  # the task is serving a batch (not waiting)
+        self._stopped = False
+
+    async def park(self, transport: _SocketTransport) -> object:
+        """Sleep while the poller reads for *transport*; return what it must do next
+        (`_READING`: check what it waits for, then park again; `_AT_EOF`, `_ENDED`,
+        `_GONE`).  Cancelling the task unparks it."""
+        fd = transport._sock.fileno()
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except (OSError, ValueError):  # a socket closed under us: the task finds out
+            self._stop_if_idle()
+            return _READING
+        self._parked[fd] = (transport, trio.lowlevel.current_task())
+
+        def abort(_raise_cancel: object) -> Any:
+            self._unpark(fd)
+            if not self._polling:  # (the loop looks after a batch itself)
+                self._stop_if_idle()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _unpark(self, fd: int) -> Any:
+        """Take *fd* out of the epoll; its parked task, or None if it was not parked."""
+        entry = self._parked.pop(fd, None)
+        if entry is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+        return entry[1]
+
+    def _stop_if_idle(self) -> None:
+        """No task parked: this poller stops (its task ends) and the run forgets it."""
+        if self._parked or self._stopped:
+            return
+        self._stopped = True
+        if _POLLER.get(None) is self:
+            _POLLER.set(None)
+        if not self._polling:
+            trio.lowlevel.notify_closing(self._epoll.fileno())  # wakes the waiting task
+
+    def close(self) -> None:
+        """Close the epoll (no task may be parked)."""
+        self._epoll.close()
+
+    async def run(self) -> None:
+        """The poller task: serve the ready sockets until no task is parked."""
+        epoll = self._epoll
+        parked = self._parked
+        view, buffers = self._view, self._buffers
+        try:
+            while not self._stopped:
+                try:
+                    await trio.lowlevel.wait_readable(epoll.fileno())
+                except trio.ClosedResourceError:  # _stop_if_idle
+                    return
+                self._polling = True
+                for fd, _ in epoll.poll(0, _POLL_BATCH):
+                    entry = parked.get(fd)
+                    if entry is None:
+                        continue  # unparked since the poll
+                    transport, task = entry
+                    try:
+                        step = task.context.run(transport._read_ready, view, buffers)
+                        if step is _READING and transport._may_read_on():
+                            continue  # the common case: it stays parked
+                    except BaseException as exc:  # (an Exception is the transport's own)
+                        if self._unpark(fd) is not None:
+                            trio.lowlevel.reschedule(task, outcome.Error(exc))
+                        continue
+                    if self._unpark(fd) is not None:  # (a cancelled task was unparked)
+                        trio.lowlevel.reschedule(task, outcome.Value(step))
+                self._polling = False
+                self._stop_if_idle()
+        finally:
+            self._polling = False
+            self._stopped = True
+            if _POLLER.get(None) is self:
+                _POLLER.set(None)
+            for fd in list(parked):  # cancelled by the run with tasks parked: it is ending
+                trio.lowlevel.reschedule(self._unpark(fd), outcome.Value(_GONE))
+            epoll.close()
 
 
 async def run_chat(stream: trio.abc.Stream, chat: Chat) -> None:
