@@ -167,6 +167,7 @@ class _Transport:
 
     __slots__ = (
         "_chat",
+        "_ended",
         "_error",
         "_finished",
         "_guard",
@@ -195,6 +196,7 @@ class _Transport:
         self._watching = False
         self._last_activity = trio.current_time()
         self._finished = False
+        self._ended = False  # the connection's scope is cancelled by itself, or it is over
         self._error: BaseException | None = None
         self._peername = _extra_info(stream, "peername")
 
@@ -263,7 +265,7 @@ class _Transport:
                 nursery.cancel_scope.cancel()  # the reader and the watchdog, if still running
         finally:
             self._nursery = None
-            self._finished = True
+            self._finished = self._ended = True
             if self._guard is not None:
                 self._guard.release()
             try:
@@ -284,6 +286,7 @@ class _Transport:
 
     def _end(self) -> None:
         """End the connection: cancel its nursery (idempotent)."""
+        self._ended = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -464,11 +467,12 @@ class _SocketTransport(_Transport):
     """A plain TCP stream: the connection's task reads, feeds and sends; a writer task runs
     only while the socket is full (see the module docstring)."""
 
-    __slots__ = ("_eof", "_lingering", "_sock", "_writing")
+    __slots__ = ("_eof", "_fd", "_lingering", "_sock", "_writing")
 
     def __init__(self, stream: trio.abc.Stream, chat: Chat, sock: Any) -> None:
         super().__init__(stream, chat)
         self._sock = sock
+        self._fd: int = sock.fileno()  # used only until `_ended`: the stream closes after
         self._writing = False  # a writer task is waiting for the socket to take the rest
         self._eof = False  # the peer has ended its stream
         self._lingering = False  # our FIN is sent: reading (and dropping) until the peer's
@@ -497,8 +501,8 @@ class _SocketTransport(_Transport):
     def output_ready(self) -> None:
         """Send what the socket takes now; a writer task waits to send the rest."""
         nursery = self._nursery
-        if self._writing or nursery is None or nursery.cancel_scope.cancel_called:
-            return  # the writer sends it, in order; or the connection is ending
+        if self._writing or self._ended or nursery is None:
+            return  # the writer sends it, in order; or the connection is ending (or not begun)
         if self._send_what_fits():
             self._writing = True
             nursery.start_soon(self._writer)
@@ -551,13 +555,14 @@ class _SocketTransport(_Transport):
         scope is cancelled), `_AT_EOF` after the peer's end of stream (output may still
         come, until a close)."""
         try:
-            n = os.readv(self._sock.fileno(), buffers)
+            n = os.readv(self._fd, buffers)
         except BlockingIOError:
             return _READING
         except OSError as exc:
             self._lost(exc)
             return _ENDED
-        self._stamp()
+        if self._idle_timeout is not None:  # (_stamp, inline: once per read)
+            self._last_activity = trio.current_time()
         if self._lingering:  # closing: the input is dropped, its end ends the connection
             if not n:
                 self._end()
@@ -575,8 +580,7 @@ class _SocketTransport(_Transport):
             return _ENDED
         if self._guard is not None:
             self._guard.read(n)
-        nursery = self._nursery
-        if nursery is None or nursery.cancel_scope.cancel_called:
+        if self._ended:
             return _ENDED  # closed from a callback: unsent output is dropped
         self.output_ready()
         return _READING if n else _AT_EOF
@@ -585,7 +589,7 @@ class _SocketTransport(_Transport):
         """Send queued output now, without awaiting, until the socket is full or the queue is
         empty; True if output is left (False too if the connection failed)."""
         channel = self._chat.channel
-        fd = self._sock.fileno()
+        fd = self._fd
         try:
             while True:
                 try:
@@ -709,7 +713,7 @@ class _ReadPoller:
         """Sleep while the poller reads for *transport*; return what it must do next
         (`_READING`: check what it waits for, then park again; `_AT_EOF`, `_ENDED`,
         `_GONE`).  Cancelling the task unparks it."""
-        fd = transport._sock.fileno()
+        fd = transport._fd
         try:
             self._epoll.register(fd, select.EPOLLIN)
         except (OSError, ValueError):  # a socket closed under us: the task finds out
@@ -754,13 +758,22 @@ class _ReadPoller:
         parked = self._parked
         view, buffers = self._view, self._buffers
         try:
+            budget = _POLL_BATCH
             while not self._stopped:
-                try:
-                    await trio.lowlevel.wait_readable(epoll.fileno())
-                except trio.ClosedResourceError:  # _stop_if_idle
-                    return
+                events = epoll.poll(0, _POLL_BATCH)
+                if not events:  # wait (a checkpoint); first look again, which is cheaper
+                    budget = _POLL_BATCH
+                    try:
+                        await trio.lowlevel.wait_readable(epoll.fileno())
+                    except trio.ClosedResourceError:  # _stop_if_idle
+                        return
+                    continue
+                budget -= len(events)
+                if budget <= 0:  # served a batch's worth without a checkpoint: let others run
+                    budget = _POLL_BATCH
+                    await trio.lowlevel.checkpoint()
                 self._polling = True
-                for fd, _ in epoll.poll(0, _POLL_BATCH):
+                for fd, _ in events:
                     entry = parked.get(fd)
                     if entry is None:
                         continue  # unparked since the poll
