@@ -11,20 +11,26 @@ scope is the connection's.  It takes one of two transports, chosen once per conn
   ``send_all`` for it, so a producer is pulled only once the previous chunk was taken.
   Queue drained and ``wants_close`` set: it stops the reader and closes the stream.
 * `_SocketTransport`, for a plain TCP ``trio.SocketStream`` on POSIX: the select driver's
-  way inside trio, one task.  It awaits ``wait_readable``, reads with ``os.readv`` on the
-  socket's descriptor (non-blocking, as trio keeps it) into the run's one shared buffer of
-  `READ_SIZE` bytes, and feeds a view of it *before any other await*: no other connection
-  runs, hence none overwrites the buffer, until `Chat.feed` has returned, and the channel
-  copies what it keeps.  Then it sends the replies at once, without awaiting, as far as
-  the socket takes them (``os.write``; the unsent rest goes back with `Channel.unsend`).
-  Only while the socket is full does a writer task exist: it awaits ``wait_writable`` and
-  sends the same way, while the connection's task reads on.  Output never waits outside
-  the channel across an await, so two senders cannot reorder it; everything sent and
-  ``wants_close`` set: the connection ends.  One task, no per-read buffer and no output
-  held between tasks brought the peak memory of 1,000 busy connections from 128 MiB
-  down to about 39 MiB (select driver: 24 MiB; trio itself: 9 MiB more at rest).
-  (Awaiting the trio socket's ``recv_into`` would not do: trio yields after the system
-  call, so a shared buffer could be overwritten before the feed.)
+  way inside trio.  Where the platform has epoll, the connection's task *parks* in the
+  run's `_ReadPoller` while it may read: one system task per run waits (through trio) for
+  an epoll of its own, where every parked socket is registered once, and serves each
+  ready socket in turn, so a request/response round trip costs no task switch and no
+  ``epoll_ctl`` of its own (elsewhere the task awaits ``wait_readable`` itself).  A read
+  is ``os.readv`` on the socket's descriptor (non-blocking, as trio keeps it) into the
+  run's one shared buffer of `READ_SIZE` bytes, whose view is fed *before any await*: no
+  other connection runs, hence none overwrites the buffer, until `Chat.feed` has
+  returned, and the channel copies what it keeps.  Then the replies are sent at once,
+  without awaiting, as far as the socket takes them (``os.write``; the unsent rest goes
+  back with `Channel.unsend`).  Only while the socket is full does a writer task exist: it
+  awaits ``wait_writable`` and sends the same way, while the reading goes on.  Output
+  never waits outside the channel across an await, so two senders cannot reorder it;
+  everything sent and ``wants_close`` set: the connection ends.  No per-read buffer and
+  no output held between tasks brought the peak memory of 1,000 busy connections from
+  128 MiB down to about 39 MiB (select driver: 31 MiB).  (Awaiting the trio socket's
+  ``recv_into`` would not do: trio yields after the system call, so a shared buffer could
+  be overwritten before the feed.)  A parked task wakes when it must wait for something
+  first (the rules below), at the peer's end of stream, or when its scope is cancelled;
+  callbacks the poller runs see that task's context variables.
 
 Either way, while the chat's unsent output is above its `Chat.high_water`, or the chat has
 paused its reading, the reading waits (a peer that never reads stops being read); while a
