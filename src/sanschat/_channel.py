@@ -207,7 +207,54 @@ def _exhausted(iterator: Iterator[Any]) -> bool:
     """
     if type(iterator) is _Stepper:  # done, or retired (a new call, interrupt...)
         return iterator.done or iterator._channel._out is not iterator._out
+    if type(iterator) is _LazyEvents:
+        return iterator.done
     return len(iterator.__reduce__()) < 3
+
+
+#: The fewest items of an events outbox that the compiled build hands out through a
+#: `_LazyEvents` rather than ``map(_as_event, iter(out))``.
+_LAZY_MIN: Final = 32
+
+
+@final
+class _LazyEvents:
+    """Compiled build: the iterator of a large events outbox, which makes each frame's
+    `Data` as the consumer reaches it (see `_LAZY_DATA`).
+
+    It behaves as the list iterator it replaces (``__length_hint__``; once past the end,
+    exhausted for good; before that, it sees items appended), and saves the call of
+    `_as_event` per event that a ``map`` costs; but its end is a ``StopIteration`` raised,
+    dearer than a list iterator's, so small outboxes keep the ``map``.  Never built in pure
+    Python, where a ``__next__`` in Python would cost more than it saves.
+    """
+
+    __slots__ = ("_i", "_out", "done")
+
+    def __init__(self, out: list[Any]) -> None:
+        self._out = out
+        self._i = 0
+        self.done = False
+
+    def __iter__(self) -> _LazyEvents:
+        return self
+
+    def __next__(self) -> Any:
+        out = self._out
+        i = self._i
+        if self.done or i >= len(out):
+            self.done = True
+            raise StopIteration
+        self._i = i + 1
+        item = out[i]
+        if type(item) is bytes:
+            return Data(item)
+        if type(item) is _Overflow:
+            bool(item)  # raises FrameTooLarge
+        return item
+
+    def __length_hint__(self) -> int:
+        return 0 if self.done else max(len(self._out) - self._i, 0)
 
 
 class _Stepper:
@@ -910,6 +957,9 @@ class Channel(SendQueue):
             stepper = self._out_it = _Stepper(self, out, events)
             return stepper
         too_large = self._cut()
+        if events and _LAZY_DATA and len(out) >= _LAZY_MIN:
+            lazy = self._out_it = _LazyEvents(out)
+            return lazy
         iterator = self._out_it = iter(out)
         if events:
             if _LAZY_DATA:
