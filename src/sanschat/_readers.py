@@ -281,7 +281,10 @@ class BytesReader(_Searching):
         if limit is not None:
             if frame_len + len(parts[0]) > limit:
                 raise TooLarge(frame_len + len(parts[0]))
-            if max(map(len, parts)) > limit:
+            # No part is longer than all of them together: most reads need no scan for one
+            # too large (the scan costs as much as the split).
+            total = len(buf) - len(rest) - len(parts) * len(term)
+            if total > limit and max(map(len, parts)) > limit:
                 del parts[next(i for i, part in enumerate(parts) if len(part) > limit) :]
                 del buf[: sum(map(len, parts)) + len(parts) * len(term)]
                 self.scan_from = 0
