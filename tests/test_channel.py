@@ -654,6 +654,40 @@ def test_buffered_output_counts_queued_bytes() -> None:
     assert channel.buffered_output == 2
 
 
+def test_buffered_output_counts_the_small_pushes_joined_at_the_tail() -> None:
+    channel = Channel()
+    channel.push(b"ab")
+    channel.push(b"cd")  # the second small push starts the joined tail
+    channel.push(b"")
+    channel.push(bytearray(b"ef"))
+    assert channel.buffered_output == 6
+    channel.push(b"x" * 600)  # too large to join: the tail ends, its bytes stay counted
+    channel.push(b"gh")
+    assert channel.buffered_output == 608
+    chunk = channel.data_to_send(4)
+    assert channel.buffered_output == 604
+    channel.unsend(chunk[1:])
+    assert channel.buffered_output == 607
+    channel.push_with_producer([b"ij"])
+    channel.close_when_done()
+    assert channel.buffered_output == 607
+    assert drain(channel) == b"bcdef" + b"x" * 600 + b"ghij"
+    assert channel.buffered_output == 0
+
+
+def test_a_push_after_close_when_done_is_refused_even_onto_a_joined_tail() -> None:
+    channel = Channel()
+    channel.push(b"a")
+    channel.push(b"b")  # a tail that a later small push would join
+    channel.close_when_done()
+    with pytest.raises(TypeError, match="str"):
+        channel.push("late")  # type: ignore[arg-type]
+    for late in (b"late", b"", bytearray(b"late")):
+        with pytest.raises(ValueError, match="close_when_done"):
+            channel.push(late)
+    assert drain(channel) == b"ab"
+
+
 def test_data_to_send_refuses_a_max_below_one() -> None:
     channel = Channel()
     channel.push(b"x")

@@ -10,7 +10,8 @@ as an HTTP server does (headers by line, then a body by byte count).
 
 Send side: whatever is pushed, through any mix of `push` and producers, comes out of
 `data_to_send` byte-identical and in order however the writes are cut short; a producer is
-pulled only when its bytes are wanted; `wants_close` comes after the last byte.
+pulled only when its bytes are wanted; `wants_close` comes after the last byte;
+`buffered_output` is exact after every call.
 
 Memory: with ``max_frame_size`` set, the channel holds a bounded number of bytes or raises
 `FrameTooLarge`, and then every byte fed is either delivered or still buffered.
@@ -544,6 +545,42 @@ def test_everything_pushed_comes_out_in_order_and_producers_are_pulled_only_when
         ident for ident, index in sender.log.pulls if index == len(sender.offsets[ident]) - 1
     }
     assert exhausted == set(sender.offsets)
+
+
+def _queued(channel: Channel) -> int:
+    """The bytes-like items' bytes in the send queue, counted the slow way."""
+    items = channel._queue
+    return sum(len(item) for item in items if isinstance(item, (bytes, bytearray, memoryview)))
+
+
+# sizes on both sides of the tail's join limit (_COALESCE, 512 bytes)
+sized_pushes = st.tuples(
+    st.sampled_from(["bytes", "bytearray", "memoryview", "bytes-producer"]),
+    st.sampled_from([0, 1, 7, 511, 512, 513, 2000]),
+)
+queue_ops = st.lists(st.one_of(sized_pushes, push_ops, drain_ops), max_size=30)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(queue_ops)
+def test_buffered_output_is_exact_after_every_push_send_and_unsend(
+    ops: list[tuple[str, int | bytes | list[bytes] | tuple[int, int]]],
+) -> None:
+    sender = _Sender()
+    for kind, value in ops:
+        if isinstance(value, int):
+            value = b"z" * value
+        if isinstance(value, tuple):
+            sender.drain(*value)
+        else:
+            sender.push(kind, value)
+        assert sender.channel.buffered_output == _queued(sender.channel)
+    sender.channel.close_when_done()
+    assert sender.channel.buffered_output == _queued(sender.channel)
+    while not sender.channel.wants_close:
+        sender.drain(700, 300)
+        assert sender.channel.buffered_output == _queued(sender.channel)
+    assert bytes(sender.written) == bytes(sender.expected)
 
 
 # ---------------------------------------------------------------- (d) memory bound

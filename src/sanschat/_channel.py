@@ -460,7 +460,7 @@ class Channel(SendQueue):
         return (
             f"<Channel terminator={self.get_terminator()!r} "
             f"max_frame_size={self.max_frame_size!r} buffered_input={self.buffered_input} "
-            f"buffered_output={self._queued_bytes}>"
+            f"buffered_output={self.buffered_output}>"
         )
 
     # ------------------------------------------------------------------ terminator

@@ -5,7 +5,11 @@ marker.  Small pushes (under `_COALESCE` bytes) are appended to one ``bytearray`
 tail of the queue (``_tail``), which is never written again once `SendQueue.data_to_send`
 has handed any of it out; larger ones are queued as they are (held by reference, not
 copied), so one ``bytes`` pushed to many channels (a fan-out) is shared by all of them, and
-large bytes travel as ``memoryview`` slices, never as re-sliced copies.
+large bytes travel as ``memoryview`` slices, never as re-sliced copies.  ``_queued_bytes``
+counts every queued byte but the tail's, which are counted when the tail ends (it is handed
+out, or something that cannot join it is queued): a small push onto the tail writes nothing
+but the tail, and `SendQueue.buffered_output`, what anyone else reads, adds the tail's length.
+Only `close_when_done` sets ``_closing``, and it ends the tail, so a tail means not closing.
 `SendQueue.data_to_send` takes items from the front until it has ``max_bytes``; it calls a
 producer's ``more()`` only while bytes are still wanted, joins small items into one chunk,
 and returns a large item (or the part of it that fits) as a ``memoryview`` without copying;
@@ -87,20 +91,22 @@ class SendQueue:
             ValueError: after `close_when_done`, even for empty data: a push after closing
                 is a mistake however little it pushes.
         """
-        if type(data) is not bytes:
-            data = _checked_push(data)
-        if self._closing:
-            raise ValueError("push() after close_when_done(): the data would never be sent")
-        size = len(data)
         tail = self._tail
-        if tail is not None and size < _COALESCE:  # the hot path: one more small reply
+        if tail is not None and type(data) is bytes and len(data) < _COALESCE:
+            # The hot path, one more small reply: bytes pass the type check, a tail means no
+            # close_when_done (it ends the tail), and the tail's bytes are not counted in
+            # _queued_bytes until it ends (see _end_tail), so this is the only write.
             tail += data
-            self._queued_bytes += size
-        elif not self._queue and size:  # the other one: a lone reply (request/response)
-            self._queue.append(data)
-            self._queued_bytes = size
         else:
-            self._append_bytes(data)
+            if type(data) is not bytes:
+                data = _checked_push(data)
+            if self._closing:
+                raise ValueError("push() after close_when_done(): the data would never be sent")
+            if not self._queue and data:  # the other one: a lone reply (request/response)
+                self._queue.append(data)
+                self._queued_bytes = len(data)
+            else:
+                self._append_bytes(data)
         if self._on_push is not None:
             self._on_push()
 
@@ -108,10 +114,11 @@ class SendQueue:
         size = len(data)
         queue = self._queue
         if size >= _COALESCE:
+            self._end_tail()
             queue.append(data)
-            self._tail = None
+            self._queued_bytes += size
         elif self._tail is not None:
-            self._tail += data
+            self._tail += data  # (counted when the tail ends)
         elif size:
             # A lone small push is queued as it is; the second one starts the tail, so a
             # push-then-send-per-message pattern never pays for a bytearray.
@@ -120,9 +127,17 @@ class SendQueue:
                 tail = self._tail = bytearray(last)
                 tail += data
                 queue[-1] = tail
+                self._queued_bytes -= len(last)  # counted as the tail's from now on
             else:
                 queue.append(data)
-        self._queued_bytes += size
+                self._queued_bytes += size
+
+    def _end_tail(self) -> None:
+        """Grow the tail no more (if there is one): its bytes are counted from now on."""
+        tail = self._tail
+        if tail is not None:
+            self._tail = None
+            self._queued_bytes += len(tail)
 
     def push_with_producer(self, producer: ProducerLike) -> None:
         """Queue a producer, pulled by `data_to_send` only when its bytes are wanted.
@@ -145,8 +160,8 @@ class SendQueue:
         if isinstance(item, (bytes, memoryview)):
             self._append_bytes(item)
         else:
+            self._end_tail()
             self._queue.append(item)
-            self._tail = None
 
     def close_when_done(self) -> None:
         """Ask for the connection to close once everything queued so far has been sent.
@@ -157,8 +172,8 @@ class SendQueue:
         """
         if not self._closing:
             self._closing = True
+            self._end_tail()
             self._queue.append(_CLOSE)
-            self._tail = None
 
     @property
     def closing(self) -> bool:
@@ -205,7 +220,7 @@ class SendQueue:
             item = queue[0]
             if isinstance(item, (bytes, memoryview, bytearray)):
                 if item is self._tail:
-                    self._tail = None  # handed out: later pushes start a new tail
+                    self._end_tail()  # handed out: later pushes start a new tail
                 room = max_bytes - size
                 length = len(item)
                 if out and size + length > _JOIN_LIMIT:
@@ -285,7 +300,8 @@ class SendQueue:
     @property
     def buffered_output(self) -> int:
         """Bytes queued to send and not yet handed out (producers' bytes not counted)."""
-        return self._queued_bytes
+        tail = self._tail
+        return self._queued_bytes if tail is None else self._queued_bytes + len(tail)
 
 
 def _checked_push(data: object) -> bytes | memoryview:

@@ -335,7 +335,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
                     self._fail(exc)
                     return
         if (self._reading_paused or chat._slow or self._input_full
-                or channel._queued_bytes > chat.high_water):
+                or channel.buffered_output > chat.high_water):
             self._update_reading(transport)  # (else reading goes on: nothing to change)
 
     def _update_reading(self, transport: asyncio.Transport) -> None:

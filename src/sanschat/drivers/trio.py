@@ -551,7 +551,7 @@ class _SocketTransport(_Transport):
     def _may_read_on(self) -> bool:
         """Whether the next read needs no wait first (no pause, backlog or full output)."""
         chat = self._chat
-        return not chat._slow and chat.channel._queued_bytes <= chat.high_water
+        return not chat._slow and chat.channel.buffered_output <= chat.high_water
 
     def _read_ready(self, view: memoryview, buffers: list[memoryview]) -> object:
         """The socket is readable: read once, feed, send the replies.  Never awaits, so the
