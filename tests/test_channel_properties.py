@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -584,6 +585,33 @@ def test_buffered_output_is_exact_after_every_push_send_and_unsend(
 
 
 # ---------------------------------------------------------------- (d) memory bound
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    byte_terminators,
+    st.integers(100, 300),
+    st.lists(st.tuples(st.integers(0, 600), st.integers(-3, 3)), max_size=4),
+    st.integers(0, 2**32),
+)
+def test_a_batch_of_many_short_frames_stops_at_exactly_the_first_frame_over_the_limit(
+    terminator: bytes, limit: int, long_frames: list[tuple[int, int]], seed: int
+) -> None:
+    # Many frames per byte of limit: the batch proves most reads fit with a few finds
+    # (_readers._all_fit); frames made of the terminator's own bytes test its overlaps.
+    rng = random.Random(seed)
+    sizes = rng.choices([0, 0, 0, 1, 2], k=rng.randint(300, 600))
+    for at, excess in long_frames:
+        sizes.insert(at, limit + excess)
+    stream = b"".join(bytes(rng.choices(ALPHABET, k=size)) + terminator for size in sizes)
+    expected = stream.split(terminator)[:-1]
+    fitting = list(itertools.takewhile(lambda frame: len(frame) <= limit, expected))
+    channel = Channel(terminator, max_frame_size=limit)
+    got: list[bytes] = []
+    too_large = len(fitting) < len(expected)
+    with pytest.raises(FrameTooLarge) if too_large else contextlib.nullcontext():
+        got.extend(channel.frames(stream))
+    assert got == fitting
 
 
 @st.composite

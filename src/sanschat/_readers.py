@@ -273,7 +273,8 @@ class BytesReader(_Searching):
         that frame; raises `TooLarge` if it is the first one.
         """
         term = self.term
-        parts = bytes(buf).split(term)
+        whole = bytes(buf)
+        parts = whole.split(term)
         rest = parts.pop()
         if not parts:
             return parts
@@ -281,10 +282,14 @@ class BytesReader(_Searching):
         if limit is not None:
             if frame_len + len(parts[0]) > limit:
                 raise TooLarge(frame_len + len(parts[0]))
-            # No part is longer than all of them together: most reads need no scan for one
-            # too large (the scan costs as much as the split).
-            total = len(buf) - len(rest) - len(parts) * len(term)
-            if total > limit and max(map(len, parts)) > limit:
+            # The scan for a part too large costs as much as the split: most reads are
+            # proved to need none, by their size or by a few finds (see _all_fit).
+            end = len(buf) - len(rest)
+            if (
+                end - len(parts) * len(term) > limit  # no part is longer than all of them
+                and not _all_fit(whole, term, end, limit, len(parts))
+                and max(map(len, parts)) > limit
+            ):
                 del parts[next(i for i, part in enumerate(parts) if len(part) > limit) :]
                 del buf[: sum(map(len, parts)) + len(parts) * len(term)]
                 self.scan_from = 0
@@ -295,6 +300,25 @@ class BytesReader(_Searching):
             buf.clear()
         self.scan_from = 0
         return parts
+
+
+def _all_fit(data: bytes, term: bytes, end: int, limit: int, count: int) -> bool:
+    """True if no part of ``data[:end].split(term)`` (*count* parts, *end* just after a
+    terminator) is longer than *limit*, proved with a few ``find`` calls; False if not
+    proved (then the caller measures the parts).
+
+    A part is never longer than the distance from its start to the next match of *term* at
+    or after it (a match that ``split`` skipped overlaps one it took, which starts no later
+    and not before the part).  So if a match starts in every block of ``(limit + 1) // 2``
+    bytes up to the last terminator, no part reaches two blocks: none is over *limit*.
+    Used only when the blocks are far fewer than the parts (long lines: the scan is cheap).
+    """
+    step = (limit + 1) // 2
+    if not step or end // step > count // 16:
+        return False
+    last = end - len(term)  # where the last terminator starts
+    reach = step - 1 + len(term)  # a match found in data[start:start + reach] starts in the block
+    return all(data.find(term, start, start + reach) >= 0 for start in range(0, last + 1, step))
 
 
 class TupleReader(_Searching):
