@@ -938,7 +938,8 @@ def test_closing_a_parked_connection_unparks_it_and_an_idle_poller_stops(read_pa
             await client.send_all(b"ping\r\n")
             assert await read_exactly(client, 6) == b"ping\r\n"
             poller = driver._POLLER.get()
-            assert poller is not None and list(poller._parked.values())[0][0]._chat is chats[0]
+            assert poller is not None
+            assert next(iter(poller._parked.values()))[0]._chat is chats[0]
             chats[0].close()  # outside a callback: the parked task is cancelled
             assert await read_until_eof(client) == b""
             await trio.testing.wait_all_tasks_blocked()
