@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -336,6 +336,55 @@ def test_set_terminator_outside_a_callback_frames_what_is_already_buffered() -> 
     chat.set_terminator(b"\n")  # e.g. from a timer: the two lines are framed at once
     assert chat.frames == [b"A", b"B"]
     assert transport.output_ready_calls == 2  # once per set_terminator: replies may be queued
+
+
+def test_set_terminator_in_a_callback_frames_nothing_at_once_and_tells_nobody() -> None:
+    class Switching(Frames):
+        def found_frame(self, frame: bytes) -> None:
+            super().found_frame(frame)
+            self.set_terminator(int(frame) if frame.isdigit() else b"\n")
+
+    chat = Switching()
+    transport = attached(chat)
+    chat.feed(b"3\nabc4\nwxyz")
+    assert chat.frames == [b"3", b"abc", b"4", b"wxyz"]
+    assert transport.output_ready_calls == 0  # the driver flushes after the feed
+
+
+def test_a_refused_set_terminator_outside_a_callback_frames_nothing_and_tells_nobody() -> None:
+    chat = Frames()
+    transport = attached(chat)
+    chat.set_terminator(None)
+    chat.feed(b"A\n")
+    with pytest.raises(TypeError, match="str"):
+        chat.set_terminator("\n")  # type: ignore[arg-type]
+    assert chat.frames == [] and transport.output_ready_calls == 1  # (the first one)
+    chat.set_terminator(b"\n")  # the hook is still in place
+    assert chat.frames == [b"A"] and transport.output_ready_calls == 2
+
+
+def test_set_terminator_is_the_channels_own_unless_a_subclass_overrides_it() -> None:
+    chat = Frames()
+    if hasattr(chat, "__dict__"):  # (a compiled plain Chat keeps the class's own)
+        assert chat.set_terminator == chat.channel.set_terminator
+
+    class Logged(Frames):
+        def __init__(self) -> None:
+            super().__init__()
+            self.set: list[object] = []
+
+        def set_terminator(self, terminator: Any, **limit: Any) -> None:
+            self.set.append(terminator)
+            super().set_terminator(terminator, **limit)
+
+    logged = Logged()
+    transport = attached(logged)
+    logged.set_terminator(None)
+    logged.feed(b"A\nB\n")
+    logged.set_terminator(b"\n", max_frame_size=10)  # framed once, told once
+    assert logged.set == [None, b"\n"] and logged.frames == [b"A", b"B"]
+    assert transport.output_ready_calls == 2
+    assert logged.channel.max_frame_size == 10
 
 
 # ---------------------------------------------------------------------- found_frames (batch hook)

@@ -56,7 +56,7 @@ This module must never import anything that does I/O, read a clock, start a thre
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Final, TypeAlias, final, overload
@@ -421,6 +421,7 @@ class Channel(SendQueue):
         "_frame_len",
         "_hot",
         "_marks",
+        "_on_terminator",
         "_out",
         "_out_events",
         "_out_guarded",
@@ -454,6 +455,9 @@ class Channel(SendQueue):
         self._resume = False  # a terminator set in a loop left bytes to frame stepwise
         self._spare: BytesReader | None = None  # see set_terminator's stepwise path
         self._spare_count: CountReader | None = None  # the same, for counts
+        # Called after each set_terminator that succeeds (see Chat: while none of its
+        # callbacks runs, a terminator set frames the bytes held at once); None: nothing.
+        self._on_terminator: Callable[[], object] | None = None
         self.set_terminator(terminator)
 
     def __repr__(self) -> str:
@@ -520,6 +524,15 @@ class Channel(SendQueue):
                 an empty element.
             FrameTooLarge: inside a loop, as said above.
         """
+        hook = self._on_terminator
+        if hook is not None:  # (rare: the hot loops of Chat run with it unset)
+            self._on_terminator = None
+            try:
+                self.set_terminator(terminator, max_frame_size=max_frame_size)  # type: ignore[arg-type]
+            finally:
+                self._on_terminator = hook
+            hook()  # only once it succeeded
+            return
         kind = type(terminator)
         if (kind is bytes and terminator) or (kind is int and terminator >= 0):  # type: ignore[operator]
             term: Terminator = terminator  # type: ignore[assignment]  # valid as it is

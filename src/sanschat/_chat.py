@@ -264,6 +264,12 @@ class Chat:
         if attributes is not None and type(self).push is Chat.push:
             attributes["push"] = self.channel.push
         self.channel._on_push = self._output_ready
+        # The same for set_terminator, which outside callbacks must also frame the bytes
+        # held at once (the channel's _on_terminator hook, unset while a callback runs).
+        self._terminator_set: Callable[[], None] = self._frame_held
+        if attributes is not None and type(self).set_terminator is Chat.set_terminator:
+            attributes["set_terminator"] = self.channel.set_terminator
+        self.channel._on_terminator = self._terminator_set
         self._batch_mode = _style(type(self)) == "found_frames"
         self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
         # A terminator set in a callback ends the channel's loop, and feed goes on deciding
@@ -393,15 +399,22 @@ class Chat:
         callback runs the same way whatever the cut).  The frames after it are then decided
         one step at a time, so switching on every frame costs no more than the frames.
         Called outside a callback (from a timer, or through `Transport.call_soon_threadsafe`),
-        it frames at once the bytes already received under the new terminator.
+        it frames at once the bytes already received under the new terminator.  Unless a
+        subclass overrides it, a chat's ``set_terminator`` is its channel's own (bound in
+        ``__init__``), whose hook does that framing: one Python call per switch.
         """
         if max_frame_size is _CHANNEL_LIMIT:
             self.channel.set_terminator(terminator)
         else:
             self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
-        if not self._dispatching:
-            self.feed(b"")
-            self.transport.output_ready()
+        if not self._dispatching and self.channel._on_terminator is None:
+            self._frame_held()  # (else the channel's hook just did)
+
+    def _frame_held(self) -> None:
+        """After a terminator set outside a callback: frame the bytes held under it now, and
+        tell the driver about what that queued."""
+        self.feed(b"")
+        self.transport.output_ready()
 
     def get_terminator(self) -> Terminator:
         """The terminator in force; for an int, the bytes still wanted."""
@@ -649,12 +662,13 @@ class Chat:
         if self.idle_timeout is not None:
             transport.set_idle_timeout(self.idle_timeout)
         self._dispatching = True
-        self.channel._on_push = None
+        self.channel._on_push = self.channel._on_terminator = None
         try:
             self.connection_made()
         finally:
             self._dispatching = False
             self.channel._on_push = self._output_ready
+            self.channel._on_terminator = self._terminator_set
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Driver API: frame received *data* and run the callbacks.
@@ -673,7 +687,7 @@ class Chat:
             self._feed_slow(data)
             return
         self._dispatching = True
-        self.channel._on_push = None
+        self.channel._on_push = self.channel._on_terminator = None
         try:
             if self._frames_mode and not self._batch_mode:
                 frames = channel.frames(data)
@@ -713,6 +727,7 @@ class Chat:
         finally:
             self._dispatching = False
             self.channel._on_push = self._output_ready
+            self.channel._on_terminator = self._terminator_set
 
     def _feed_slow(self, data: bytes | bytearray | memoryview) -> None:
         """`feed` while paused (the bytes wait in the channel) or with a backlog (the next
@@ -728,7 +743,7 @@ class Chat:
             self.feed(data)  # nothing live to go on with: cut anew
             return
         self._dispatching = True
-        self.channel._on_push = None
+        self.channel._on_push = self.channel._on_terminator = None
         try:
             self._dispatch(rest[0])
         except ProtocolError as error:
@@ -736,6 +751,7 @@ class Chat:
         finally:
             self._dispatching = False
             self.channel._on_push = self._output_ready
+            self.channel._on_terminator = self._terminator_set
 
     def _set_rest(self, rest: tuple[Iterator[Any], Any] | None) -> None:
         self._rest = rest
@@ -847,7 +863,7 @@ class Chat:
         if self._closed or self.channel.closing:
             return
         self._dispatching = True
-        self.channel._on_push = None
+        self.channel._on_push = self.channel._on_terminator = None
         self._set_rest(None)
         try:
             unframed = bytearray()
@@ -886,6 +902,7 @@ class Chat:
         finally:
             self._dispatching = False
             self.channel._on_push = self._output_ready
+            self.channel._on_terminator = self._terminator_set
 
     def detach(self, exc: BaseException | None = None) -> None:
         """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
