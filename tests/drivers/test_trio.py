@@ -88,6 +88,17 @@ async def read_until_eof(stream: Any) -> bytes:
     return bytes(data)
 
 
+def recording() -> tuple[list[Recorded], Callable[[], Chat]]:
+    """A factory of `Recorded` chats, and the list of those it made."""
+    chats: list[Recorded] = []
+
+    def factory() -> Chat:
+        chats.append(Recorded())
+        return chats[-1]
+
+    return chats, factory
+
+
 async def tcp_server(nursery: Any, factory: Callable[[], Chat]) -> int:
     """Start `driver.serve` in *nursery*; return its port."""
     listeners = await nursery.start(driver.serve, factory)
@@ -472,11 +483,7 @@ def test_failing_factory_drops_that_connection_only_and_is_logged(
 def test_peer_reset_detaches_with_the_oserror_and_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    chats: list[Recorded] = []
-
-    def factory() -> Chat:
-        chats.append(Recorded())
-        return chats[-1]
+    chats, factory = recording()
 
     async def test() -> None:
         async with trio.open_nursery() as nursery:
@@ -783,11 +790,7 @@ def test_tcp_connections_read_into_one_shared_buffer_and_are_fed_bytes(
         return readv(fd, buffers)
 
     monkeypatch.setattr(os, "readv", recording_readv)
-    chats: list[Recorded] = []
-
-    def factory() -> Chat:
-        chats.append(Recorded())
-        return chats[-1]
+    chats, factory = recording()
 
     async def test() -> None:
         async with trio.open_nursery() as nursery:
@@ -823,11 +826,7 @@ def test_tcp_close_from_a_callback_drops_the_output_it_queued() -> None:
 
 
 def test_tcp_output_pushed_outside_a_callback_is_sent_then_closed_when_done() -> None:
-    chats: list[Recorded] = []
-
-    def factory() -> Chat:
-        chats.append(Recorded())
-        return chats[-1]
+    chats, factory = recording()
 
     async def test() -> None:
         async with trio.open_nursery() as nursery:
@@ -925,11 +924,7 @@ def test_tcp_callbacks_run_in_the_poller_task_with_the_connection_task_contextva
 
 @needs_poller
 def test_closing_a_parked_connection_unparks_it_and_an_idle_poller_stops(read_path: str) -> None:
-    chats: list[Recorded] = []
-
-    def factory() -> Chat:
-        chats.append(Recorded())
-        return chats[-1]
+    chats, factory = recording()
 
     async def test() -> None:
         async with trio.open_nursery() as nursery:
