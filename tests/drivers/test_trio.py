@@ -1011,6 +1011,35 @@ def test_connections_read_on_by_themselves_once_the_poller_stops(read_path: str)
     run(test)
 
 
+@needs_poller
+def test_a_socket_the_poller_cannot_register_is_read_by_its_own_task(read_path: str) -> None:
+    class Refusing:
+        """An epoll that refuses every socket (as for one closed under the driver)."""
+
+        def __init__(self, epoll: Any) -> None:
+            self.fileno, self.poll, self.close = epoll.fileno, epoll.poll, epoll.close
+
+        def register(self, fd: int, eventmask: int = 0) -> None:
+            raise OSError(9, "refused for the test")
+
+    async def test() -> None:
+        poller = driver._ReadPoller()
+        poller._epoll = Refusing(poller._epoll)  # type: ignore[assignment]
+        driver._POLLER.set(poller)  # this run's poller: every park fails
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            port = await tcp_server(nursery, Echo)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            for line in (b"one\r\n", b"two\r\n"):  # (a task that parked again would spin)
+                await client.send_all(line)
+                assert await read_exactly(client, 5) == line
+            assert poller._stopped and driver._POLLER.get() is None
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(test)
+
+
 # ---------------------------------------------------------------- TLS (optional: trustme)
 
 

@@ -718,13 +718,14 @@ class _ReadPoller:
     async def park(self, transport: _SocketTransport) -> object:
         """Sleep while the poller reads for *transport*; return what it must do next
         (`_READING`: check what it waits for, then park again; `_AT_EOF`, `_ENDED`,
-        `_GONE`).  Cancelling the task unparks it."""
+        `_GONE`: wait for reads itself, also if its socket cannot join the epoll).  Cancelling
+        the task unparks it."""
         fd = transport._fd
         try:
             self._epoll.register(fd, select.EPOLLIN)
-        except (OSError, ValueError):  # a socket closed under us: the task finds out
-            self._stop_if_idle()
-            return _READING
+        except (OSError, ValueError):  # (a socket closed under us): the task waits itself,
+            self._stop_if_idle()  # and finds out
+            return _GONE
         self._parked[fd] = (transport, trio.lowlevel.current_task())
 
         def abort(_raise_cancel: object) -> Any:
