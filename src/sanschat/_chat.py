@@ -266,7 +266,7 @@ class Chat:
         self.channel._on_push = self._output_ready
         # The same for set_terminator, which outside callbacks must also frame the bytes
         # held at once (the channel's _on_terminator hook, unset while a callback runs).
-        self._terminator_set: Callable[[], None] = self._frame_held
+        self._terminator_set: Callable[[], None] = self._frame_held  # (bound once, not per feed)
         if attributes is not None and type(self).set_terminator is Chat.set_terminator:
             attributes["set_terminator"] = self.channel.set_terminator
         self.channel._on_terminator = self._terminator_set
@@ -407,8 +407,7 @@ class Chat:
             self.channel.set_terminator(terminator)
         else:
             self.channel.set_terminator(terminator, max_frame_size=max_frame_size)
-        if not self._dispatching and self.channel._on_terminator is None:
-            self._frame_held()  # (else the channel's hook just did)
+        # (Outside callbacks the channel's hook, _frame_held, has framed the bytes held.)
 
     def _frame_held(self) -> None:
         """After a terminator set outside a callback: frame the bytes held under it now, and
