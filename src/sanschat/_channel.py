@@ -39,7 +39,8 @@ where their `Data` go (as compiled), with a `_Pending` in front of every `_CHUNK
 ``filter`` calls its ``__bool__`` when the consumer gets there, which makes those `Data` in
 place, lets go of the events before it, and is skipped.  Nothing moves, and a frame reads
 as its `Data` for every rule above.  The compiled build makes each `Data` as it is reached
-instead (`_LAZY_DATA`).
+instead (`_LAZY_DATA`): through ``map(_as_event, ...)``, or for a large outbox a native
+`_LazyEvents`, which behaves as that list iterator and saves a call per event.
 
 Hot paths.  Most reads under a bytes terminator either end no frame, or end exactly one at
 their last byte (request/response traffic).  While ``_hot`` holds the bytes reader (no frame
