@@ -36,6 +36,7 @@ chat closed: a late push never aborts the output `close_threadsafe` is flushing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -167,7 +168,26 @@ class _ThreadGate:
         self.pushes = 0  # calls
 
 
+# How feed dispatches (Chat._style, from the hooks the subclass overrides).
+_PER_FRAME: Final = 0  # found_frame
+_PER_EVENT: Final = 1  # collect_incoming_data and found_terminator
+_BATCH: Final = 2  # found_frames
+
 _GATE_LOCK = threading.Lock()  # makes each chat's _ThreadGate once, whichever thread asks
+
+
+def _shortcut(chat: Chat, name: str, method: Callable[..., None]) -> None:
+    """Make *method* (the channel's own) *chat*'s attribute *name*, if the chat can hold one.
+
+    Set as a plain attribute, never through ``chat.__dict__``: reading ``__dict__`` makes
+    CPython (3.11) build the instance's dict, after which no method call on the chat is
+    specialized (every ``self.found_frame``, ``chat.feed`` and ``self.push`` becomes a slow
+    generic lookup, about a fifth of a request/response round trip, measured with callgrind
+    in ``benchmarks/bench_instructions.py``).  A compiled build's plain `Chat` has no
+    ``__dict__``: its methods stay the class's own, which call the channel's.
+    """
+    with contextlib.suppress(AttributeError):
+        object.__setattr__(chat, name, method)
 
 
 def _style(cls: type[Chat]) -> str:
@@ -258,18 +278,16 @@ class Chat:
         # set while no callback runs), so unless a subclass overrides push, this chat's push
         # *is* the channel's: one Python call per reply instead of two.
         self._output_ready: Callable[[], None] = _DETACHED.output_ready
-        # (A compiled build's plain Chat has no __dict__: its push stays the class's own,
-        # which calls the channel's.)
-        attributes = getattr(self, "__dict__", None)
-        if attributes is not None and type(self).push is Chat.push:
-            attributes["push"] = self.channel.push
         self.channel._on_push = self._output_ready
         # The same for set_terminator, which outside callbacks must also frame the bytes
         # held at once (the channel's _on_terminator hook, unset while a callback runs).
         self._terminator_set: Callable[[], None] = self._frame_held  # (bound once, not per feed)
-        if attributes is not None and type(self).set_terminator is Chat.set_terminator:
-            attributes["set_terminator"] = self.channel.set_terminator
         self.channel._on_terminator = self._terminator_set
+        cls = type(self)
+        if cls.push is Chat.push:
+            _shortcut(self, "push", self.channel.push)
+        if cls.set_terminator is Chat.set_terminator:
+            _shortcut(self, "set_terminator", self.channel.set_terminator)
         self._batch_mode = _style(type(self)) == "found_frames"
         self._frames_mode = self._batch_mode or _style(type(self)) == "found_frame"
         # A terminator set in a callback ends the channel's loop, and feed goes on deciding
@@ -286,6 +304,12 @@ class Chat:
         self._slow = False  # _held or _backlog: feed takes _feed_slow
         budget = self.frame_budget
         self._budget = sys.maxsize if budget is None else budget  # (read once, here)
+        # feed's own loop takes up to this many frames (or events, two per frame) per read;
+        # more go to _loops, or to the budgeted _dispatch.
+        self._few = min(2 if self._frames_mode else 4, self._budget)
+        self._style = (
+            _BATCH if self._batch_mode else _PER_FRAME if self._frames_mode else _PER_EVENT
+        )
         self._senders: list[Chat] | None = None  # chats waiting for this one to drain
         self._drain_wanted = False  # someone waits for written(): senders or a thread
         self._gate: _ThreadGate | None = None  # made by the first push_threadsafe
@@ -685,43 +709,68 @@ class Chat:
         if self._slow:  # paused, or frames left over by the budget
             self._feed_slow(data)
             return
+        style = self._style
+        if style == _PER_FRAME:
+            try:
+                frames = channel.frames(data)
+            except ProtocolError as error:  # (the iterator raises them: defensive)
+                self._failed(error)
+                return
+            out = channel._out
+            if not out:  # no frame ended (a partial read): nothing to dispatch
+                return
+            count = len(out)
+        elif style == _PER_EVENT:
+            try:
+                events = channel.receive(data)
+            except ProtocolError as error:
+                self._failed(error)
+                return
+            out = channel._out
+            if not out:
+                return
+            count = len(out)
+        # Inside callbacks, pushes and terminators wake nobody: the driver flushes after.
+        self._dispatching = True
+        channel._on_push = channel._on_terminator = None
+        try:
+            if style == _PER_FRAME:
+                if count <= self._few:  # the hot path: a read of a frame or two
+                    for frame in frames:
+                        self.found_frame(frame)
+                elif count > self._budget:
+                    self._dispatch(frames)
+                else:  # many: see _loops
+                    each_frame(self.found_frame, frames)
+                if channel._resume and not self._stopped():  # a switch: go on stepwise
+                    self._dispatch(channel._frames_stepwise())
+            elif style == _PER_EVENT:
+                if count <= self._few:  # the hot path: the events of a frame
+                    for event in events:
+                        if type(event) is Data:
+                            self.collect_incoming_data(event.data)
+                        else:
+                            self.found_terminator()
+                elif count > self._budget:
+                    self._dispatch(events)
+                else:  # many events: see _loops
+                    each_event(self.collect_incoming_data, self.found_terminator, events)
+                if channel._resume and not self._stopped():  # a switch: go on stepwise
+                    self._dispatch(channel._events_stepwise())
+            else:
+                self._feed_batches(channel.frames(data), self._budget)
+        except ProtocolError as error:
+            self._protocol_failed(error)
+        finally:
+            self._dispatching = False
+            channel._on_push = self._output_ready
+            channel._on_terminator = self._terminator_set
+
+    def _failed(self, error: ProtocolError) -> None:
+        """`_protocol_failed` for an error raised before any callback ran."""
         self._dispatching = True
         self.channel._on_push = self.channel._on_terminator = None
         try:
-            if self._frames_mode and not self._batch_mode:
-                frames = channel.frames(data)
-                out = channel._out
-                if out is not None and len(out) > self._budget:
-                    self._dispatch(frames)
-                else:  # the hot path: a read of a few frames, dispatched at once
-                    found = self.found_frame
-                    if out is not None and len(out) > 2:  # many: see _loops
-                        each_frame(found, frames)
-                    else:
-                        for frame in frames:
-                            found(frame)
-                    if channel._resume and not self._stopped():  # a switch: go on stepwise
-                        self._dispatch(channel._frames_stepwise())
-            elif self._batch_mode:
-                self._feed_batches(channel.frames(data), self._budget)
-            else:
-                events = channel.receive(data)
-                out = channel._out
-                if out is not None and len(out) > self._budget:
-                    self._dispatch(events)
-                else:
-                    collect, terminated = self.collect_incoming_data, self.found_terminator
-                    if out is not None and len(out) > 4:  # many events: see _loops
-                        each_event(collect, terminated, events)
-                    else:  # the hot path: the events of a frame or two
-                        for event in events:
-                            if type(event) is Data:
-                                collect(event.data)
-                            else:
-                                terminated()
-                    if channel._resume and not self._stopped():  # a switch: go on stepwise
-                        self._dispatch(channel._events_stepwise())
-        except ProtocolError as error:
             self._protocol_failed(error)
         finally:
             self._dispatching = False

@@ -309,7 +309,12 @@ class Guard:
         """*size* bytes were read and fed (0: end of stream)."""
         now = self.active = self.watch.now
         if self.timed_frames:
-            pending = self.chat.channel.buffered_input
+            channel = self.chat.channel
+            # (buffered_input, its common case read directly: this runs once per read)
+            if channel._buf or channel._out_it.__length_hint__():
+                pending = channel.buffered_input
+            else:
+                pending = 0
             if not pending:
                 self.frame_since = None
             elif pending <= size:  # the frame in progress began in this read

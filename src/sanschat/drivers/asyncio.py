@@ -318,8 +318,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 if budget < FLUSH_BUDGET:
                     if self._idle_timeout is not None:
                         self._touch()
-                    if self._guard is not None:
-                        self._guard.wrote()
+                    guard = self._guard
+                    if guard is not None:  # (Guard.wrote, inline: once per write)
+                        guard.sent = guard.active = guard.watch.now
             if channel._wants_close:
                 self._closing = True
                 self._close_gracefully(transport)
@@ -335,7 +336,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
                     self._fail(exc)
                     return
         if (self._reading_paused or chat._slow or self._input_full
-                or channel.buffered_output > chat.high_water):
+                or (channel._queue and channel.buffered_output > chat.high_water)):
             self._update_reading(transport)  # (else reading goes on: nothing to change)
 
     def _update_reading(self, transport: asyncio.Transport) -> None:

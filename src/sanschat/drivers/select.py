@@ -469,8 +469,9 @@ class _Connection:
                 return
             if sent:
                 self._last = self._loop._now
-                if self._guard is not None:
-                    self._guard.wrote()
+                guard = self._guard
+                if guard is not None:  # (Guard.wrote, inline: once per write)
+                    guard.sent = guard.active = guard.watch.now
             if sent < len(chunk):
                 channel.unsend(memoryview(chunk)[sent:])
                 break  # the socket is full: pending stays true

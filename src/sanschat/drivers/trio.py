@@ -615,8 +615,9 @@ class _SocketTransport(_Transport):
                 if sent:
                     if self._idle_timeout is not None:  # (_stamp, inline: once per reply)
                         self._last_activity = trio.current_time()
-                    if self._guard is not None:
-                        self._guard.wrote()
+                    guard = self._guard
+                    if guard is not None:  # (Guard.wrote, inline: once per write)
+                        guard.sent = guard.active = guard.watch.now
                 if sent < len(chunk):
                     channel.unsend(memoryview(chunk)[sent:])
                     return True
