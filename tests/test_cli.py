@@ -32,7 +32,10 @@ from sanschat.drivers import DRIVERS
 TIMEOUT = 30.0
 AVAILABLE = [d for d in DRIVERS if d != "trio" or importlib.util.find_spec("trio")]
 #: Subprocesses run the sanschat under test, whatever their current directory.
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+#: PYTHONFAULTHANDLER: a server that hangs is sent SIGABRT, and then prints every thread's
+#: stack on the stderr it shares with the test (`_exit_code`).
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1",
+       "PYTHONPATH": os.pathsep.join(
     [str(Path(sanschat.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
 LISTENING = re.compile(r"listening on (127\.0\.0\.1|\[::1\]):(\d+)\n")
 
@@ -158,10 +161,22 @@ def _serve(spawn: list[subprocess.Popen[str]], *args: str, cwd: Path | None = No
     return process, int(match.group(2))
 
 
+def _exit_code(process: subprocess.Popen[str]) -> int:
+    """The server's exit code, once it exits; if it has not in `TIMEOUT` seconds, fail,
+    having made it print where each of its threads is stuck (faulthandler, on SIGABRT)."""
+    try:
+        return process.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        process.wait(TIMEOUT)
+        pytest.fail(f"the server did not exit in {TIMEOUT} s; its threads' stacks are in "
+                    "its stderr (captured above unless the test took it)")
+
+
 def _stop(process: subprocess.Popen[str]) -> str:
     """SIGINT the server; return what it wrote on stderr (if captured) once it exited 0."""
     process.send_signal(signal.SIGINT)
-    assert process.wait(TIMEOUT) == 0
+    assert _exit_code(process) == 0
     return process.stderr.read() if process.stderr else ""
 
 
@@ -203,7 +218,7 @@ def test_serve_echo_answers_and_exits_0_on_a_signal(
             reply += sock.recv(1024)
     assert reply == b"hello\r\nworld\r\n"
     process.send_signal(signum)
-    assert process.wait(TIMEOUT) == 0
+    assert _exit_code(process) == 0
     assert process.stdout is not None and process.stdout.read() == ""  # exactly one line
 
 

@@ -167,7 +167,9 @@ class _EpollPoller:
             entry = handlers.get(fd)  # None: unregistered by an earlier handler this round
             if entry is not None:
                 handler, events = entry
-                if flags & _EPOLL_TROUBLE:  # an error or hang-up: the handler's call finds out
+                if flags == _EPOLLIN:  # readable, nothing else: most events
+                    ready.append((handler, _READ & events))
+                elif flags & _EPOLL_TROUBLE:  # an error or hang-up: the handler's call finds out
                     ready.append((handler, events))
                 else:
                     mask = (_READ if flags & _EPOLLIN else 0) | (_WRITE if flags & _EPOLLOUT else 0)
@@ -411,7 +413,7 @@ class _Connection:
             else:
                 self._start()
             return
-        if mask & _WRITE:
+        if mask != _READ and mask & _WRITE:
             self._flush()
             if self._closed or not mask & _READ:
                 return
@@ -449,33 +451,35 @@ class _Connection:
         a backlog (then ``_continue`` is queued); writing while output is left."""
         chat = self._chat
         channel = chat.channel
-        send = self._sock.send
+        pending = False  # output left that the socket did not take
         # (The channel's private state is read directly: this runs once per read, and a
         # property call costs as much as a line of this loop.)
-        pending = bool(channel._queue) and not channel._wants_close  # (channel.wants_write)
-        while pending:
-            chunk = channel.data_to_send(WRITE_SIZE)
-            if not chunk:
-                pending = channel.wants_write
-                break
-            try:
-                sent = send(chunk)
-            except _RETRY:
-                sent = 0
-            except _TLS_RETRY as exc:
-                sent = self._tls_blocked(exc, _WRITE)
-            except OSError as exc:
-                self._lost(exc)
-                return
-            if sent:
-                self._last = self._loop._now
-                guard = self._guard
-                if guard is not None:  # (Guard.wrote, inline: once per write)
-                    guard.sent = guard.active = guard.watch.now
-            if sent < len(chunk):
-                channel.unsend(memoryview(chunk)[sent:])
-                break  # the socket is full: pending stays true
-            pending = bool(channel._queue)  # (_wants_close is set by a call that sends nothing)
+        if channel._queue and not channel._wants_close:  # (channel.wants_write)
+            while True:
+                chunk = channel.data_to_send(WRITE_SIZE)
+                if not chunk:
+                    pending = channel.wants_write
+                    break
+                try:
+                    sent = self._sock.send(chunk)
+                except _RETRY:
+                    sent = 0
+                except _TLS_RETRY as exc:
+                    sent = self._tls_blocked(exc, _WRITE)
+                except OSError as exc:
+                    self._lost(exc)
+                    return
+                if sent:
+                    self._last = self._loop._now
+                    guard = self._guard
+                    if guard is not None:  # (Guard.wrote, inline: once per write)
+                        guard.sent = guard.active = guard.watch.now
+                if sent < len(chunk):
+                    channel.unsend(memoryview(chunk)[sent:])
+                    pending = True  # the socket is full
+                    break
+                if not channel._queue:  # all sent (_wants_close is set by a call that
+                    break  # sends nothing)
         if chat._drain_wanted:  # a handler or a thread waits for this output to drain
             chat.written()
             if self._closed:
@@ -483,17 +487,21 @@ class _Connection:
         if channel._wants_close:
             self._linger()
             return
-        stop = self._eof
-        if chat._slow:  # (held or backlog)
-            stop = True
-            if not chat._held:
-                self._schedule_continue()
-        if pending:
-            want = _WRITE if stop or channel.buffered_output > chat.high_water else _READ | _WRITE
-        else:  # nothing queued: the common case after a reply, decided with no more lookups
-            want = 0 if stop else _READ
-        if want != self._events:
-            self._set_events(want)
+        if pending or self._eof or chat._slow:  # (_slow: held or backlog)
+            stop = self._eof
+            if chat._slow:
+                stop = True
+                if not chat._held:
+                    self._schedule_continue()
+            if pending:
+                full = stop or channel.buffered_output > chat.high_water
+                want = _WRITE if full else _READ | _WRITE
+            else:
+                want = 0 if stop else _READ
+            if want != self._events:
+                self._set_events(want)
+        elif self._events != _READ:  # all sent, reading on: the common case after a reply
+            self._set_events(_READ)
 
     def _set_events(self, want: int) -> None:
         poller = self._loop._poller
