@@ -918,6 +918,44 @@ def test_push_threadsafe_after_the_connection_is_gone_is_counted() -> None:
     assert chat.late_pushes == 2
 
 
+def test_a_push_threadsafe_racing_the_connection_loss_is_counted_once() -> None:
+    """The loss lands just before the pushing thread takes the gate's lock: once the
+    transport it checked first, it must still count the push (or queue it), not drop it
+    silently on the gone connection."""
+    import threading
+
+    harness = ChatHarness(Frames())
+    chat = harness.chat
+    chat.push_threadsafe(b"first\n")  # makes the gate; queued, not yet run
+    gate = chat._gate
+    assert gate is not None
+
+    class LossFirst(threading.Condition):
+        armed = True
+
+        def __enter__(self) -> bool:
+            if LossFirst.armed:  # once: the loss happens between the check and the lock
+                LossFirst.armed = False
+                harness.lose_connection()
+            return super().__enter__()
+
+    gate.cond = LossFirst(threading.Lock())
+    chat.push_threadsafe(b"second\n")
+    assert not LossFirst.armed
+    assert chat.late_pushes == 2  # the queued one, counted by the loss; this one, by itself
+    assert gate.pushes == 0 and gate.in_flight == 0
+    harness.run_callbacks()  # the queued callback, if it runs, counts nothing twice
+    assert chat.late_pushes == 2
+
+
+def test_a_push_threadsafe_the_transport_refuses_leaves_no_bytes_in_flight() -> None:
+    chat = Frames()  # never attached: the detached transport raises
+    with pytest.raises(RuntimeError):
+        chat.push_threadsafe(b"x" * 10)
+    assert chat._gate is not None
+    assert chat._gate.in_flight == 0 and chat._gate.pushes == 0
+
+
 def test_push_threadsafe_blocks_a_thread_while_over_the_high_water() -> None:
     import threading
 

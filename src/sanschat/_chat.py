@@ -597,17 +597,27 @@ class Chat:
             TimeoutError: if the room did not come within *timeout*; nothing was queued.
         """
         copy = bytes(data)
-        if self.transport is _GONE:
-            self._drop_late()
-            return
         gate = self._gate or self._make_gate()
         size = len(copy)
+        # Decided under the gate's lock, which detach takes to count the pushes in flight as
+        # late: a push is then either counted there or finds the transport gone here, never
+        # neither (a detach between a check outside the lock and the count lost it).
         with gate.cond:
-            if threading.get_ident() != self._loop_thread:
+            if self.transport is not _GONE and threading.get_ident() != self._loop_thread:
                 self._wait_for_room(gate, size, timeout)
+            transport = self.transport
+            if transport is _GONE:
+                self._drop_late()
+                return
             gate.in_flight += size
             gate.pushes += 1
-        self.transport.call_soon_threadsafe(lambda: self._push_from_thread(copy))
+        try:
+            transport.call_soon_threadsafe(lambda: self._push_from_thread(copy))
+        except BaseException:  # not attached yet, or the loop is over: nothing was queued
+            with gate.cond:
+                gate.in_flight -= size
+                gate.pushes -= 1
+            raise
 
     def _make_gate(self) -> _ThreadGate:
         with _GATE_LOCK:
@@ -641,10 +651,10 @@ class Chat:
                 return  # counted by detach (some drivers drop callbacks after the end)
             gate.in_flight -= len(data)
             gate.pushes -= 1
-        if self.closing:
-            self._drop_late()
-        else:
-            self.push(data)
+            if self.closing:
+                self._drop_late()  # (under the lock, as every count of late_pushes)
+                return
+        self.push(data)
 
     def _drop_late(self, count: int = 1) -> None:
         first = not self.late_pushes
@@ -965,5 +975,5 @@ class Chat:
             with gate.cond:
                 late, gate.pushes, gate.in_flight = gate.pushes, 0, 0
                 gate.cond.notify_all()  # blocked threads: their push is now late
-            self._drop_late(late)
+                self._drop_late(late)
         self.connection_lost(exc)
