@@ -788,8 +788,11 @@ class _ReadPoller:
                     transport, task = entry
                     try:
                         step = task.context.run(transport._read_ready, view, buffers)
-                        if step is _READING and transport._may_read_on():
-                            continue  # the common case: it stays parked
+                        if step is _READING:
+                            chat = transport._chat  # (_may_read_on, its common case inline)
+                            if not chat._slow and (not chat.channel._queue
+                                                   or transport._may_read_on()):
+                                continue  # the common case: it stays parked
                     except BaseException as exc:  # (an Exception is the transport's own)
                         if self._unpark(fd) is not None:
                             trio.lowlevel.reschedule(task, outcome.Error(exc))
