@@ -874,6 +874,26 @@ def test_a_read_that_is_one_frame_respects_every_limit_including_zero(limit: int
             assert got in ([b"abc"], [Data(b"abc"), TerminatorFound(b"\n")])
 
 
+def test_a_read_that_ends_an_open_frame_keeps_the_frame_s_earlier_bytes_on_take_back() -> None:
+    # The short path of `receive` for a read that ends a frame whose first bytes came in
+    # earlier reads: a limit set before its loop counts those bytes too.
+    for earlier in ([b"x" * 10], [b"x" * 4, b"y" * 6]):
+        channel = Channel(b"\n")
+        for read in earlier:
+            assert list(channel.receive(read)) == [Data(read)]
+        events = channel.receive(b"yy\n")
+        channel.set_terminator(b"\n", max_frame_size=11)
+        with pytest.raises(FrameTooLarge) as info:
+            list(events)
+        assert (info.value.limit, info.value.size) == (11, 12)
+    channel = Channel(b"\n")
+    assert list(channel.receive(b"x" * 10)) == [Data(b"x" * 10)]
+    events = channel.receive(b"\n")  # nothing but the end: the same rule
+    channel.set_terminator(b"\n", max_frame_size=12)
+    assert list(events) == [TerminatorFound(b"\n")]
+    assert list(channel.receive(b"abc\n")) == [Data(b"abc"), TerminatorFound(b"\n")]
+
+
 # ---------------------------------------------------------------------- found by a differential
 # run of the rewritten core against the one it replaced (16.6 M random operations)
 
