@@ -13,6 +13,7 @@ What does change: the number of `Data` objects alive while a long read is consum
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from framing import summary
 
 import sanschat
 import sanschat._channel as channel_module
-from sanschat import Channel, Chat, Data, FrameTooLarge
+from sanschat import Channel, Chat, Data, FrameTooLarge, TerminatorFound
 from sanschat.testing import ChatHarness, RecordingTransport
 
 pytestmark = pytest.mark.skipif(
@@ -53,6 +54,16 @@ def stream(term: bytes, frames: str = "empty frames") -> bytes:
     return term.join(FRAMES[frames]) + term + b"tail" + term[:-1]
 
 
+#: Whether the scripts keep every event they log (True) or only what it says (False): a
+#: `Data` the consumer lets go may be refilled with a later frame (`_reusable`), one kept
+#: never is, and both must log the same.
+KEEP = True
+
+
+def record(log: list[Any], event: object) -> None:
+    log.append(event if KEEP or type(event) is not Data else ("Data", event.data))  # type: ignore[attr-defined]
+
+
 def observe(channel: Channel, log: list[Any]) -> None:
     log.append(("state", channel.buffered_input, channel.get_terminator(), channel.max_frame_size))
 
@@ -61,7 +72,7 @@ def drain(channel: Channel, events: Iterator[Any], log: list[Any]) -> None:
     """Log every event of *events*, and the channel's state after each; an error too."""
     try:
         for event in events:
-            log.append(event)
+            record(log, event)
             observe(channel, log)
     except FrameTooLarge as error:
         log.append(("too large", error.limit, error.size, error.buffered))
@@ -79,8 +90,9 @@ def play(size: int, term: bytes, frames: str, at: int, action: Action) -> list[A
     events = channel.receive(stream(term, frames))
     try:
         for i, event in enumerate(events):
-            log.append(event)
+            record(log, event)
             observe(channel, log)
+            del event  # (the loop would otherwise keep the last one)
             if i == at and action(channel, log):
                 break
     except FrameTooLarge as error:
@@ -158,16 +170,20 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["events kept", "events let go"])
 @pytest.mark.parametrize("frames", FRAMES)
 @pytest.mark.parametrize("term", [b"\n", b"\r\n"])
 @pytest.mark.parametrize("name", ACTIONS)
 def test_every_script_sees_what_it_saw_with_the_batch_built_at_once(
-    name: str, term: bytes, frames: str, monkeypatch: pytest.MonkeyPatch
+    name: str, term: bytes, frames: str, keep: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(channel_module, "_CHUNK", OFF)  # (restored afterwards)
+    monkeypatch.setattr(sys.modules[__name__], "KEEP", keep)
     action = ACTIONS[name]
     whole = play(OFF, term, frames, -1, action)
-    count = len([e for e in whole[: whole.index("next call")] if not isinstance(e, tuple)])
+    count = len(
+        [e for e in whole[: whole.index("next call")] if not isinstance(e, tuple) or e[0] == "Data"]
+    )
     assert count > 3 * CHUNK  # the read spans several chunks
     for at in range(count + 1):  # every position: inside chunks, at their ends, past them
         for size in (1, CHUNK):
@@ -257,6 +273,84 @@ def test_a_consumed_read_leaves_nothing_for_the_collector_to_free() -> None:
         assert live_data() - before <= 1
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------- Data refilled, never seen
+
+
+def counting_make_datas(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the `Data` the outbox makes in batches (`_events_of` and `_Pending`)."""
+    made: list[int] = []
+    real = channel_module.make_datas
+
+    def make_datas(parts: list[bytes]) -> list[Data]:
+        made.append(len(parts))
+        return real(parts)
+
+    monkeypatch.setattr(channel_module, "make_datas", make_datas)
+    return made
+
+
+def lines(count: int) -> bytes:
+    return b"".join(b"line %d of the read\n" % i for i in range(count))
+
+
+@pytest.mark.skipif(not channel_module._REFCOUNTS_EXACT, reason="no refill without exact counts")
+def test_a_loop_that_lets_each_data_go_gets_them_refilled_with_the_next_chunk(
+    chunk_size: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk_size(CHUNK)
+    made = counting_make_datas(monkeypatch)
+    data = lines(10 * CHUNK + 3)  # the last chunk is shorter: a part of the Data is refilled
+    got = []
+    for event in Channel(b"\n").receive(data):
+        got.append(event.data if type(event) is Data else event)
+    assert made == [CHUNK, CHUNK]  # the first chunk, then the second: no more objects made
+    assert got == [part for line in data.splitlines() for part in (line, TerminatorFound(b"\n"))]
+
+
+def test_a_data_the_consumer_keeps_is_never_refilled(
+    chunk_size: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk_size(CHUNK)
+    made = counting_make_datas(monkeypatch)
+    data = lines(12 * CHUNK)
+    kept: list[Data] = []
+    held: dict[str, Data] = {}
+
+    class Holder:
+        data: Data | None = None
+
+    holder = Holder()
+    seen = []
+    for i, event in enumerate(Channel(b"\n").receive(data)):
+        if type(event) is Data:
+            seen.append(event.data)
+            if i % 14 == 0:  # a Data in every chunk or so, each held a different way
+                if i % 3 == 0:
+                    kept.append(event)
+                elif i % 3 == 1:
+                    held[str(i)] = event
+                else:
+                    holder.data = event
+    assert seen == data.splitlines()
+    for event in [*kept, *held.values(), holder.data]:
+        assert isinstance(event, Data) and event.data in seen
+        assert seen.index(event.data) * 2 % 14 == 0  # still the frame it was made for
+    assert holder.data is not None and len(kept) + len(held) > 4
+    assert len(made) >= 4  # chunks whose Data were kept made new ones
+
+
+def test_without_exact_reference_counts_every_chunk_makes_its_own(
+    chunk_size: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk_size(CHUNK)
+    monkeypatch.setattr(channel_module, "_REFCOUNTS_EXACT", False)
+    made = counting_make_datas(monkeypatch)
+    data = lines(10 * CHUNK + 3)
+    got = [event.data for event in Channel(b"\n").receive(data) if type(event) is Data]
+    assert got == data.splitlines()
+    assert made == [CHUNK] * 10 + [3]
 
 
 class Lines(Chat):

@@ -38,9 +38,12 @@ heap.  So past its first `_CHUNK` frames a batch goes in the outbox as the frame
 where their `Data` go (as compiled), with a `_Pending` in front of every `_CHUNK` of them:
 ``filter`` calls its ``__bool__`` when the consumer gets there, which makes those `Data` in
 place, lets go of the events before it, and is skipped.  Nothing moves, and a frame reads
-as its `Data` for every rule above.  The compiled build makes each `Data` as it is reached
-instead (`_LAZY_DATA`): through ``map(_as_event, ...)``, or for a large outbox a native
-`_LazyEvents`, which behaves as that list iterator and saves a call per event.
+as its `Data` for every rule above.  When the consumer kept none of the `Data` it let go
+(the usual loop), they are refilled with the next chunk's frames rather than made anew
+(`_reusable`): no object is made or tracked for most frames of a long read.  The compiled
+build makes each `Data` as it is reached instead (`_LAZY_DATA`): through
+``map(_as_event, ...)``, or for a large outbox a native `_LazyEvents`, which behaves as that
+list iterator and saves a call per event.
 
 Hot paths.  Most reads under a bytes terminator either end no frame, or end exactly one at
 their last byte (request/response traffic).  While ``_hot`` holds the bytes reader (no frame
@@ -57,9 +60,13 @@ This module must never import anything that does I/O, read a clock, start a thre
 from __future__ import annotations
 
 import enum
+import sys
+import sysconfig
+from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import repeat
 from operator import itemgetter
+from sys import getrefcount
 from typing import Any, Final, TypeAlias, final, overload
 
 from ._errors import FrameTooLarge
@@ -169,7 +176,7 @@ class _Pending:
     collection).  (A `_Stepper` never meets one: it decides one step at a time.)
     """
 
-    __slots__ = ("_at", "_end", "_lo", "_out", "_uniform")
+    __slots__ = ("_at", "_end", "_lo", "_made", "_out", "_uniform")
 
     def __init__(self, out: list[Any], lo: int, at: int, end: int, uniform: bool) -> None:
         self._out: list[Any] | None = out
@@ -177,6 +184,7 @@ class _Pending:
         self._at = at  # its index in *out*; out[at + 1 : end]: its frames and their ends
         self._end = end
         self._uniform = uniform  # no empty frame: frame, end, frame, end...
+        self._made: list[Data] | None = None  # the Data it made (uniform), for the next one
 
     def __bool__(self) -> bool:
         out = self._out
@@ -184,16 +192,52 @@ class _Pending:
             return False  # reached before: inert
         self._out = None
         at = self._at
+        lo = self._lo
         assert out[at] is self
-        out[self._lo : at] = repeat(None, at - self._lo)  # the Data the consumer let go are freed
+        before = out[lo]  # the _Pending in front of the events before it, if any
+        out[lo:at] = repeat(None, at - lo)  # the Data the consumer let go are freed
         end = self._end
         if self._uniform:
-            out[at + 1 : end : 2] = make_datas(out[at + 1 : end : 2])
+            frames = out[at + 1 : end : 2]
+            datas = _reusable(before._made, len(frames)) if type(before) is _Pending else None
+            if datas is None:
+                datas = make_datas(frames)
+            else:
+                deque(map(_set_data, datas, frames), maxlen=0)
+            self._made = out[at + 1 : end : 2] = datas
         else:
             out[at + 1 : end] = [
                 make_data(item) if type(item) is bytes else item for item in out[at + 1 : end]
             ]
         return False
+
+
+#: Whether `_reusable` may trust ``sys.getrefcount``: CPython with its GIL, 3.13 at most
+#: (3.14 may hold references it does not count, "borrowed" on its stack; the free-threaded
+#: build splits the count between threads).
+_REFCOUNTS_EXACT: Final = (
+    sys.implementation.name == "cpython"
+    and sys.version_info < (3, 14)
+    and not sysconfig.get_config_var("Py_GIL_DISABLED")
+)
+
+
+def _reusable(made: list[Data] | None, count: int) -> list[Data] | None:
+    """The first *count* `Data` of *made* to refill, if nothing but *made* refers to them.
+
+    The `Data` of the chunk before a `_Pending` are let go when the consumer reaches it.
+    When the consumer kept none of them (the usual loop), refilling them with the next
+    chunk's frames (the slot set anew, as `make_data` does) saves making as many objects,
+    most of their cost in pure Python: the garbage collector tracks each new one.  Nobody
+    can see the change: an object only *made* refers to is unreachable but through it.
+    (CPython's own ``zip`` and ``enumerate`` refill their result tuple on the same rule.)
+    """
+    if made is None or not _REFCOUNTS_EXACT or len(made) < count:
+        return None
+    # Each one is referred to by *made* and by getrefcount's argument, and by nothing else.
+    if list(map(getrefcount, made)).count(2) != len(made):
+        return None
+    return made if len(made) == count else made[:count]
 
 
 def _put_chunked(out: list[Any], frames: list[bytes], found: TerminatorFound) -> None:
