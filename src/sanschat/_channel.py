@@ -66,7 +66,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import repeat
 from operator import itemgetter
-from sys import getrefcount
 from typing import Any, Final, TypeAlias, final, overload
 
 from ._errors import FrameTooLarge
@@ -239,7 +238,7 @@ def _reusable(made: list[Data] | None, count: int) -> list[Data] | None:
     if made is None or not _REFCOUNTS_EXACT or len(made) < count:
         return None
     # Each one is referred to by *made* and by getrefcount's argument, and by nothing else.
-    if list(map(getrefcount, made)).count(2) != len(made):
+    if list(map(sys.getrefcount, made)).count(2) != len(made):
         return None
     return made if len(made) == count else made[:count]
 
