@@ -987,3 +987,50 @@ def test_buffered_input_counts_what_an_abandoned_loop_did_not_reach() -> None:
     assert channel.buffered_input == len(b"bb\nccc")
     assert list(channel.frames()) == [b"bb"]
     assert channel.buffered_input == 3
+
+
+# Reads fed one per call whose frames come out of the one-frame read's short path in
+# `frames` (and out of the general path when a read is not exactly one frame); the compiled
+# build cuts such reads natively and leaves to the general path a read whose body holds
+# the terminator's first byte, so these cover both of its outcomes in either build.
+ONE_FRAME_READS = [
+    (b"\n", [b"abc\n", b"\n", b"x\ny\n", b"no end", b"\n", b"z\n"]),
+    (b"\r\n", [b"GET /\r\n", b"a\rb\r\n", b"\r\n", b"x\r\n\r\n", b"\r", b"\n", b"q\r\n"]),
+    (b"aa", [b"xaa", b"xaaa", b"aa", b"a", b"aaa", b"baa"]),
+    (b"\r\n\r\n", [b"h\r\n\r\n", b"h\r\nx\r\n\r\n", b"\r\n\r\n", b"t\r\n\r\n"]),
+]
+
+
+@pytest.mark.parametrize(("terminator", "reads"), ONE_FRAME_READS)
+def test_a_read_per_frame_gives_the_frames_of_the_stream(
+    terminator: bytes, reads: list[bytes]
+) -> None:
+    stream = b"".join(reads)
+    *expected, rest = stream.split(terminator)
+    channel = Channel(terminator)
+    got = [frame for read in reads for frame in channel.frames(read)]
+    assert got == expected
+    assert channel.take_unframed() == rest
+
+
+def test_a_one_frame_read_past_the_limit_raises_and_one_at_it_does_not() -> None:
+    channel = Channel(b"\n", max_frame_size=3)
+    assert list(channel.frames(b"abc\n")) == [b"abc"]
+    with pytest.raises(FrameTooLarge):
+        list(channel.frames(b"abcd\n"))
+
+
+def test_a_one_frame_read_after_an_unfinished_loop_comes_after_its_frames() -> None:
+    channel = Channel(b"\n")
+    earlier = channel.frames(b"a\nb\n")
+    assert next(earlier) == b"a"
+    assert list(channel.frames(b"c\n")) == [b"b", b"c"]  # the earlier loop's rest first
+    assert list(earlier) == []  # ended by the new call
+    channel = Channel(b"\n")
+    events = channel.receive(b"".join(b"%d\n" % i for i in range(40)))  # a large outbox
+    assert [next(events), next(events), next(events)] == [
+        Data(b"0"), TerminatorFound(b"\n"), Data(b"1")]
+    frames = list(channel.frames(b"x\n"))
+    assert frames[:3] == [b"", b"2", b"3"]  # frame 1's Data was delivered: only its end is left
+    assert frames[-1] == b"x" and len(frames) == 40
+    assert list(events) == []
