@@ -1034,3 +1034,22 @@ def test_a_one_frame_read_after_an_unfinished_loop_comes_after_its_frames() -> N
     assert frames[:3] == [b"", b"2", b"3"]  # frame 1's Data was delivered: only its end is left
     assert frames[-1] == b"x" and len(frames) == 40
     assert list(events) == []
+
+
+@pytest.mark.parametrize("old", [10, b"\r\n", (b"\r\n", b"\r")])
+def test_a_terminator_set_over_held_bytes_finds_them_though_the_read_lacks_it(
+    old: int | bytes | tuple[bytes, ...],
+) -> None:
+    # A read without the terminator's last byte ends no frame only if the bytes held were
+    # already searched: under a terminator just set, they were not.
+    channel = Channel(old)
+    assert list(channel.frames(b"ab\ncd")) == []
+    channel.set_terminator(b"\n")
+    assert list(channel.frames(b"e")) == [b"ab"]
+    assert channel.take_unframed() == b"cde"
+    channel = Channel(b"\n")
+    assert list(channel.frames(b"0xy1")) == []
+    channel.set_terminator(b"xy")
+    assert list(channel.frames(b"2")) == [b"0"]  # held bytes hold the whole new terminator
+    assert list(channel.frames(b"3x")) == []
+    assert list(channel.frames(b"y")) == [b"123"]  # held back: "x" may begin "xy"

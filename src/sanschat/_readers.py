@@ -238,12 +238,16 @@ class _Searching(Reader):
 class BytesReader(_Searching):
     """A bytes terminator: a frame ends where the bytes occur; in force frame after frame."""
 
-    __slots__ = ("found", "term")
+    __slots__ = ("found", "last", "size", "term")
 
     def __init__(self, term: bytes, limit: int | None) -> None:
         super().__init__(limit)
         self.term = term
         self.found = TerminatorFound(term)
+        #: The terminator's last byte: a read without it ends no frame (an `in` test is
+        #: far cheaper than a ``find``; `Channel.frames` asks it first).
+        self.last = term[-1]
+        self.size = len(term)
 
     @property
     def terminator(self) -> Terminator:
