@@ -125,10 +125,6 @@ _NOTHING: Final[Iterator[Any]] = iter(())  # what frames() returns when no frame
 #: (compiled, a generic method call by name): the hot paths of `frames` and `receive` use it.
 _partition: Final = bytes.partition
 
-#: Compiled, ``it.__length_hint__()`` is a generic method call by name; when *it* is known to
-#: be a list iterator, calling the type's own method is a direct call (the `frames` hot path).
-_LIST_ITERATOR: Final[type[Any]] = type(iter([]))
-_list_left: Final[Callable[[Any], int]] = _LIST_ITERATOR.__length_hint__
 
 
 #: `Channel._marks` of a one-step events outbox whose mark is implicit (see `_mark_list`).
@@ -900,14 +896,7 @@ class Channel(SendQueue):
         if (
             reader is not None
             and type(data) is bytes
-            and (
-                self._out is None
-                or (
-                    not _list_left(self._out_it)
-                    if COMPILED and type(self._out_it) is _LIST_ITERATOR
-                    else not self._out_it.__length_hint__()
-                )
-            )
+            and (self._out is None or not self._out_it.__length_hint__())
         ):
             # The hot path (see _hot; the earlier loop has reached its end): a read that ends
             # no frame, or exactly one, is decided here with a few C calls.
