@@ -1014,3 +1014,27 @@ def test_push_threadsafe_on_the_loop_thread_never_waits() -> None:
     harness.chat.push(b"x" * 200)
     harness.chat.push_threadsafe(b"y")  # the harness's thread attached it: no wait
     assert len(harness.transport.callbacks) == 1
+
+
+def test_a_subclass_with_slots_works_as_one_without() -> None:
+    # docs/guide/compiled.md advises __slots__ for handler state (fast attribute access on
+    # instances of the compiled Chat's subclasses): the verbs must not need an instance dict.
+    class Echo(Chat):
+        __slots__ = ("count",)
+        terminator = b"\n"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def found_frame(self, frame: bytes) -> None:
+            self.count += 1
+            self.push(frame + b"!")
+            if frame == b"switch":
+                self.set_terminator(b"\r\n")
+
+    chat = Echo()
+    chat.feed(b"a\nswitch\nb\r\nc\n")
+    assert chat.count == 3
+    assert bytes(chat.channel.data_to_send()) == b"a!switch!b!"
+    assert chat.channel.buffered_input == 2
