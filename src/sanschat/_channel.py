@@ -126,7 +126,6 @@ _NOTHING: Final[Iterator[Any]] = iter(())  # what frames() returns when no frame
 _partition: Final = bytes.partition
 
 
-
 #: `Channel._marks` of a one-step events outbox whose mark is implicit (see `_mark_list`).
 _EVENTS_STEP: Final[list[_Mark]] = []
 

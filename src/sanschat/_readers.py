@@ -247,7 +247,7 @@ class BytesReader(_Searching):
         #: The terminator's last byte: a read without it ends no frame (an `in` test is
         #: far cheaper than a ``find``; `Channel.frames` asks it first).
         self.last = term[-1]
-        self.size = len(term)
+        self.size = len(term)  # (an attribute read is cheaper than len() in pure Python)
 
     @property
     def terminator(self) -> Terminator:
