@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar, overload
+from typing import Any, ClassVar, Final, Literal, Protocol, overload
 
 from ._channel import (
     _CHANNEL_LIMIT,
@@ -56,18 +56,10 @@ from ._channel import (
 from ._errors import ProtocolError
 from ._events import Data, TerminatorFound
 from ._loops import each_event, each_frame
+from ._mypyc import mypyc_attr
 from ._producers import ProducerLike
 
 __all__ = ["Chat", "Transport"]
-
-_T = TypeVar("_T")
-
-try:  # the compiled build: mypyc reads the decorator (and the compiled class never calls it)
-    from mypy_extensions import mypyc_attr
-except ImportError:  # mypy_extensions is not a dependency: the pure build may lack it
-    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
-        """A stand-in for ``mypy_extensions.mypyc_attr``: leaves the class as it is."""
-        return lambda cls: cls
 
 
 class Transport(Protocol):

@@ -12,6 +12,14 @@ made of zero or more `Data` events and one `TerminatorFound`, then (after
 The events have explicit ``__init__`` methods (a dataclass-generated one stays interpreted
 when mypyc compiles this module); the core builds `Data` with `make_data` / `make_datas`,
 the fastest correct way in each build.  `COMPILED` tells which build this module runs as.
+
+Compiled, the event classes are *acyclic* (their fields hold bytes, an int or a bool, which
+cannot lead back to them, and mypyc's typed setters refuse anything else), so their
+instances carry no garbage-collector header and are never tracked; and `Data` keeps the
+last instance freed for the next one it makes (mypyc's one-entry free list), which is the
+pattern of an event loop that lets each `Data` go before it reaches the next: a bulk read
+through `receive` then costs no allocation per frame (docs/benchmarks.md has the figures).
+(Compiling them needs mypy 1.20 or later; the pure build ignores the decorator.)
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, TypeAlias
+
+from ._mypyc import mypyc_attr
 
 __all__ = ["Data", "EndOfStream", "Event", "TerminatorFound"]
 
@@ -34,12 +44,14 @@ def _probe() -> None:
 COMPILED: Final = not isinstance(_probe, types.FunctionType)
 
 
+@mypyc_attr(acyclic=True)
 class _EventBase:
     """Base class of every event sanschat produces (their union is `Event`)."""
 
     __slots__ = ()
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 @dataclass(frozen=True, slots=True)
 class Data(_EventBase):
     """Bytes of the current frame, in stream order; never empty, never terminator bytes.
@@ -54,6 +66,7 @@ class Data(_EventBase):
         object.__setattr__(self, "data", data)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class TerminatorFound(_EventBase):
     """The current frame has ended.
@@ -68,6 +81,7 @@ class TerminatorFound(_EventBase):
         object.__setattr__(self, "terminator", terminator)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class EndOfStream(_EventBase):
     """The peer will send nothing more; always the last event of a channel.
