@@ -23,8 +23,17 @@ With ``--compiled-path DIR`` (a compiled build installed there, as for ``bench_c
 once more on that build, as rows of their own; a child that does not load the compiled
 build there is an error, not a row.
 
+With ``--core`` it counts the core instead, with no sockets: the read shapes of
+``bench_core.py`` where the per-call cost decides (one 16-byte line per read, 1-byte reads,
+16-byte lines in 64 KiB reads), each through the contenders of ``bench_core.py`` (its own
+functions: sanschat ``frames()``, the event API, ``Chat.feed``, asynchat, Twisted
+``LineOnlyReceiver``), as instructions per read or per frame.  Each contender runs alone in a
+child under callgrind over the first *n* and then the first *2n* reads of one input built
+for *2n* in both children, so that building the input, the imports and the start-up cancel
+out exactly; the children run in parallel (counts do not depend on the load).
+
 Needs valgrind (``apt install valgrind``); without it the script says so and exits 2.  It
-is not part of CI (about ten minutes).  Run with ``--help``.
+is not part of CI (about ten minutes; ``--core`` about five).  Run with ``--help``.
 """
 
 from __future__ import annotations
@@ -38,8 +47,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import bench_echo
 
@@ -99,7 +110,135 @@ def count(key: str, round_trips: int, workdir: Path, compiled: str | None = None
     return int(found.group(1))
 
 
-def header(markdown: bool, short: int, long: int, compiled: str | None) -> list[str]:
+#: --core's read shapes: key -> (title, unit, the reads for *n* lines, reads counted first).
+#: Bulk reads are counted per frame (65535-byte reads, so that every cut falls inside a line,
+#: as in ``bench_core.py``), the others per read.
+CORE_SHAPES: dict[str, tuple[str, str, Callable[[int], list[bytes]], int]] = {
+    "one-line": ("one 16-byte line per read", "read",
+                 lambda n: bench_core_module().cut(bench_core_module().short_lines(n), 16), 5000),
+    "one-byte": ("16-byte lines in 1-byte reads", "read",
+                 lambda n: bench_core_module().cut(bench_core_module().short_lines(n), 1),
+                 8000),
+    "bulk": ("16-byte lines in 64 KiB reads", "frame",
+             lambda n: bench_core_module().cut(bench_core_module().short_lines(n), 65535),
+             4),
+}
+#: --core's contenders: key -> (name, bench_core function name, sanschat's).
+CORE_CONTENDERS: dict[str, tuple[str, str, bool]] = {
+    "frames": ("sanschat frames()", "sanschat_frames", True),
+    "events": ("sanschat receive() events", "sanschat_events", True),
+    "events-type": ("sanschat receive() events, type() is", "sanschat_events_type", True),
+    "chat": ("sanschat Chat.feed, found_frame", "chat_frames", True),
+    "asynchat": ("asynchat", "asynchat_lines", False),
+    "twisted": ("Twisted LineOnlyReceiver", "twisted_line_only", False),
+}
+DEFAULT_CORE_KEYS = ("frames", "events", "chat", "asynchat", "twisted")
+
+
+def bench_core_module() -> Any:
+    """``bench_core`` (imported late: it imports Twisted and anyio, which the ping-pong
+    children need not)."""
+    import bench_core
+
+    return bench_core
+
+
+def core_run(shape: str, key: str, count: int, built_for: int) -> None:
+    """Child side of --core: run *key* over the first *count* reads of *shape*'s input of
+    *built_for* lines (the same input in both children), check the frames it found, and
+    print the build loaded and that count of frames."""
+    reads = CORE_SHAPES[shape][2](built_for)[:count]
+    function = getattr(bench_core_module(), CORE_CONTENDERS[key][1])
+    lines = count * len(reads[0]) // 16  # (every read is that long: the input is longer)
+    if len(reads) != count or len(reads[-1]) != len(reads[0]):
+        raise SystemExit(f"{shape}: the input of {built_for} lines is too short")
+    found = function(reads)[0]
+    if found != lines:
+        raise SystemExit(f"{key} on {shape}: {found} frames, expected {lines}")
+    import sanschat
+
+    print(int(sanschat.COMPILED), lines, flush=True)
+
+
+def core_count(shape: str, key: str, count: int, built_for: int, workdir: Path,
+               compiled: str | None) -> tuple[int, int]:
+    """Total instructions of one --core child (see `core_run`), and the frames it found."""
+    out = workdir / f"callgrind.{shape}.{key}.{count}.{int(bool(compiled))}"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+               sys.executable, __file__, "--core-run", shape, key, str(count), str(built_for)]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if compiled:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [compiled, env.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800,
+                          check=False)
+    build, _, frames = done.stdout.strip().partition(" ")
+    if done.returncode != 0 or build != str(int(bool(compiled))) or not frames.isdigit():
+        raise RuntimeError(f"{key} on {shape}: the child failed or loaded the wrong build: "
+                           f"{done.stdout.strip()!r} {done.stderr[-2000:]}")
+    text = out.read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"{key} on {shape}: no total in {out}")
+    return int(found.group(1)), int(frames)
+
+
+def core_main(keys: list[str], shapes: list[str], markdown: bool, compiled: str | None) -> int:
+    """--core: count every (shape, contender, build) and print one table per shape."""
+    runs = [(shape, key, None) for shape in shapes for key in keys]
+    if compiled:
+        runs += [(shape, key, compiled) for shape in shapes for key in keys
+                 if CORE_CONTENDERS[key][2]]
+    jobs = [(run, count) for run in runs
+            for count in (CORE_SHAPES[run[0]][3], 2 * CORE_SHAPES[run[0]][3])]
+
+    def one(job: tuple[tuple[str, str, str | None], int]) -> tuple[int, int]:
+        (shape, key, build), count = job
+        lines = 2 * CORE_SHAPES[shape][3] * (1 if CORE_SHAPES[shape][1] == "read" else 4096)
+        return core_count(shape, key, count, lines, Path(tmp), build)
+
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        print(f"counting {len(jobs)} children, {os.cpu_count()} at a time ...",
+              file=sys.stderr, flush=True)
+        counted = list(pool.map(one, jobs))
+    per_unit = {}
+    for i, run in enumerate(runs):
+        (first, first_frames), (second, second_frames) = counted[2 * i], counted[2 * i + 1]
+        units = (CORE_SHAPES[run[0]][3] if CORE_SHAPES[run[0]][1] == "read"
+                 else second_frames - first_frames)
+        per_unit[run] = (second - first) / units
+    lines = [*header(markdown, 0, 0, compiled, core=True), ""]
+    for shape in shapes:
+        title, unit, _, first = CORE_SHAPES[shape]
+        base = per_unit.get((shape, "asynchat", None))
+        twisted = per_unit.get((shape, "twisted", None))
+        rows = []
+        for run in (r for r in runs if r[0] == shape):
+            name = CORE_CONTENDERS[run[1]][0] + (", compiled" if run[2] else "")
+            rows.append((name, f"{per_unit[run]:,.0f}",
+                         "-" if base is None else f"{base / per_unit[run]:.2f}x",
+                         "-" if twisted is None else f"{twisted / per_unit[run]:.2f}x"))
+        titles = ("contender", f"instructions / {unit}", "asynchat's over it",
+                  "Twisted's over it")
+        lines.append(f"{'### ' if markdown else ''}{title} ({first:,} then {2 * first:,} "
+                     f"reads; counted per {unit})")
+        lines += ["", *table(titles, rows, markdown), ""]
+    print("\n".join(lines))
+    return 0
+
+
+def table(titles: Sequence[str], rows: list[tuple[str, ...]], markdown: bool) -> list[str]:
+    """*rows* under *titles*, as markdown or aligned text (numbers right-aligned)."""
+    if markdown:
+        return ["| " + " | ".join(titles) + " |", "|---|" + "---:|" * (len(titles) - 1),
+                *("| " + " | ".join(row) + " |" for row in rows)]
+    widths = [max(len(r[i]) for r in [tuple(titles), *rows]) for i in range(len(titles))]
+    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+            for row in [tuple(titles), *rows]]
+
+
+def header(markdown: bool, short: int, long: int, compiled: str | None,
+           core: bool = False) -> list[str]:
     import sanschat
 
     valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True)
@@ -109,8 +248,9 @@ def header(markdown: bool, short: int, long: int, compiled: str | None) -> list[
         f"python: {platform.python_version()}, sanschat {sanschat.__version__} "
         f"(compiled: {sanschat.COMPILED}"
         f"{f'; the rows marked compiled: the build in {compiled}' if compiled else ''})",
-        f"counter: {valgrind.stdout.strip()} callgrind; {CLIENTS} connections, "
-        f"({long} - {short}) round trips each",
+        f"counter: {valgrind.stdout.strip()} callgrind; "
+        + ("the core alone, no sockets: (2n - n) reads over n" if core else
+           f"{CLIENTS} connections, ({long} - {short}) round trips each"),
     ]
     return [f"- {fact}" if markdown else fact for fact in facts]
 
@@ -124,15 +264,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--compiled-path", metavar="DIR",
                         help="also count sanschat's servers on the compiled build in DIR")
+    parser.add_argument("--core", action="store_true",
+                        help="count the core's read shapes instead (no sockets); --only then "
+                        f"takes {', '.join(CORE_CONTENDERS)} "
+                        f"(default: {','.join(DEFAULT_CORE_KEYS)})")
+    parser.add_argument("--shapes", default=",".join(CORE_SHAPES),
+                        help="with --core: comma-separated read shapes (default: %(default)s)")
     parser.add_argument("--serve", metavar="KEY", help=argparse.SUPPRESS)
+    parser.add_argument("--core-run", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve)
+        return 0
+    if args.core_run:
+        shape, key, units, built_for = args.core_run
+        core_run(shape, key, int(units), int(built_for))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt install valgrind): nothing counted",
               file=sys.stderr)
         return 2
+    if args.core:
+        only = args.only if args.only != ",".join(DEFAULT_KEYS) else ",".join(DEFAULT_CORE_KEYS)
+        keys = [k for k in only.split(",") if k]
+        shapes = [k for k in args.shapes.split(",") if k]
+        unknown = [k for k in keys if k not in CORE_CONTENDERS]
+        unknown += [k for k in shapes if k not in CORE_SHAPES]
+        if unknown:
+            parser.error(f"unknown contender(s) or shape(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(CORE_CONTENDERS)}; {', '.join(CORE_SHAPES)}")
+        return core_main(keys, shapes, args.markdown, args.compiled_path)
     if not 0 < args.short < args.long:
         parser.error("need 0 < --short < --long")
     contenders, notes = bench_echo.all_contenders("pingpong")
@@ -161,15 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append((name, f"{per_trip[run]:,.0f}", ratio))
     lines = [*header(args.markdown, args.short, args.long, args.compiled_path), ""]
     titles = ("server", "instructions / round trip", "vs asyncore+asynchat")
-    if args.markdown:
-        lines.append("| " + " | ".join(titles) + " |")
-        lines.append("|---|---:|---:|")
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(3)]
-        for row in [titles, *rows]:
-            lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                                   for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+    lines += table(titles, rows, args.markdown)
     lines += [f"note: {note}" for note in notes]
     print("\n".join(lines))
     return 0
