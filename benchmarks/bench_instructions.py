@@ -33,7 +33,7 @@ for *2n* in both children, so that building the input, the imports and the start
 out exactly; the children run in parallel (counts do not depend on the load).
 
 Needs valgrind (``apt install valgrind``); without it the script says so and exits 2.  It
-is not part of CI (about ten minutes; ``--core`` about five).  Run with ``--help``.
+is not part of CI (about ten minutes; ``--core`` about seven).  Run with ``--help``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -110,18 +110,13 @@ def count(key: str, round_trips: int, workdir: Path, compiled: str | None = None
     return int(found.group(1))
 
 
-#: --core's read shapes: key -> (title, unit, the reads for *n* lines, reads counted first).
+#: --core's read shapes: key -> (title, unit counted, read size, reads counted first *n*).
 #: Bulk reads are counted per frame (65535-byte reads, so that every cut falls inside a line,
 #: as in ``bench_core.py``), the others per read.
-CORE_SHAPES: dict[str, tuple[str, str, Callable[[int], list[bytes]], int]] = {
-    "one-line": ("one 16-byte line per read", "read",
-                 lambda n: bench_core_module().cut(bench_core_module().short_lines(n), 16), 5000),
-    "one-byte": ("16-byte lines in 1-byte reads", "read",
-                 lambda n: bench_core_module().cut(bench_core_module().short_lines(n), 1),
-                 8000),
-    "bulk": ("16-byte lines in 64 KiB reads", "frame",
-             lambda n: bench_core_module().cut(bench_core_module().short_lines(n), 65535),
-             4),
+CORE_SHAPES: dict[str, tuple[str, str, int, int]] = {
+    "one-line": ("one 16-byte line per read", "read", 16, 5000),
+    "one-byte": ("16-byte lines in 1-byte reads", "read", 1, 8000),
+    "bulk": ("16-byte lines in 64 KiB reads", "frame", 65535, 4),
 }
 #: --core's contenders: key -> (name, bench_core function name, sanschat's).
 CORE_CONTENDERS: dict[str, tuple[str, str, bool]] = {
@@ -143,15 +138,22 @@ def bench_core_module() -> Any:
     return bench_core
 
 
-def core_run(shape: str, key: str, count: int, built_for: int) -> None:
-    """Child side of --core: run *key* over the first *count* reads of *shape*'s input of
-    *built_for* lines (the same input in both children), check the frames it found, and
-    print the build loaded and that count of frames."""
-    reads = CORE_SHAPES[shape][2](built_for)[:count]
-    function = getattr(bench_core_module(), CORE_CONTENDERS[key][1])
-    lines = count * len(reads[0]) // 16  # (every read is that long: the input is longer)
-    if len(reads) != count or len(reads[-1]) != len(reads[0]):
-        raise SystemExit(f"{shape}: the input of {built_for} lines is too short")
+def core_input_lines(shape: str) -> int:
+    """How many 16-byte lines both children of *shape* build: enough for *2n* full reads."""
+    size, first = CORE_SHAPES[shape][2:]
+    return 2 * first * size // 16 + 1
+
+
+def core_run(shape: str, key: str, count: int) -> None:
+    """Child side of --core: run *key* over the first *count* reads of *shape*'s input
+    (`core_input_lines`, the same in both children), check the frames it found, and print
+    the build loaded and that count of frames."""
+    bench_core = bench_core_module()
+    size = CORE_SHAPES[shape][2]
+    reads = bench_core.cut(bench_core.short_lines(core_input_lines(shape)), size)[:count]
+    function = getattr(bench_core, CORE_CONTENDERS[key][1])
+    lines = count * size // 16  # (every read is *size* bytes long: the input is longer)
+    assert len(reads) == count and len(reads[-1]) == size
     found = function(reads)[0]
     if found != lines:
         raise SystemExit(f"{key} on {shape}: {found} frames, expected {lines}")
@@ -160,12 +162,12 @@ def core_run(shape: str, key: str, count: int, built_for: int) -> None:
     print(int(sanschat.COMPILED), lines, flush=True)
 
 
-def core_count(shape: str, key: str, count: int, built_for: int, workdir: Path,
+def core_count(shape: str, key: str, count: int, workdir: Path,
                compiled: str | None) -> tuple[int, int]:
     """Total instructions of one --core child (see `core_run`), and the frames it found."""
     out = workdir / f"callgrind.{shape}.{key}.{count}.{int(bool(compiled))}"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-               sys.executable, __file__, "--core-run", shape, key, str(count), str(built_for)]
+               sys.executable, __file__, "--core-run", shape, key, str(count)]
     env = dict(os.environ, PYTHONHASHSEED="0")
     if compiled:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [compiled, env.get("PYTHONPATH")]))
@@ -193,8 +195,7 @@ def core_main(keys: list[str], shapes: list[str], markdown: bool, compiled: str 
 
     def one(job: tuple[tuple[str, str, str | None], int]) -> tuple[int, int]:
         (shape, key, build), count = job
-        lines = 2 * CORE_SHAPES[shape][3] * (1 if CORE_SHAPES[shape][1] == "read" else 4096)
-        return core_count(shape, key, count, lines, Path(tmp), build)
+        return core_count(shape, key, count, Path(tmp), build)
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         print(f"counting {len(jobs)} children, {os.cpu_count()} at a time ...",
@@ -271,14 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(CORE_SHAPES),
                         help="with --core: comma-separated read shapes (default: %(default)s)")
     parser.add_argument("--serve", metavar="KEY", help=argparse.SUPPRESS)
-    parser.add_argument("--core-run", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--core-run", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve)
         return 0
     if args.core_run:
-        shape, key, units, built_for = args.core_run
-        core_run(shape, key, int(units), int(built_for))
+        shape, key, count = args.core_run
+        core_run(shape, key, int(count))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt install valgrind): nothing counted",
