@@ -278,8 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(args.serve)
         return 0
     if args.core_run:
-        shape, key, count = args.core_run
-        core_run(shape, key, int(count))
+        shape, key, reads = args.core_run
+        core_run(shape, key, int(reads))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt install valgrind): nothing counted",
