@@ -8,13 +8,16 @@ uvloop, errors and the idle timeout.  Every test runs its coroutine under a time
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import select
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -22,6 +25,7 @@ from typing import Any, ClassVar, cast
 import pytest
 from netutil import TIMEOUT
 
+import sanschat.drivers.asyncio as driver
 from sanschat import Chat, Data, EndOfStream, FrameTooLarge, TerminatorFound
 from sanschat.drivers import HIGH_WATER, READ_SIZE
 from sanschat.drivers.asyncio import (
@@ -36,6 +40,16 @@ from sanschat.drivers.asyncio import (
 from sanschat.examples import Echo, factory
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+@pytest.fixture(autouse=True, params=["poller", "transport"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: plain TCP connections read by the loop's poller (where the
+    platform has epoll), and each by its asyncio transport (the other platforms' way)."""
+    if request.param == "poller" and not hasattr(select, "epoll"):
+        pytest.skip("no epoll: TCP connections are read by their transports")
+    monkeypatch.setattr(driver, "_SHARED_POLL", request.param == "poller")
+    return str(request.param)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], loop_factory: LoopFactory | None = None,
@@ -547,6 +561,8 @@ class BadProducer(Echo):
 def test_producer_exception_is_logged_and_passed_to_connection_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    BadProducer.lost.clear()
+
     async def main() -> None:
         server = await serve(BadProducer)
         try:
@@ -600,6 +616,8 @@ class Sleepy(Echo):
 
 
 def test_idle_timeout_is_rearmed_by_traffic_and_then_closes() -> None:
+    Sleepy.idled.clear()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await serve(Sleepy)
@@ -740,8 +758,6 @@ def test_start_server_stop_is_idempotent_and_detaches_every_chat() -> None:
 
 
 def test_module_imports_the_standard_asyncio() -> None:
-    import sanschat.drivers.asyncio as driver
-
     assert vars(driver)["asyncio"] is asyncio  # the stdlib, not this module
     assert "sanschat.drivers.asyncio" in sys.modules
 
@@ -836,3 +852,146 @@ def test_a_graceful_close_to_a_peer_already_gone_aborts_quietly() -> None:
 
     transport = asyncio.run(main())
     assert transport.written == b"bye\r\n" and transport.aborted
+
+
+# ---------------------------------------------------------------- the read poller
+
+
+class Served(Echo):
+    """Echo that remembers its instances and whether it was detached."""
+
+    instances: ClassVar[list[Served]] = []
+
+    def connection_made(self) -> None:
+        self.detached = False
+        self.instances.append(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.detached = True
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def test_plain_tcp_connections_are_read_by_one_poller_per_loop(read_path: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await serve(Served)
+        try:
+            for round_ in range(2):  # the poller stops with its last connection, then restarts
+                Served.instances.clear()
+                conns = [await open_connection("127.0.0.1", port_of(server)) for _ in range(3)]
+                for n, conn in enumerate(conns):
+                    await conn.send(b"%d.%d\r\n" % (round_, n))
+                for n, conn in enumerate(conns):
+                    assert await anext_frame(conn) == b"%d.%d" % (round_, n)
+                await until(lambda: len(Served.instances) == 3)
+                protocols = [cast(ChatProtocol, c.transport) for c in Served.instances]
+                protocols += [conn.protocol for conn in conns]  # the clients' side too
+                pollers = {id(p._poller) for p in protocols}
+                if read_path == "poller":
+                    poller = protocols[0]._poller
+                    assert poller is not None and pollers == {id(poller)}
+                    assert driver._ReadPoller.of(loop) is poller
+                    assert sorted(poller._reading) == sorted(p._fd for p in protocols)
+                    assert not any(cast(Any, p._transport).is_reading() for p in protocols)
+                else:
+                    assert pollers == {id(None)}
+                    assert all(cast(Any, p._transport).is_reading() for p in protocols)
+                for conn in conns:
+                    await conn.aclose()
+                await until(lambda: all(chat.detached for chat in Served.instances))
+                if read_path == "poller":
+                    assert poller._reading == {} and poller._epoll.closed
+                    assert loop not in driver._ReadPoller._of_loop
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+_who: contextvars.ContextVar[bytes] = contextvars.ContextVar("who", default=b"nobody")
+
+
+class Remembers(Chat):
+    """Answers each line with the value a previous line of its connection set, if any."""
+
+    terminator = b"\n"
+
+    def found_frame(self, frame: bytes) -> None:
+        self.push(_who.get() + b"\n")
+        _who.set(frame)
+
+
+def test_each_connections_reads_run_in_a_context_of_its_own() -> None:
+    async def main() -> None:
+        server = await serve(Remembers)
+        try:
+            one = await open_connection("127.0.0.1", port_of(server), terminator=b"\n")
+            two = await open_connection("127.0.0.1", port_of(server), terminator=b"\n")
+            await one.send(b"one\n")
+            assert await anext_frame(one) == b"nobody"
+            await two.send(b"two\n")
+            assert await anext_frame(two) == b"nobody"  # not "one": a context of its own
+            await one.send(b"again\n")
+            assert await anext_frame(one) == b"one"  # its own, kept between reads
+            await two.send(b"again\n")
+            assert await anext_frame(two) == b"two"
+            for conn in (one, two):
+                await conn.aclose()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+class PausedAtStart(Echo):
+    """Pauses its reading as it is attached; resumes 0.3 s later."""
+
+    instances: ClassVar[list[PausedAtStart]] = []
+
+    def connection_made(self) -> None:
+        self.instances.append(self)
+        self.resumed: float | None = None
+        self.first_frame: float | None = None
+        self.pause_reading()
+        asyncio.get_running_loop().call_later(0.3, self._wake)
+
+    def _wake(self) -> None:
+        self.resumed = time.monotonic()
+        self.resume_reading()
+
+    def found_frame(self, frame: bytes) -> None:
+        if self.first_frame is None:
+            self.first_frame = time.monotonic()
+        super().found_frame(frame)
+
+
+def test_a_chat_paused_as_it_is_attached_reads_nothing_until_it_resumes(read_path: str) -> None:
+    async def main() -> None:
+        server = await serve(PausedAtStart)
+        try:
+            conn = await open_connection("127.0.0.1", port_of(server))
+            await conn.send(b"early\r\n")
+            await asyncio.sleep(0.15)
+            chat = PausedAtStart.instances[-1]
+            protocol = cast(ChatProtocol, chat.transport)
+            assert chat.first_frame is None and protocol._reading_paused
+            if read_path == "poller":
+                poller = protocol._poller
+                assert poller is not None and protocol._fd not in poller._reading
+            assert await anext_frame(conn) == b"early"
+            assert chat.resumed is not None and chat.first_frame is not None
+            assert chat.first_frame >= chat.resumed
+            await conn.send(b"late\r\n")  # and it reads on after
+            assert await anext_frame(conn) == b"late"
+            await conn.aclose()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)

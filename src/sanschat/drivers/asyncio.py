@@ -29,14 +29,19 @@ for bytes, never per frame.  Nothing here parses bytes: framing is the core's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
+import select
 import socket
 import ssl
 import threading
 import time
+import weakref
+from asyncio import selector_events
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, ClassVar, Final, cast
 
 from .._channel import TerminatorLike
 from .._chat import Chat
@@ -90,6 +95,17 @@ FLUSH_BUDGET = 4 * SEND_SIZE
 
 _local = threading.local()
 
+#: Whether plain TCP connections on a selector loop are read by their loop's `_ReadPoller`
+#: (where the platform has epoll) rather than by asyncio's transport; the tests run both ways.
+_SHARED_POLL: bool = hasattr(select, "epoll")
+
+#: How many ready connections the poller serves per turn of the loop.
+_POLL_BATCH: Final = 256
+
+#: The one transport class whose reading the poller may take over: CPython's plain socket
+#: transport (its private ``_sock`` and ``_fatal_error`` are used, as its own reader does).
+_SOCKET_TRANSPORT: Final[type] = getattr(selector_events, "_SelectorSocketTransport", type(None))
+
 
 def _read_buffer() -> memoryview:
     """This thread's read buffer: asyncio fills it and calls `buffer_updated` at once."""
@@ -129,6 +145,10 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._idle_handle: asyncio.TimerHandle | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
         self._last_active = 0.0
+        self._poller: _ReadPoller | None = None  # reads for us (see _start_polling)
+        self._sock: Any = None  # the transport's socket, read by the poller
+        self._fd = -1  # its descriptor (kept: the poller needs it after a close)
+        self._context: contextvars.Context | None = None  # the poller's reads run in it
 
     # ------------------------------------------------------------ asyncio's callbacks
 
@@ -150,6 +170,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
         # (Not over TLS: there the echo test stalled; the TLS layer buffers on its own.)
         if not self._ssl:
             self._transport.set_write_buffer_limits(high=0)
+            if _SHARED_POLL and type(transport) is _SOCKET_TRANSPORT:
+                # After the transport's own first reader is added (a call_soon of its own)
+                self._loop.call_soon(self._start_polling)
         self._guarded(self.chat.attach, self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -202,6 +225,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         if self._lost:
             return
         self._lost = self._closing = True
+        if self._poller is not None:  # before asyncio closes the socket
+            self._poller.remove(self)
         if self._guard is not None:
             self._guard.release()
         if self._refused:
@@ -349,10 +374,70 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 self._schedule_continue()
         if pause is not self._reading_paused and not self._eof:
             self._reading_paused = pause
-            if pause:
-                transport.pause_reading()
+            self._read(transport, not pause)
+
+    def _read(self, transport: asyncio.Transport, on: bool) -> None:
+        """Start or stop reading: in the poller if it reads for us, else in the transport."""
+        poller = self._poller
+        if poller is not None:
+            if on:
+                poller.add(self)
             else:
-                transport.resume_reading()
+                poller.remove(self)
+        elif on:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    def _start_polling(self) -> None:
+        """Move this plain TCP connection's reading from its transport to the loop's poller.
+
+        asyncio reads each connection through a selector callback of its own: a handle, a
+        context switch and three Python calls per read, about a third of a request/response
+        round trip's cost in this process.  The poller (`_ReadPoller`) reads all of them
+        from one callback.  The transport stays for everything else (writes, closing, its
+        buffer); it only stops reading (``pause_reading``, which it also reports from
+        ``is_reading``).
+        """
+        transport, loop = self._transport, self._loop
+        if self._closing or transport is None or loop is None or transport.is_closing():
+            return
+        raw: Any = transport
+        transport.pause_reading()
+        raw._loop._remove_reader(raw._sock_fd)  # (paused by the chat already, on 3.10)
+        self._sock, self._fd = raw._sock, raw._sock_fd
+        self._context = contextvars.copy_context()  # as asyncio's reader handle had
+        self._poller = _ReadPoller.of(loop)
+        if not self._reading_paused and not self._eof:
+            self._poller.add(self)
+
+    def _poll_read(self) -> None:
+        """The poller saw our socket readable: read it as the transport's reader would."""
+        transport: Any = self._transport
+        if transport._closing:  # (is_closing()): asyncio stops reading at close
+            self._poller.remove(self)  # type: ignore[union-attr]  # (it called us)
+            return
+        try:
+            nbytes = self._sock.recv_into(self._view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # (ECONNRESET and the like: asyncio logs at debug level)
+            self._poller.remove(self)  # type: ignore[union-attr]
+            transport._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not nbytes:  # the peer's end of stream
+            self._poller.remove(self)  # type: ignore[union-attr]
+            if not self.eof_received():
+                transport.close()
+            return
+        try:
+            self.buffer_updated(nbytes)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # (a bug here: the chat's own errors are handled)
+            transport._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
 
     def _schedule_continue(self) -> None:
         if not self._continuing and not self._closing and self._loop is not None:
@@ -380,7 +465,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
             return
         if self._reading_paused:
             self._reading_paused = False
-            transport.resume_reading()
+            self._read(transport, True)
         assert self._loop is not None
         self._linger_handle = self._loop.call_later(LINGER, transport.close)
 
@@ -442,6 +527,80 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._error = self._error or exc
         log_failure(str(where or type(self.chat).__name__), self._peer(), exc, logger)
         self.close()
+
+
+class _ReadPoller:
+    """The plain TCP connections of one asyncio loop that are reading, in an epoll of its
+    own, read from one loop callback.
+
+    Theory of operation: the epoll is level-triggered and holds each reading connection's
+    socket once (`add` and `remove` follow `ChatProtocol`'s reading state, so pausing is
+    unregistering).  asyncio watches the epoll's own descriptor; when it is readable, `_ready`
+    reads up to `_POLL_BATCH` ready sockets (`ChatProtocol._poll_read`: read, feed, write
+    back, each in its connection's own contextvars context, as asyncio's reader handle ran
+    it), then returns to the loop, which calls it again on its next turn if more are ready.
+    A protocol leaves the epoll before asyncio closes its socket (in ``connection_lost``),
+    so a descriptor number reused by a later connection is never confused with it.  Once the
+    last connection leaves, the poller closes its epoll and the loop forgets it; the next
+    connection starts a new one.
+    """
+
+    __slots__ = ("__weakref__", "_epoll", "_fd", "_loop", "_reading")
+
+    _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadPoller]] = (
+        weakref.WeakKeyDictionary())
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._fd = self._epoll.fileno()
+        self._reading: dict[int, ChatProtocol] = {}  # fd: the protocol that reads it
+        loop.add_reader(self._fd, self._ready)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _ReadPoller:
+        """The poller of *loop*, started if it has none."""
+        poller = cls._of_loop.get(loop)
+        if poller is None:
+            poller = cls._of_loop[loop] = cls(loop)
+        return poller
+
+    def add(self, protocol: ChatProtocol) -> None:
+        """Read for *protocol* from now on (again, if it was removed)."""
+        if self._epoll.closed:  # stopped since the protocol took it: the loop's new one
+            protocol._poller = self = _ReadPoller.of(self._loop)
+        fd = protocol._fd
+        if fd in self._reading:
+            return
+        self._epoll.register(fd, select.EPOLLIN)
+        self._reading[fd] = protocol
+
+    def remove(self, protocol: ChatProtocol) -> None:
+        """Stop reading for *protocol* (nothing if it is not read); stop if none is left."""
+        fd = protocol._fd
+        if self._reading.get(fd) is not protocol:
+            return
+        del self._reading[fd]
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+        if not self._reading:
+            if self._of_loop.get(self._loop) is self:
+                del self._of_loop[self._loop]
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            self._epoll.close()
+
+    def _ready(self) -> None:
+        """asyncio's callback: the epoll has ready sockets; read a batch of them."""
+        reading = self._reading
+        try:
+            events = self._epoll.poll(0, _POLL_BATCH)
+        except ValueError:  # closed by the last remove of this turn
+            return
+        for fd, _ in events:
+            protocol = reading.get(fd)
+            if protocol is not None:  # (else removed since the poll)
+                protocol._context.run(protocol._poll_read)  # type: ignore[union-attr]
 
 
 async def serve(
