@@ -995,3 +995,64 @@ def test_a_chat_paused_as_it_is_attached_reads_nothing_until_it_resumes(read_pat
             await server.wait_closed()
 
     run(main)
+
+
+def test_replies_the_socket_cannot_take_at_once_arrive_whole_and_in_order() -> None:
+    # Partial sends: the rest waits in the transport, and later replies queue behind it.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await serve(Echo)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+                client.setblocking(False)
+                lines = [b"%05d" % n + b"x" * (n % 7 * 4000) + b"\r\n" for n in range(300)]
+                expected = b"".join(lines)
+                await loop.sock_sendall(client, expected)  # all of it, before reading any
+                await asyncio.sleep(0.1)  # the echoes fill the socket: the rest is held back
+                received = bytearray()
+                while len(received) < len(expected):
+                    data = await asyncio.wait_for(loop.sock_recv(client, 65536), TIMEOUT)
+                    assert data
+                    received += data
+                assert received == expected
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+
+
+class LateReply(Chat):
+    """Stops reading at its first line and replies 0.2 s later (so that the reply, not a
+    read, finds the peer gone); remembers how its connection ended."""
+
+    terminator = b"\n"
+    ended: ClassVar[list[BaseException | None]] = []
+
+    def found_frame(self, frame: bytes) -> None:
+        self.pause_reading()
+        asyncio.get_running_loop().call_later(0.2, self.push, b"late reply\n" * 1000)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.ended.append(exc)
+
+
+def test_a_reply_to_a_peer_that_reset_ends_the_connection_with_the_error() -> None:
+    LateReply.ended.clear()
+
+    async def main() -> None:
+        server = await serve(LateReply)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                client.sendall(b"hello\n")
+                await asyncio.sleep(0.05)  # read, and the reply is not yet due
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await until(lambda: bool(LateReply.ended))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+    assert len(LateReply.ended) == 1
+    assert isinstance(LateReply.ended[0], (ConnectionResetError, BrokenPipeError))

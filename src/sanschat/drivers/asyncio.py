@@ -149,6 +149,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._sock: Any = None  # the transport's socket, read by the poller
         self._fd = -1  # its descriptor (kept: the poller needs it after a close)
         self._context: contextvars.Context | None = None  # the poller's reads run in it
+        self._write: Callable[[bytes | memoryview], None] | None = None  # transport.write, or _send
 
     # ------------------------------------------------------------ asyncio's callbacks
 
@@ -158,6 +159,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
             cast(asyncio.Transport, transport).abort()
             return
         self._transport = cast(asyncio.Transport, transport)
+        self._write = self._transport.write
         self._loop = asyncio.get_running_loop()
         self._view = _read_buffer()
         self._ssl = transport.get_extra_info("sslcontext") is not None
@@ -319,12 +321,13 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 try:
                     # write() sends at once when the transport's buffer is empty (and may
                     # pause us)
-                    piece = self._piece
+                    piece, write = self._piece, self._write
+                    assert write is not None
                     while True:
                         chunk = channel.data_to_send(piece)
                         if not chunk:
                             break
-                        transport.write(chunk)
+                        write(chunk)
                         budget -= len(chunk)
                         # Taken whole: the socket keeps up, so larger pieces; paused: small.
                         if self._writing_paused:
@@ -407,9 +410,34 @@ class ChatProtocol(asyncio.BufferedProtocol):
         raw._loop._remove_reader(raw._sock_fd)  # (paused by the chat already, on 3.10)
         self._sock, self._fd = raw._sock, raw._sock_fd
         self._context = contextvars.copy_context()  # as asyncio's reader handle had
+        self._write = self._send
         self._poller = _ReadPoller.of(loop)
         if not self._reading_paused and not self._eof:
             self._poller.add(self)
+
+    def _send(self, data: bytes | memoryview) -> None:
+        """`transport.write`, for a connection the poller reads: the same, one call shorter.
+
+        When the transport buffers nothing and may write, the reply is sent here as its
+        ``write`` would send it (a round trip's reply is one short chunk that the socket takes
+        whole); what the socket does not take, and every other case, goes to ``write``.
+        """
+        transport: Any = self._transport
+        if (transport._buffer or transport._conn_lost or transport._eof
+                or transport._empty_waiter is not None):
+            transport.write(data)  # (buffers behind the rest, or raises, or counts)
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # (the peer is gone: asyncio's own words and path)
+            transport._fatal_error(exc, "Fatal write error on socket transport")
+            return
+        if sent < len(data):
+            transport.write(memoryview(data)[sent:])  # (it buffers and waits to write)
 
     def _poll_read(self) -> None:
         """The poller saw our socket readable: read it as the transport's reader would."""
