@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar, cast
 
 import pytest
@@ -892,9 +893,12 @@ def test_plain_tcp_connections_are_read_by_one_poller_per_loop(read_path: str) -
                 protocols += [conn.protocol for conn in conns]  # the clients' side too
                 pollers = {id(p._poller) for p in protocols}
                 if read_path == "poller":
+                    assert pollers != {id(None)}
+                    assert cast(Any, protocols[0]._poller)._joined == 6
+                if read_path == "poller":
                     poller = protocols[0]._poller
                     assert poller is not None and pollers == {id(poller)}
-                    assert driver._ReadPoller.of(loop) is poller
+                    assert driver._ReadPoller._of_loop[loop] is poller
                     assert sorted(poller._reading) == sorted(p._fd for p in protocols)
                     assert not any(cast(Any, p._transport).is_reading() for p in protocols)
                 else:
@@ -1056,3 +1060,66 @@ def test_a_reply_to_a_peer_that_reset_ends_the_connection_with_the_error() -> No
     run(main)
     assert len(LateReply.ended) == 1
     assert isinstance(LateReply.ended[0], (ConnectionResetError, BrokenPipeError))
+
+
+class BrokenFeed(ChatProtocol):
+    """A protocol whose ``buffer_updated`` fails (a driver bug, not a handler's error)."""
+
+    lost: ClassVar[list[BaseException | None]] = []
+
+    def buffer_updated(self, nbytes: int) -> None:
+        raise RuntimeError("broken buffer_updated")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
+        super().connection_lost(exc)
+
+
+def test_a_failing_buffer_updated_ends_the_connection_as_asyncio_does(
+        caplog: pytest.LogCaptureFixture) -> None:
+    BrokenFeed.lost.clear()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: BrokenFeed(Echo()), "127.0.0.1", 0)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                client.setblocking(False)
+                await loop.sock_sendall(client, b"hello\r\n")
+                assert await loop.sock_recv(client, 100) == b""  # closed on us, no echo
+                await until(lambda: bool(BrokenFeed.lost))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run(main)
+    assert [str(exc) for exc in BrokenFeed.lost] == ["broken buffer_updated"]
+    assert any("buffer_updated() call failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_connection_that_gets_no_poller_is_read_by_its_transport(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_descriptor_left() -> Any:
+        raise OSError(24, "Too many open files")
+
+    # (The driver's own view of the module only: asyncio's selector needs the real one.)
+    monkeypatch.setattr(driver, "select", SimpleNamespace(epoll=no_descriptor_left))
+    monkeypatch.setattr(driver, "_SHARED_POLL", True)
+
+    async def main() -> None:
+        server = await serve(Served)
+        try:
+            Served.instances.clear()
+            conn = await open_connection("127.0.0.1", port_of(server))
+            await conn.send(b"still served\r\n")
+            assert await anext_frame(conn) == b"still served"
+            protocol = cast(ChatProtocol, Served.instances[0].transport)
+            assert protocol._poller is None and conn.protocol._poller is None
+            assert cast(Any, protocol._transport).is_reading()
+            await conn.aclose()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)

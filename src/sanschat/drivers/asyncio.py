@@ -149,7 +149,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._sock: Any = None  # the transport's socket, read by the poller
         self._fd = -1  # its descriptor (kept: the poller needs it after a close)
         self._context: contextvars.Context | None = None  # the poller's reads run in it
-        self._write: Callable[[bytes | memoryview], None] | None = None  # transport.write, or _send
+        self._direct: Any = None  # the socket transport, once the poller reads for us
 
     # ------------------------------------------------------------ asyncio's callbacks
 
@@ -159,7 +159,6 @@ class ChatProtocol(asyncio.BufferedProtocol):
             cast(asyncio.Transport, transport).abort()
             return
         self._transport = cast(asyncio.Transport, transport)
-        self._write = self._transport.write
         self._loop = asyncio.get_running_loop()
         self._view = _read_buffer()
         self._ssl = transport.get_extra_info("sslcontext") is not None
@@ -228,7 +227,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
             return
         self._lost = self._closing = True
         if self._poller is not None:  # before asyncio closes the socket
-            self._poller.remove(self)
+            self._poller.leave(self)
+            self._poller = None
         if self._guard is not None:
             self._guard.release()
         if self._refused:
@@ -308,8 +308,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         """Write what the channel has while the transport takes it; then check the reading."""
-        transport = self._transport
-        if self._closing or transport is None or transport.is_closing():
+        transport, direct = self._transport, self._direct
+        if self._closing or transport is None or (
+                transport.is_closing() if direct is None else direct._closing):
             return  # is_closing: lost, and connection_lost is yet to come
         chat = self.chat
         channel = chat.channel
@@ -321,13 +322,27 @@ class ChatProtocol(asyncio.BufferedProtocol):
                 try:
                     # write() sends at once when the transport's buffer is empty (and may
                     # pause us)
-                    piece, write = self._piece, self._write
-                    assert write is not None
+                    piece = self._piece
                     while True:
                         chunk = channel.data_to_send(piece)
                         if not chunk:
                             break
-                        write(chunk)
+                        if direct is not None and not direct._buffer:
+                            # The first step of the transport's write(), one call shorter:
+                            # the transport is open (checked above) and has nothing buffered
+                            # to send first.  (Its write() also refuses after write_eof() and
+                            # during sendfile(): this driver calls those never or last.)
+                            try:
+                                sent = self._sock.send(chunk)
+                            except (BlockingIOError, InterruptedError):
+                                sent = 0
+                            except OSError as exc:  # the peer is gone: asyncio's own path
+                                direct._fatal_error(exc, "Fatal write error on socket transport")
+                                return
+                            if sent < len(chunk):  # it buffers the rest, and may pause us
+                                transport.write(memoryview(chunk)[sent:])
+                        else:
+                            transport.write(chunk)
                         budget -= len(chunk)
                         # Taken whole: the socket keeps up, so larger pieces; paused: small.
                         if self._writing_paused:
@@ -400,72 +415,29 @@ class ChatProtocol(asyncio.BufferedProtocol):
         round trip's cost in this process.  The poller (`_ReadPoller`) reads all of them
         from one callback.  The transport stays for everything else (writes, closing, its
         buffer); it only stops reading (``pause_reading``, which it also reports from
-        ``is_reading``).
+        ``is_reading``).  `_flush` then sends as the transport's ``write`` would when the
+        transport has nothing buffered (``self._direct`` is the transport, for that).
         """
         transport, loop = self._transport, self._loop
         if self._closing or transport is None or loop is None or transport.is_closing():
+            return
+        try:
+            poller = _ReadPoller.join(loop)
+        except OSError:  # no descriptor left for its epoll (EMFILE): the transport reads on
             return
         raw: Any = transport
         transport.pause_reading()
         raw._loop._remove_reader(raw._sock_fd)  # (paused by the chat already, on 3.10)
         self._sock, self._fd = raw._sock, raw._sock_fd
         self._context = contextvars.copy_context()  # as asyncio's reader handle had
-        self._write = self._send
-        self._poller = _ReadPoller.of(loop)
+        self._direct, self._poller = raw, poller
         if not self._reading_paused and not self._eof:
             self._poller.add(self)
 
-    def _send(self, data: bytes | memoryview) -> None:
-        """`transport.write`, for a connection the poller reads: the same, one call shorter.
-
-        When the transport buffers nothing and may write, the reply is sent here as its
-        ``write`` would send it (a round trip's reply is one short chunk that the socket takes
-        whole); what the socket does not take, and every other case, goes to ``write``.
-        """
-        transport: Any = self._transport
-        if (transport._buffer or transport._conn_lost or transport._eof
-                or transport._empty_waiter is not None):
-            transport.write(data)  # (buffers behind the rest, or raises, or counts)
-            return
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:  # (the peer is gone: asyncio's own words and path)
-            transport._fatal_error(exc, "Fatal write error on socket transport")
-            return
-        if sent < len(data):
-            transport.write(memoryview(data)[sent:])  # (it buffers and waits to write)
-
-    def _poll_read(self) -> None:
-        """The poller saw our socket readable: read it as the transport's reader would."""
-        transport: Any = self._transport
-        if transport._closing:  # (is_closing()): asyncio stops reading at close
-            self._poller.remove(self)  # type: ignore[union-attr]  # (it called us)
-            return
-        try:
-            nbytes = self._sock.recv_into(self._view)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:  # (ECONNRESET and the like: asyncio logs at debug level)
-            self._poller.remove(self)  # type: ignore[union-attr]
-            transport._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not nbytes:  # the peer's end of stream
-            self._poller.remove(self)  # type: ignore[union-attr]
-            if not self.eof_received():
-                transport.close()
-            return
-        try:
-            self.buffer_updated(nbytes)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:  # (a bug here: the chat's own errors are handled)
-            transport._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+    def _read_eof(self) -> None:
+        """The poller read the peer's end of stream: `eof_received`, as the transport does."""
+        if not self.eof_received():
+            self._direct.close()
 
     def _schedule_continue(self) -> None:
         if not self._continuing and not self._closing and self._loop is not None:
@@ -564,16 +536,20 @@ class _ReadPoller:
     Theory of operation: the epoll is level-triggered and holds each reading connection's
     socket once (`add` and `remove` follow `ChatProtocol`'s reading state, so pausing is
     unregistering).  asyncio watches the epoll's own descriptor; when it is readable, `_ready`
-    reads up to `_POLL_BATCH` ready sockets (`ChatProtocol._poll_read`: read, feed, write
-    back, each in its connection's own contextvars context, as asyncio's reader handle ran
-    it), then returns to the loop, which calls it again on its next turn if more are ready.
+    reads up to `_POLL_BATCH` ready sockets as the socket transport's reader would (one
+    ``recv_into`` each, into the shared read buffer, then ``buffer_updated``: feed and write
+    back, in the connection's own contextvars context, as asyncio's reader handle ran it;
+    errors and the end of stream take the transport's paths), then returns to the loop,
+    which calls it again on its next turn if more are ready.
     A protocol leaves the epoll before asyncio closes its socket (in ``connection_lost``),
     so a descriptor number reused by a later connection is never confused with it.  Once the
-    last connection leaves, the poller closes its epoll and the loop forgets it; the next
-    connection starts a new one.
+    last connection that joined it leaves (reading or not), the poller closes its epoll and
+    the loop forgets it; the next connection starts a new one.  So a connection that pauses
+    and resumes never needs a new descriptor (which a server out of descriptors may not
+    get); one that cannot join a poller (EMFILE) stays read by its transport.
     """
 
-    __slots__ = ("__weakref__", "_epoll", "_fd", "_loop", "_reading")
+    __slots__ = ("__weakref__", "_epoll", "_fd", "_joined", "_loop", "_reading")
 
     _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadPoller]] = (
         weakref.WeakKeyDictionary())
@@ -583,20 +559,32 @@ class _ReadPoller:
         self._epoll = select.epoll()
         self._fd = self._epoll.fileno()
         self._reading: dict[int, ChatProtocol] = {}  # fd: the protocol that reads it
+        self._joined = 0  # protocols that joined and have not left
         loop.add_reader(self._fd, self._ready)
 
     @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _ReadPoller:
-        """The poller of *loop*, started if it has none."""
+    def join(cls, loop: asyncio.AbstractEventLoop) -> _ReadPoller:
+        """The poller of *loop* (started if it has none), for one more protocol; it does
+        not read for it before `add`.  Raises `OSError` if a new epoll cannot be made."""
         poller = cls._of_loop.get(loop)
         if poller is None:
             poller = cls._of_loop[loop] = cls(loop)
+        poller._joined += 1
         return poller
+
+    def leave(self, protocol: ChatProtocol) -> None:
+        """*protocol*, which joined, is done: `remove` it, and stop if none is left."""
+        self.remove(protocol)
+        self._joined -= 1
+        if not self._joined:
+            if self._of_loop.get(self._loop) is self:
+                del self._of_loop[self._loop]
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            self._epoll.close()
 
     def add(self, protocol: ChatProtocol) -> None:
         """Read for *protocol* from now on (again, if it was removed)."""
-        if self._epoll.closed:  # stopped since the protocol took it: the loop's new one
-            protocol._poller = self = _ReadPoller.of(self._loop)
         fd = protocol._fd
         if fd in self._reading:
             return
@@ -604,31 +592,49 @@ class _ReadPoller:
         self._reading[fd] = protocol
 
     def remove(self, protocol: ChatProtocol) -> None:
-        """Stop reading for *protocol* (nothing if it is not read); stop if none is left."""
+        """Stop reading for *protocol* (nothing if it is not read)."""
         fd = protocol._fd
         if self._reading.get(fd) is not protocol:
             return
         del self._reading[fd]
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError):  # (the kernel drops a closed socket by itself)
             self._epoll.unregister(fd)
-        if not self._reading:
-            if self._of_loop.get(self._loop) is self:
-                del self._of_loop[self._loop]
-            if not self._loop.is_closed():
-                self._loop.remove_reader(self._fd)
-            self._epoll.close()
 
     def _ready(self) -> None:
         """asyncio's callback: the epoll has ready sockets; read a batch of them."""
-        reading = self._reading
-        try:
-            events = self._epoll.poll(0, _POLL_BATCH)
-        except ValueError:  # closed by the last remove of this turn
-            return
-        for fd, _ in events:
+        reading = self._reading  # (a protocol may leave during the batch: its fd then too)
+        for fd, _ in self._epoll.poll(0, _POLL_BATCH):
             protocol = reading.get(fd)
-            if protocol is not None:  # (else removed since the poll)
-                protocol._context.run(protocol._poll_read)  # type: ignore[union-attr]
+            if protocol is None:  # removed since the poll
+                continue
+            # As the socket transport's own reader reads (and with its error messages); the
+            # protocol's callbacks run in the connection's context, as its reader's did.
+            transport, context = protocol._direct, protocol._context
+            assert context is not None
+            if transport._closing:  # asyncio stops reading at close
+                self.remove(protocol)
+                continue
+            try:
+                nbytes = protocol._sock.recv_into(protocol._view)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # ECONNRESET and the like (logged at debug level)
+                self.remove(protocol)
+                context.run(transport._fatal_error, exc, "Fatal read error on socket transport")
+                continue
+            if not nbytes:  # the peer's end of stream
+                self.remove(protocol)
+                context.run(protocol._read_eof)
+                continue
+            try:
+                context.run(protocol.buffer_updated, nbytes)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # (a bug: the chat's own errors are handled)
+                context.run(transport._fatal_error, exc,
+                            "Fatal error: protocol.buffer_updated() call failed.")
 
 
 async def serve(
