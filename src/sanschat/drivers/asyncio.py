@@ -1,12 +1,18 @@
 """The asyncio driver: a `Chat` on an `asyncio.BufferedProtocol`, plus an ``async for`` style.
 
 Theory of operation.  `ChatProtocol` is both the asyncio protocol of one connection and the
-`Transport` its chat sees.  asyncio reads into one buffer per thread (connections share it:
-each read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep), then
-`ChatProtocol._flush` pulls ``channel.data_to_send`` (see `WRITE_PIECE`) and writes at once
-(asyncio's ``write`` sends directly while its buffer is empty), but only until the
-transport calls `pause_writing` and at most `FLUSH_BUDGET` bytes per turn of the loop: a
-producer is never read ahead, and one connection cannot starve the others.
+`Transport` its chat sees.  Reads go into one buffer per thread (connections share it: each
+read goes to `Chat.feed` as a ``bytes`` copy, which a chat may keep).  On asyncio's selector
+loop with epoll (Linux), a plain TCP connection is read not by its transport but by the
+loop's `_ReadPoller`: one loop callback, one epoll of its own, a ``recv_into`` per ready
+socket and `ChatProtocol.buffer_updated` in the connection's context, which saves asyncio's
+per-read handle and calls (a request/response round trip cost 31k instructions through the
+transport, 22.5k so; docs/benchmarks.md).  Elsewhere (TLS, uvloop, other platforms) asyncio
+reads.  Then `ChatProtocol._flush` pulls ``channel.data_to_send`` (see `WRITE_PIECE`) and
+writes at once (sending on the socket itself while the transport buffers nothing, as its
+``write`` would), but only until the transport calls `pause_writing` and at most
+`FLUSH_BUDGET` bytes per turn of the loop: a producer is never read ahead, and one
+connection cannot starve the others.
 `resume_writing` pulls again.
 Reading stops while the channel holds more than the chat's `Chat.high_water` unsent bytes
 (or, in the stream style, more than `HIGH_WATER` unread bytes), while the chat has paused
