@@ -91,6 +91,14 @@ def short_lines(count: int) -> bytes:
     return b"".join(b"%015d\n" % i for i in range(count))
 
 
+def resp_values(count: int) -> bytes:
+    """*count* RESP bulk strings (``$22``, CRLF, 16 ``v`` and the 6-digit number, CRLF)."""
+    return b"".join(b"$22\r\n%s%06d\r\n" % (RESP_VALUE, i) for i in range(count))
+
+
+RESP_VALUE = b"v" * 16
+
+
 def cut(data: bytes, size: int) -> list[bytes]:
     """*data* cut into chunks of *size* bytes (the last one shorter)."""
     return [data[i : i + size] for i in range(0, len(data), size)]
@@ -785,11 +793,9 @@ def long_lines_workload(sizes: Sizes) -> Workload:
 
 
 def switching_workload(sizes: Sizes) -> Workload:
-    value = b"v" * 16
     count = sizes.bulk_bytes // 64
-    data = b"".join(b"$%d\r\n%s%06d\r\n" % (len(value) + 6, value, i) for i in range(count))
-    chunks = cut(data, 64 * KiB)
-    expect = (count, value + b"%06d" % (count - 1))
+    chunks = cut(resp_values(count), 64 * KiB)
+    expect = (count, RESP_VALUE + b"%06d" % (count - 1))
     contenders = [Contender(CHAT_SWITCHING, chat_switching, chunks, expect, count)]
     if asynchat is not None:
         contenders.append(Contender(ASYNCHAT, asynchat_switching, chunks, expect, count))

@@ -27,10 +27,12 @@ With ``--core`` it counts the core instead, with no sockets: the read shapes of
 ``bench_core.py`` where the per-call cost decides (one 16-byte line per read, 1-byte reads,
 16-byte lines in 64 KiB reads), each through the contenders of ``bench_core.py`` (its own
 functions: sanschat ``frames()``, the event API, ``Chat.feed``, asynchat, Twisted
-``LineOnlyReceiver``), as instructions per read or per frame.  Each contender runs alone in a
-child under callgrind over the first *n* and then the first *2n* reads of one input built
-for *2n* in both children, so that building the input, the imports and the start-up cancel
-out exactly; the children run in parallel (counts do not depend on the load).
+``LineOnlyReceiver``), as instructions per read or per frame; and its terminator switch per
+frame (RESP bulk strings in 64 KiB reads, ``Chat`` against asynchat only), per value.  Each
+contender runs alone in a child under callgrind over the first *n* and then the first *2n*
+reads of one input built for *2n* in both children, so that building the input, the imports
+and the start-up cancel out exactly; the children run in parallel (counts do not depend on
+the load).
 
 Needs valgrind (``apt install valgrind``); without it the script says so and exits 2.  It
 is not part of CI (about ten minutes; ``--core`` about seven).  Run with ``--help``.
@@ -117,6 +119,14 @@ CORE_SHAPES: dict[str, tuple[str, str, int, int]] = {
     "one-line": ("one 16-byte line per read", "read", 16, 5000),
     "one-byte": ("16-byte lines in 1-byte reads", "read", 1, 8000),
     "bulk": ("16-byte lines in 64 KiB reads", "frame", 65535, 4),
+    "switch": ("RESP bulk strings, a terminator switch per frame, in 64 KiB reads", "value",
+               65536, 4),
+}
+#: The shapes whose input is not 16-byte lines: shape -> {contender: (its name there, its
+#: bench_core function)}.  Only these contenders run them (the others have no such protocol).
+CORE_OWN_INPUT: dict[str, dict[str, tuple[str, str]]] = {
+    "switch": {"chat": ("sanschat Chat.found_frame + set_terminator", "chat_switching"),
+               "asynchat": ("asynchat", "asynchat_switching")},
 }
 #: --core's contenders: key -> (name, bench_core function name, sanschat's).
 CORE_CONTENDERS: dict[str, tuple[str, str, bool]] = {
@@ -139,9 +149,10 @@ def bench_core_module() -> Any:
 
 
 def core_input_lines(shape: str) -> int:
-    """How many 16-byte lines both children of *shape* build: enough for *2n* full reads."""
+    """How many 16-byte lines (or RESP values, 29 bytes) both children of *shape* build:
+    enough for *2n* full reads."""
     size, first = CORE_SHAPES[shape][2:]
-    return 2 * first * size // 16 + 1
+    return 2 * first * size // (29 if shape in CORE_OWN_INPUT else 16) + 1
 
 
 def core_run(shape: str, key: str, count: int) -> None:
@@ -150,9 +161,15 @@ def core_run(shape: str, key: str, count: int) -> None:
     the build loaded and that count of frames."""
     bench_core = bench_core_module()
     size = CORE_SHAPES[shape][2]
-    reads = bench_core.cut(bench_core.short_lines(core_input_lines(shape)), size)[:count]
-    function = getattr(bench_core, CORE_CONTENDERS[key][1])
-    lines = count * size // 16  # (every read is *size* bytes long: the input is longer)
+    if shape in CORE_OWN_INPUT:
+        data = bench_core.resp_values(core_input_lines(shape))
+        function = getattr(bench_core, CORE_OWN_INPUT[shape][key][1])
+        lines = data[: count * size].count(b"\r\n") // 2  # the values complete in them
+    else:
+        data = bench_core.short_lines(core_input_lines(shape))
+        function = getattr(bench_core, CORE_CONTENDERS[key][1])
+        lines = count * size // 16  # (every read is *size* bytes long: the input is longer)
+    reads = bench_core.cut(data, size)[:count]
     assert len(reads) == count and len(reads[-1]) == size
     found = function(reads)[0]
     if found != lines:
@@ -186,9 +203,10 @@ def core_count(shape: str, key: str, count: int, workdir: Path,
 
 def core_main(keys: list[str], shapes: list[str], markdown: bool, compiled: str | None) -> int:
     """--core: count every (shape, contender, build) and print one table per shape."""
-    runs = [(shape, key, None) for shape in shapes for key in keys]
+    runs = [(shape, key, None) for shape in shapes for key in keys
+            if key in CORE_OWN_INPUT.get(shape, CORE_CONTENDERS)]
     if compiled:
-        runs += [(shape, key, compiled) for shape in shapes for key in keys
+        runs += [(shape, key, compiled) for shape, key, _ in list(runs)
                  if CORE_CONTENDERS[key][2]]
     jobs = [(run, count) for run in runs
             for count in (CORE_SHAPES[run[0]][3], 2 * CORE_SHAPES[run[0]][3])]
@@ -214,7 +232,8 @@ def core_main(keys: list[str], shapes: list[str], markdown: bool, compiled: str 
         twisted = per_unit.get((shape, "twisted", None))
         rows = []
         for run in (r for r in runs if r[0] == shape):
-            name = CORE_CONTENDERS[run[1]][0] + (", compiled" if run[2] else "")
+            name = CORE_OWN_INPUT.get(shape, CORE_CONTENDERS)[run[1]][0]
+            name += ", compiled" if run[2] else ""
             rows.append((name, f"{per_unit[run]:,.0f}",
                          "-" if base is None else f"{base / per_unit[run]:.2f}x",
                          "-" if twisted is None else f"{twisted / per_unit[run]:.2f}x"))

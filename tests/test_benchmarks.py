@@ -74,3 +74,33 @@ def test_the_core_mode_counts_each_shape_per_read(
     assert capsys.readouterr().out.strip()
     with pytest.raises(SystemExit):
         bench_instructions.main(["--core", "--shapes", "no-such-shape"])
+
+
+def test_the_switch_shape_runs_only_the_contenders_with_that_protocol(
+        bench_instructions: ModuleType, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    counted: list[tuple[str, str, bool]] = []
+
+    def fake_core_count(shape: str, key: str, reads: int, workdir: Path,
+                        compiled: str | None = None) -> tuple[int, int]:
+        counted.append((shape, key, compiled is not None))
+        return 1_000_000 + 9_000 * reads, 3 * reads  # 3 values per read
+
+    monkeypatch.setattr(bench_instructions, "core_count", fake_core_count)
+    assert bench_instructions.main(["--core", "--shapes", "switch",
+                                    "--compiled-path", "/nowhere"]) == 0
+    assert sorted(set(counted)) == [("switch", "asynchat", False), ("switch", "chat", False),
+                                    ("switch", "chat", True)]
+    out = capsys.readouterr().out
+    assert "instructions / value" in out and "3,000" in out  # 9,000 per 3 values
+
+
+@pytest.mark.parametrize("key", ["chat", "asynchat"])
+def test_a_switch_child_checks_the_values_it_framed(
+        bench_instructions: ModuleType, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if key == "asynchat" and sys.version_info >= (3, 12):
+        pytest.skip("asynchat left the stdlib in 3.12")
+    bench_instructions.core_run("switch", key, 2)  # the first 2 of the 64 KiB reads
+    build, values = capsys.readouterr().out.split()
+    assert build in ("0", "1")
+    assert int(values) == 2 * 65536 // 29  # every value complete in 128 KiB (29 bytes each)
