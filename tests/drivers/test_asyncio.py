@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
+import os
 import select
 import shutil
 import socket
@@ -18,6 +20,7 @@ import struct
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -1123,3 +1126,21 @@ def test_a_connection_that_gets_no_poller_is_read_by_its_transport(
             await server.wait_closed()
 
     run(main)
+
+
+def test_a_loop_that_is_gone_takes_its_poller_and_epoll_with_it(read_path: str) -> None:
+    # (As when a loop is closed with connections open, which never leave their poller.)
+    if read_path != "poller":
+        pytest.skip("the poller only")
+    loop = asyncio.new_event_loop()
+    poller = driver._ReadPoller.join(loop)
+    fd = poller._epoll.fileno()
+    assert driver._ReadPoller._of_loop[loop] is poller
+    os.fstat(fd)  # open
+    gone = weakref.ref(poller)
+    loop.close()
+    del loop, poller
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(OSError):  # its epoll was closed as it was freed
+        os.fstat(fd)

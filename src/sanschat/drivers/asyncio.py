@@ -417,7 +417,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         """Move this plain TCP connection's reading from its transport to the loop's poller.
 
         asyncio reads each connection through a selector callback of its own: a handle, a
-        context switch and three Python calls per read, about a third of a request/response
+        context switch and three Python calls per read, about a quarter of a request/response
         round trip's cost in this process.  The poller (`_ReadPoller`) reads all of them
         from one callback.  The transport stays for everything else (writes, closing, its
         buffer); it only stops reading (``pause_reading``, which it also reports from
@@ -555,13 +555,15 @@ class _ReadPoller:
     get); one that cannot join a poller (EMFILE) stays read by its transport.
     """
 
-    __slots__ = ("__weakref__", "_epoll", "_fd", "_joined", "_loop", "_reading")
+    __slots__ = ("__weakref__", "_epoll", "_fd", "_joined", "_loop_ref", "_reading")
 
     _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadPoller]] = (
         weakref.WeakKeyDictionary())
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Held weakly, as by _of_loop: a loop closed with connections still open (which then
+        # never leave) is freed with its poller, whose epoll closes as it is freed.
+        self._loop_ref = weakref.ref(loop)
         self._epoll = select.epoll()
         self._fd = self._epoll.fileno()
         self._reading: dict[int, ChatProtocol] = {}  # fd: the protocol that reads it
@@ -582,11 +584,12 @@ class _ReadPoller:
         """*protocol*, which joined, is done: `remove` it, and stop if none is left."""
         self.remove(protocol)
         self._joined -= 1
+        loop = self._loop_ref()
         if not self._joined:
-            if self._of_loop.get(self._loop) is self:
-                del self._of_loop[self._loop]
-            if not self._loop.is_closed():
-                self._loop.remove_reader(self._fd)
+            if loop is not None and self._of_loop.get(loop) is self:
+                del self._of_loop[loop]
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self._fd)
             self._epoll.close()
 
     def add(self, protocol: ChatProtocol) -> None:
