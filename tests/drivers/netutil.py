@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
 
 from sanschat import Chat
 from sanschat.drivers import BackgroundServer
@@ -46,3 +51,19 @@ def recv_until_eof(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         data += chunk
     return bytes(data)
+
+
+def read_paths(driver: ModuleType, other: str, by: str) -> Any:
+    """An autouse fixture, ``read_path``, that runs every test of a driver's module twice:
+    plain TCP connections read by the driver's shared poller (``"poller"``, where the
+    platform has epoll), and read the other way (*other*: each *by* ...), as on the other
+    platforms; it sets the driver's ``_SHARED_POLL`` for the test."""
+
+    @pytest.fixture(autouse=True, params=["poller", other])
+    def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+        if request.param == "poller" and not hasattr(select, "epoll"):
+            pytest.skip(f"no epoll: TCP connections are read by {by}")
+        monkeypatch.setattr(driver, "_SHARED_POLL", request.param == "poller")
+        return str(request.param)
+
+    return read_path

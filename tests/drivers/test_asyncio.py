@@ -12,7 +12,6 @@ import contextvars
 import gc
 import logging
 import os
-import select
 import shutil
 import socket
 import ssl
@@ -27,7 +26,7 @@ from types import SimpleNamespace
 from typing import Any, ClassVar, cast
 
 import pytest
-from netutil import TIMEOUT
+from netutil import TIMEOUT, read_paths
 
 import sanschat.drivers.asyncio as driver
 from sanschat import Chat, Data, EndOfStream, FrameTooLarge, TerminatorFound
@@ -46,14 +45,8 @@ from sanschat.examples import Echo, factory
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-@pytest.fixture(autouse=True, params=["poller", "transport"])
-def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs twice: plain TCP connections read by the loop's poller (where the
-    platform has epoll), and each by its asyncio transport (the other platforms' way)."""
-    if request.param == "poller" and not hasattr(select, "epoll"):
-        pytest.skip("no epoll: TCP connections are read by their transports")
-    monkeypatch.setattr(driver, "_SHARED_POLL", request.param == "poller")
-    return str(request.param)
+#: Every test runs twice: read by the shared poller, and by their transports.
+read_path = read_paths(driver, "transport", "their transports")
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], loop_factory: LoopFactory | None = None,

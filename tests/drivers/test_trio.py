@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import select
 import socket
 import struct
 import sys
@@ -23,6 +22,7 @@ pytest.importorskip("trio")
 
 import trio
 import trio.testing
+from netutil import read_paths
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # trio's own dependency there
@@ -36,14 +36,8 @@ from sanschat.testing import RecordingTransport
 TIMEOUT = 10.0  # seconds any test may take (real time)
 
 
-@pytest.fixture(autouse=True, params=["poller", "tasks"])
-def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs twice: plain TCP connections read by the run's poller (where the
-    platform has epoll), and each by its own task (the other platforms' way)."""
-    if request.param == "poller" and not hasattr(select, "epoll"):
-        pytest.skip("no epoll: TCP connections are read by their own tasks")
-    monkeypatch.setattr(driver, "_SHARED_POLL", request.param == "poller")
-    return str(request.param)
+#: Every test runs twice: read by the shared poller, and by their own tasks.
+read_path = read_paths(driver, "tasks", "their own tasks")
 
 
 def run(test: Callable[[], Awaitable[None]], *, virtual: bool = False) -> None:
