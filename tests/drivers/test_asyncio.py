@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -894,7 +895,7 @@ def test_plain_tcp_connections_are_read_by_one_poller_per_loop(read_path: str) -
                 if read_path == "poller":
                     poller = protocols[0]._poller
                     assert poller is not None and pollers == {id(poller)}
-                    assert driver._ReadPoller._of_loop[loop] is poller
+                    assert getattr(loop, driver._POLLER_ATTRIBUTE) is poller
                     assert sorted(poller._reading) == sorted(p._fd for p in protocols)
                     assert not any(cast(Any, p._transport).is_reading() for p in protocols)
                 else:
@@ -905,7 +906,7 @@ def test_plain_tcp_connections_are_read_by_one_poller_per_loop(read_path: str) -
                 await until(lambda: all(chat.detached for chat in Served.instances))
                 if read_path == "poller":
                     assert poller._reading == {} and poller._epoll.closed
-                    assert loop not in driver._ReadPoller._of_loop
+                    assert not hasattr(loop, driver._POLLER_ATTRIBUTE)
         finally:
             server.close()
             await server.wait_closed()
@@ -1121,19 +1122,113 @@ def test_a_connection_that_gets_no_poller_is_read_by_its_transport(
     run(main)
 
 
-def test_a_loop_that_is_gone_takes_its_poller_and_epoll_with_it(read_path: str) -> None:
-    # (As when a loop is closed with connections open, which never leave their poller.)
-    if read_path != "poller":
-        pytest.skip("the poller only")
-    loop = asyncio.new_event_loop()
-    poller = driver._ReadPoller.join(loop)
-    fd = poller._epoll.fileno()
-    assert driver._ReadPoller._of_loop[loop] is poller
-    os.fstat(fd)  # open
-    gone = weakref.ref(poller)
-    loop.close()
-    del loop, poller
-    gc.collect()
-    assert gone() is None
-    with pytest.raises(OSError):  # its epoll was closed as it was freed
-        os.fstat(fd)
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_loop_dropped_with_connections_open_is_freed_with_their_sockets() -> None:
+    # As `asyncio.run` returning with connections open: they never leave their poller.
+    async def main() -> list[Connection]:
+        server = await serve(Echo)
+        conns = [await open_connection("127.0.0.1", port_of(server)) for _ in range(3)]
+        for conn in conns:
+            await conn.send(b"hi\r\n")
+            assert await anext_frame(conn) == b"hi"
+        server.close()
+        return conns
+
+    before = open_descriptors()
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        conns = loop.run_until_complete(asyncio.wait_for(main(), TIMEOUT))
+        gone = weakref.ref(loop)
+        loop.close()
+        del loop, conns
+        with warnings.catch_warnings():  # (the transports' own "unclosed" warnings)
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        assert gone() is None
+    assert open_descriptors() <= before  # the sockets and the pollers' epolls: all closed
+
+
+class FailingEof(Echo):
+    """Its end-of-stream hook raises a BaseException (a CancelledError, as the ``result()``
+    of a cancelled future raises); remembers how its connection ended."""
+
+    lost: ClassVar[list[BaseException | None]] = []
+
+    def feed_eof(self) -> None:
+        raise asyncio.CancelledError("from feed_eof")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+def test_a_base_exception_at_end_of_stream_ends_the_connection_as_asyncio_does() -> None:
+    FailingEof.lost.clear()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        failures: list[str] = []
+        loop.set_exception_handler(lambda _loop, context: failures.append(context["message"]))
+        server = await serve(FailingEof)
+        try:
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as client:
+                client.setblocking(False)
+                await asyncio.sleep(0.05)  # accepted, and read by whoever reads it
+                client.shutdown(socket.SHUT_WR)
+                await until(lambda: bool(FailingEof.lost))
+                assert await asyncio.wait_for(loop.sock_recv(client, 10), TIMEOUT) == b""
+            assert failures == ["Fatal error: protocol.eof_received() call failed."]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)
+    assert [type(exc) for exc in FailingEof.lost] == [asyncio.CancelledError]
+
+
+class Plain(asyncio.Protocol):
+    """A protocol a transport is handed to: keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+def test_a_transport_handed_to_another_protocol_is_read_for_that_protocol() -> None:
+    # What loop.start_tls does (pause, set_protocol, resume); then later connections, one of
+    # which gets the descriptor number of the one handed over, are read as any other.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await serve(Served)
+        try:
+            Served.instances.clear()
+            with socket.create_connection(("127.0.0.1", port_of(server)), TIMEOUT) as first:
+                first.setblocking(False)
+                await until(lambda: bool(Served.instances))
+                protocol = cast(ChatProtocol, Served.instances[0].transport)
+                await asyncio.sleep(0.05)  # (the poller, if any, has taken the reading)
+                transport = cast(Any, protocol._transport)
+                plain = Plain()
+                transport.pause_reading()
+                transport.set_protocol(plain)
+                transport.resume_reading()
+                await loop.sock_sendall(first, b"for the new protocol\r\n")
+                await until(lambda: plain.received == b"for the new protocol\r\n")
+                transport.close()
+            await asyncio.sleep(0.05)
+            conns = [await open_connection("127.0.0.1", port_of(server)) for _ in range(4)]
+            for n, conn in enumerate(conns):
+                await conn.send(b"still read %d\r\n" % n)
+                assert await anext_frame(conn) == b"still read %d" % n
+            for conn in conns:
+                await conn.aclose()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main)

@@ -44,10 +44,9 @@ import socket
 import ssl
 import threading
 import time
-import weakref
 from asyncio import selector_events
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Final, cast
+from typing import Any, Final, cast
 
 from .._channel import TerminatorLike
 from .._chat import Chat
@@ -107,6 +106,9 @@ _SHARED_POLL: bool = hasattr(select, "epoll")
 
 #: How many ready connections the poller serves per turn of the loop.
 _POLL_BATCH: Final = 256
+
+#: The attribute of an asyncio loop that holds its `_ReadPoller`, while it has one.
+_POLLER_ATTRIBUTE: Final = "_sanschat_read_poller"
 
 #: The one transport class whose reading the poller may take over: CPython's plain socket
 #: transport (its private ``_sock`` and ``_fatal_error`` are used, as its own reader does).
@@ -427,9 +429,8 @@ class ChatProtocol(asyncio.BufferedProtocol):
         transport, loop = self._transport, self._loop
         if self._closing or transport is None or loop is None or transport.is_closing():
             return
-        try:
-            poller = _ReadPoller.join(loop)
-        except OSError:  # no descriptor left for its epoll (EMFILE): the transport reads on
+        poller = _ReadPoller.join(loop)
+        if poller is None:  # none could be made (out of descriptors): the transport reads on
             return
         raw: Any = transport
         transport.pause_reading()
@@ -444,6 +445,13 @@ class ChatProtocol(asyncio.BufferedProtocol):
         """The poller read the peer's end of stream: `eof_received`, as the transport does."""
         if not self.eof_received():
             self._direct.close()
+
+    def _stop_polling(self) -> None:
+        """Someone resumed the transport's own reading (which only handing the transport to
+        another protocol does, as ``loop.start_tls``): leave it to the transport."""
+        if self._poller is not None:
+            self._poller.leave(self)
+        self._poller = self._direct = None
 
     def _schedule_continue(self) -> None:
         if not self._continuing and not self._closing and self._loop is not None:
@@ -548,35 +556,43 @@ class _ReadPoller:
     errors and the end of stream take the transport's paths), then returns to the loop,
     which calls it again on its next turn if more are ready.
     A protocol leaves the epoll before asyncio closes its socket (in ``connection_lost``),
-    so a descriptor number reused by a later connection is never confused with it.  Once the
-    last connection that joined it leaves (reading or not), the poller closes its epoll and
-    the loop forgets it; the next connection starts a new one.  So a connection that pauses
-    and resumes never needs a new descriptor (which a server out of descriptors may not
-    get); one that cannot join a poller (EMFILE) stays read by its transport.
+    so a descriptor number reused by a later connection is never confused with it; and if a
+    protocol lost its socket without leaving (its transport handed to another protocol), a
+    later connection with that descriptor number takes its place (`add`).  Once the last
+    connection that joined leaves (reading or not), the poller closes its epoll and the loop
+    forgets it; the next connection starts a new one.  So a connection that pauses and
+    resumes never needs a new descriptor (which a server out of descriptors may not get);
+    one that cannot join a poller (EMFILE) stays read by its transport.  The poller is kept
+    on its loop (an attribute), not in a map of loops: a loop dropped with connections still
+    open (``asyncio.run`` returning with a connection open) is then freed with its poller,
+    their protocols and their sockets, as it is without a poller.
     """
 
-    __slots__ = ("__weakref__", "_epoll", "_fd", "_joined", "_loop_ref", "_reading")
-
-    _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadPoller]] = (
-        weakref.WeakKeyDictionary())
+    __slots__ = ("_epoll", "_fd", "_joined", "_loop", "_reading")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Held weakly, as by _of_loop: a loop closed with connections still open (which then
-        # never leave) is freed with its poller, whose epoll closes as it is freed.
-        self._loop_ref = weakref.ref(loop)
+        self._loop = loop
         self._epoll = select.epoll()
         self._fd = self._epoll.fileno()
         self._reading: dict[int, ChatProtocol] = {}  # fd: the protocol that reads it
         self._joined = 0  # protocols that joined and have not left
-        loop.add_reader(self._fd, self._ready)
 
     @classmethod
-    def join(cls, loop: asyncio.AbstractEventLoop) -> _ReadPoller:
-        """The poller of *loop* (started if it has none), for one more protocol; it does
-        not read for it before `add`.  Raises `OSError` if a new epoll cannot be made."""
-        poller = cls._of_loop.get(loop)
+    def join(cls, loop: asyncio.AbstractEventLoop) -> _ReadPoller | None:
+        """The poller of *loop* (started if it has none), for one more protocol, which it
+        does not read for before `add`; None if none can be made (no descriptor left)."""
+        poller: _ReadPoller | None = getattr(loop, _POLLER_ATTRIBUTE, None)
         if poller is None:
-            poller = cls._of_loop[loop] = cls(loop)
+            try:
+                poller = cls(loop)
+            except OSError:  # EMFILE, ENFILE
+                return None
+            try:
+                setattr(loop, _POLLER_ATTRIBUTE, poller)
+            except AttributeError:  # (a loop class with __slots__: it keeps no poller)
+                poller._epoll.close()
+                return None
+            loop.add_reader(poller._fd, poller._ready)
         poller._joined += 1
         return poller
 
@@ -584,19 +600,23 @@ class _ReadPoller:
         """*protocol*, which joined, is done: `remove` it, and stop if none is left."""
         self.remove(protocol)
         self._joined -= 1
-        loop = self._loop_ref()
         if not self._joined:
-            if loop is not None and self._of_loop.get(loop) is self:
-                del self._of_loop[loop]
-            if loop is not None and not loop.is_closed():
+            loop = self._loop
+            if getattr(loop, _POLLER_ATTRIBUTE, None) is self:
+                delattr(loop, _POLLER_ATTRIBUTE)
+            if not loop.is_closed():
                 loop.remove_reader(self._fd)
             self._epoll.close()
 
     def add(self, protocol: ChatProtocol) -> None:
         """Read for *protocol* from now on (again, if it was removed)."""
         fd = protocol._fd
-        if fd in self._reading:
+        holder = self._reading.get(fd)
+        if holder is protocol:
             return
+        if holder is not None:  # lost its socket without leaving: the number is reused
+            with contextlib.suppress(OSError):  # (the kernel dropped the closed socket)
+                self._epoll.unregister(fd)
         self._epoll.register(fd, select.EPOLLIN)
         self._reading[fd] = protocol
 
@@ -620,8 +640,13 @@ class _ReadPoller:
             # protocol's callbacks run in the connection's context, as its reader's did.
             transport, context = protocol._direct, protocol._context
             assert context is not None
-            if transport._closing:  # asyncio stops reading at close
-                self.remove(protocol)
+            if transport._closing or not transport._paused:
+                # Closing: asyncio stops reading at close.  Not paused: its own reading was
+                # resumed, by whoever the transport was handed to; it reads from now on.
+                if transport._closing:
+                    self.remove(protocol)
+                else:
+                    protocol._stop_polling()
                 continue
             try:
                 nbytes = protocol._sock.recv_into(protocol._view)
@@ -635,7 +660,13 @@ class _ReadPoller:
                 continue
             if not nbytes:  # the peer's end of stream
                 self.remove(protocol)
-                context.run(protocol._read_eof)
+                try:
+                    context.run(protocol._read_eof)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # (as the transport: CancelledError, say)
+                    context.run(transport._fatal_error, exc,
+                                "Fatal error: protocol.eof_received() call failed.")
                 continue
             try:
                 context.run(protocol.buffer_updated, nbytes)
