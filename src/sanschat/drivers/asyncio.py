@@ -157,7 +157,6 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._sock: Any = None  # the transport's socket, read by the poller
         self._fd = -1  # its descriptor (kept: the poller needs it after a close)
         self._context: contextvars.Context | None = None  # the poller's reads run in it
-        self._direct: Any = None  # the socket transport, once the poller reads for us
 
     # ------------------------------------------------------------ asyncio's callbacks
 
@@ -316,7 +315,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         """Write what the channel has while the transport takes it; then check the reading."""
-        transport, direct = self._transport, self._direct
+        transport = self._transport
+        # The socket transport, when the poller reads for us: its own state is read directly.
+        direct: Any = transport if self._poller is not None else None
         if self._closing or transport is None or (
                 transport.is_closing() if direct is None else direct._closing):
             return  # is_closing: lost, and connection_lost is yet to come
@@ -424,7 +425,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         from one callback.  The transport stays for everything else (writes, closing, its
         buffer); it only stops reading (``pause_reading``, which it also reports from
         ``is_reading``).  `_flush` then sends as the transport's ``write`` would when the
-        transport has nothing buffered (``self._direct`` is the transport, for that).
+        transport has nothing buffered.
         """
         transport, loop = self._transport, self._loop
         if self._closing or transport is None or loop is None or transport.is_closing():
@@ -437,21 +438,22 @@ class ChatProtocol(asyncio.BufferedProtocol):
         raw._loop._remove_reader(raw._sock_fd)  # (paused by the chat already, on 3.10)
         self._sock, self._fd = raw._sock, raw._sock_fd
         self._context = contextvars.copy_context()  # as asyncio's reader handle had
-        self._direct, self._poller = raw, poller
+        self._poller = poller
         if not self._reading_paused and not self._eof:
             self._poller.add(self)
 
     def _read_eof(self) -> None:
         """The poller read the peer's end of stream: `eof_received`, as the transport does."""
         if not self.eof_received():
-            self._direct.close()
+            assert self._transport is not None
+            self._transport.close()
 
     def _stop_polling(self) -> None:
         """Someone resumed the transport's own reading (which only handing the transport to
         another protocol does, as ``loop.start_tls``): leave it to the transport."""
         if self._poller is not None:
             self._poller.leave(self)
-        self._poller = self._direct = None
+        self._poller = None
 
     def _schedule_continue(self) -> None:
         if not self._continuing and not self._closing and self._loop is not None:
@@ -638,7 +640,8 @@ class _ReadPoller:
                 continue
             # As the socket transport's own reader reads (and with its error messages); the
             # protocol's callbacks run in the connection's context, as its reader's did.
-            transport, context = protocol._direct, protocol._context
+            transport: Any = protocol._transport
+            context = protocol._context
             assert context is not None
             if transport._closing or not transport._paused:
                 # Closing: asyncio stops reading at close.  Not paused: its own reading was
