@@ -914,6 +914,39 @@ def test_plain_tcp_connections_are_read_by_one_poller_per_loop(read_path: str) -
     run(main)
 
 
+def test_a_closed_connections_protocol_is_freed_without_the_collector(read_path: str) -> None:
+    # The poller calls a bound method the protocol keeps while it is read: a cycle, which
+    # must end with the connection, or every closed connection waits for the collector.
+    gone: list[weakref.ref[ChatProtocol]] = []
+
+    async def main() -> None:
+        server = await serve(Served)
+        try:
+            Served.instances.clear()
+            conn = await open_connection("127.0.0.1", port_of(server))
+            await conn.send(b"once\r\n")
+            assert await anext_frame(conn) == b"once"
+            protocol = cast(ChatProtocol, Served.instances[0].transport)
+            assert (protocol._poller is not None) is (read_path == "poller")
+            gone.append(weakref.ref(protocol))
+            del protocol
+            await conn.aclose()
+            await until(lambda: Served.instances[0].detached)
+            Served.instances.clear()
+            await asyncio.sleep(0.05)  # asyncio's own call_soon callbacks drop theirs
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(main)
+        assert gone[0]() is None
+    finally:
+        gc.enable()
+
+
 _who: contextvars.ContextVar[bytes] = contextvars.ContextVar("who", default=b"nobody")
 
 

@@ -278,6 +278,10 @@ SWEEP_BUDGET = 250
 SWEEP_PAUSE = 0.05
 
 
+def _released(*_args: object) -> None:
+    """A released `Guard`'s callbacks: its connection is closed, nothing is left to do."""
+
+
 class Guard:
     """One connection's part in its server's `Watch`.
 
@@ -325,8 +329,11 @@ class Guard:
         self.sent = self.active = self.watch.now
 
     def release(self) -> None:
-        """The connection is closed: leave the watch (which may start accepting again)."""
+        """The connection is closed: leave the watch (which may start accepting again), and
+        drop its callbacks (bound methods of the connection, which holds this guard: a cycle
+        that would leave each closed connection to the garbage collector)."""
         self.watch._remove(self)
+        self.abort = self.dispatch = _released
 
     def _check(self, now: float, limits: Limits) -> bool:
         """Check the timeouts; True if one fired (the connection closes, or `Chat.idle`)."""

@@ -157,6 +157,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._sock: Any = None  # the transport's socket, read by the poller
         self._fd = -1  # its descriptor (kept: the poller needs it after a close)
         self._context: contextvars.Context | None = None  # the poller's reads run in it
+        self._updated: Any = None  # buffer_updated, bound while the poller reads for us
 
     # ------------------------------------------------------------ asyncio's callbacks
 
@@ -234,8 +235,7 @@ class ChatProtocol(asyncio.BufferedProtocol):
             return
         self._lost = self._closing = True
         if self._poller is not None:  # before asyncio closes the socket
-            self._poller.leave(self)
-            self._poller = None
+            self._stop_polling()
         if self._guard is not None:
             self._guard.release()
         if self._refused:
@@ -314,7 +314,13 @@ class ChatProtocol(asyncio.BufferedProtocol):
         self._flush()
 
     def _flush(self) -> None:
-        """Write what the channel has while the transport takes it; then check the reading."""
+        """Write what the channel has while the transport takes it; then check the reading.
+
+        Laid out for the common case, a reply that the socket takes whole: one pull, one
+        send, a stamp and a few flag tests (this runs once per read; each line here costs
+        as much as a property call, so the channel's and chat's private state is read
+        directly).
+        """
         transport = self._transport
         # The socket transport, when the poller reads for us: its own state is read directly.
         direct: Any = transport if self._poller is not None else None
@@ -324,22 +330,19 @@ class ChatProtocol(asyncio.BufferedProtocol):
         chat = self.chat
         channel = chat.channel
         if not self._writing_paused:
-            budget = FLUSH_BUDGET
-            # (The channel's private state is read directly here: this runs once per read,
-            # and each property call costs as much as a line of this loop.)
             if channel._queue and not channel._wants_close:  # (channel.wants_write)
+                budget = FLUSH_BUDGET
+                piece = self._piece
                 try:
-                    # write() sends at once when the transport's buffer is empty (and may
-                    # pause us)
-                    piece = self._piece
                     while True:
                         chunk = channel.data_to_send(piece)
                         if not chunk:
                             break
+                        budget -= len(chunk)
                         if direct is not None and not direct._buffer:
                             # The first step of the transport's write(), one call shorter:
-                            # the transport is open (checked above) and has nothing buffered
-                            # to send first.  (Its write() also refuses after write_eof() and
+                            # it is open (checked above) and has nothing buffered to send
+                            # first.  (Its write() also refuses after write_eof() and
                             # during sendfile(): this driver calls those never or last.)
                             try:
                                 sent = self._sock.send(chunk)
@@ -352,44 +355,51 @@ class ChatProtocol(asyncio.BufferedProtocol):
                                 transport.write(memoryview(chunk)[sent:])
                         else:
                             transport.write(chunk)
-                        budget -= len(chunk)
                         # Taken whole: the socket keeps up, so larger pieces; paused: small.
                         if self._writing_paused:
-                            piece = WRITE_PIECE
+                            self._piece = WRITE_PIECE
                             break
                         if piece < SEND_SIZE:
-                            piece = min(2 * piece, SEND_SIZE)
-                        if not channel._queue or budget <= 0:
+                            piece = self._piece = min(2 * piece, SEND_SIZE)
+                        if not channel._queue:
+                            break
+                        if budget <= 0:  # yield to the loop; go on in a call_soon
+                            if channel.wants_write:
+                                self.output_ready()
                             break
                         if transport.is_closing():
                             return  # the write found the peer gone (asyncio warns from 5 on)
-                    self._piece = piece
                 except Exception as exc:  # a producer failed
                     self._fail(exc)
                     return
-                if budget < FLUSH_BUDGET:
-                    if self._idle_timeout is not None:
-                        self._touch()
+                if budget < FLUSH_BUDGET:  # bytes went out
                     guard = self._guard
                     if guard is not None:  # (Guard.wrote, inline: once per write)
                         guard.sent = guard.active = guard.watch.now
+                    if self._idle_timeout is not None:
+                        self._touch()
             if channel._wants_close:
                 self._closing = True
                 self._close_gracefully(transport)
                 return
-            if budget <= 0 and channel.wants_write:
-                self.output_ready()
-            if self._drain_waiter is not None:
-                self._wake_drain()
-            if chat._drain_wanted:  # a handler or a thread waits for this output
-                try:
-                    chat.written()
-                except Exception as exc:
-                    self._fail(exc)
+            if chat._drain_wanted or self._drain_waiter is not None:
+                # a handler, a thread or the stream style waits for this output
+                self._wake_written(chat)
+                if self._closing:
                     return
         if (self._reading_paused or chat._slow or self._input_full
                 or (channel._queue and channel.buffered_output > chat.high_water)):
             self._update_reading(transport)  # (else reading goes on: nothing to change)
+
+    def _wake_written(self, chat: Chat) -> None:
+        """Output was written: wake the stream style's drain and the chat's waiters."""
+        if self._drain_waiter is not None:
+            self._wake_drain()
+        if chat._drain_wanted:
+            try:
+                chat.written()
+            except Exception as exc:
+                self._fail(exc)
 
     def _update_reading(self, transport: asyncio.Transport) -> None:
         """Pause or resume the transport's reading as the chat's state asks."""
@@ -438,6 +448,9 @@ class ChatProtocol(asyncio.BufferedProtocol):
         raw._loop._remove_reader(raw._sock_fd)  # (paused by the chat already, on 3.10)
         self._sock, self._fd = raw._sock, raw._sock_fd
         self._context = contextvars.copy_context()  # as asyncio's reader handle had
+        # Bound once (the poller calls it every read), and dropped with the poller: a
+        # protocol holding its own bound method is a cycle, freed only by the collector.
+        self._updated = self.buffer_updated
         self._poller = poller
         if not self._reading_paused and not self._eof:
             self._poller.add(self)
@@ -449,11 +462,12 @@ class ChatProtocol(asyncio.BufferedProtocol):
             self._transport.close()
 
     def _stop_polling(self) -> None:
-        """Someone resumed the transport's own reading (which only handing the transport to
-        another protocol does, as ``loop.start_tls``): leave it to the transport."""
+        """Leave the poller: the connection is lost, or someone resumed the transport's own
+        reading (which only handing the transport to another protocol does, as
+        ``loop.start_tls``), which then reads."""
         if self._poller is not None:
             self._poller.leave(self)
-        self._poller = None
+        self._poller = self._updated = None
 
     def _schedule_continue(self) -> None:
         if not self._continuing and not self._closing and self._loop is not None:
@@ -641,8 +655,7 @@ class _ReadPoller:
             # As the socket transport's own reader reads (and with its error messages); the
             # protocol's callbacks run in the connection's context, as its reader's did.
             transport: Any = protocol._transport
-            context = protocol._context
-            assert context is not None
+            context: Any = protocol._context  # (set with _poller: never None here)
             if transport._closing or not transport._paused:
                 # Closing: asyncio stops reading at close.  Not paused: its own reading was
                 # resumed, by whoever the transport was handed to; it reads from now on.
@@ -672,7 +685,7 @@ class _ReadPoller:
                                 "Fatal error: protocol.eof_received() call failed.")
                 continue
             try:
-                context.run(protocol.buffer_updated, nbytes)
+                context.run(protocol._updated, nbytes)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # (a bug: the chat's own errors are handled)

@@ -710,7 +710,8 @@ class _ReadPoller:
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._parked: dict[int, tuple[_SocketTransport, Any]] = {}  # fd: (transport, task)
+        # fd: (transport, task, its context's run, the transport's _read_ready)
+        self._parked: dict[int, tuple[_SocketTransport, Any, Any, Any]] = {}
         self._view = _read_buffer()
         self._buffers = [self._view]
         self._polling = False  # the task is serving a batch (not waiting)
@@ -727,7 +728,9 @@ class _ReadPoller:
         except (OSError, ValueError):  # (a socket closed under us): the task waits itself,
             self._stop_if_idle()  # and finds out
             return _GONE
-        self._parked[fd] = (transport, trio.lowlevel.current_task())
+        task = trio.lowlevel.current_task()
+        # (The context and the bound method are looked up once per park, not per read.)
+        self._parked[fd] = (transport, task, task.context.run, transport._read_ready)
 
         def abort(_raise_cancel: object) -> Any:
             self._unpark(fd)
@@ -785,9 +788,9 @@ class _ReadPoller:
                     entry = parked.get(fd)
                     if entry is None:
                         continue  # unparked since the poll
-                    transport, task = entry
+                    transport, task, run_in_context, read_ready = entry
                     try:
-                        step = task.context.run(transport._read_ready, view, buffers)
+                        step = run_in_context(read_ready, view, buffers)
                         if step is _READING:
                             chat = transport._chat  # (_may_read_on, its common case inline)
                             if not chat._slow and (not chat.channel._queue
