@@ -16,7 +16,13 @@ every run): a lean non-blocking loop over all ``--clients`` sockets.  Two modes
 * **pingpong** (request/response): each connection keeps exactly one 16-byte request in
   flight, ``--round-trips`` times (after a few untimed ones); each reply must be that
   request, byte for byte.  Rate = round trips / s over all connections.  Targets (issue 9):
-  every driver >= asyncore+asynchat and >= its own loop's plain per-frame server.
+  every driver >= asyncore+asynchat and >= its own loop's plain per-frame server.  The
+  client is a small C program (``pingpong_client.c``, compiled with the machine's ``cc`` on
+  first use into the temporary directory) where a compiler is found, the Python loop
+  `run_pingpong` otherwise (``--client``): the Python client needed 6.7 us of CPU per round
+  trip, about what the fastest servers need, so it ran near 100 % and squeezed their
+  differences; the C one needs about 5.5 (nearly all of it the kernel's loopback work).
+  A round is about a third of a second, so ping-pong runs 9 rounds (best kept).
 
 In bulk mode every received chunk is compared byte for byte (``bytes.startswith`` at the
 stream offset, memcmp speed) with what that client sent there; frames carry the client's number, so
@@ -45,13 +51,17 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import multiprocessing
 import os
 import platform
 import select as select_module
 import selectors
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -374,6 +384,70 @@ def run_pingpong(
             sock.close()
 
 
+#: The ping-pong client in C (``--client c``): the same requests and checks as
+#: `run_pingpong`, for a fifth less CPU per round trip (most of what is left is the kernel's
+#: loopback work, which every client pays), so that a fast server stays what is measured.
+C_CLIENT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pingpong_client.c")
+
+
+def build_c_client() -> tuple[str | None, str]:
+    """Compile `C_CLIENT_SOURCE` (once per source version, in the temporary directory);
+    return the program's path and how, or None and why not."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler (cc, gcc, $CC) found"
+    with open(C_CLIENT_SOURCE, "rb") as source:
+        digest = hashlib.sha256(source.read()).hexdigest()[:16]
+    program = os.path.join(tempfile.gettempdir(), f"sanschat-pingpong-{digest}")
+    if not os.path.exists(program):
+        partial_path = f"{program}.{os.getpid()}.tmp"
+        built = subprocess.run(
+            [compiler, "-O2", "-o", partial_path, C_CLIENT_SOURCE],
+            capture_output=True, text=True, check=False,
+        )
+        if built.returncode != 0:
+            return None, f"{compiler} failed: {built.stderr.strip()[:200]}"
+        os.replace(partial_path, program)  # (atomic: a concurrent run finds it whole)
+    return program, f"C ({os.path.basename(compiler)} -O2, benchmarks/pingpong_client.c)"
+
+
+def run_pingpong_c(
+    conn: Connection, port: int, clients: int, round_trips: int, warmup: int, program: str
+) -> dict[str, Any]:
+    """`run_pingpong` by the C client *program*: its ``start`` and ``end`` lines relayed to
+    the parent as ``("start",)`` and ``("end",)``; its ``mismatch`` line raises EchoMismatch."""
+    command = [program, HOST, str(port), str(clients), str(round_trips), str(warmup)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as child:
+        assert child.stdout is not None and child.stderr is not None
+        end: list[str] = []
+        for line in child.stdout:
+            word, _, rest = line.strip().partition(" ")
+            if word == "start":
+                conn.send(("start",))
+            elif word == "end":
+                conn.send(("end",))
+                end = rest.split()
+            elif word == "mismatch":
+                raise EchoMismatch(rest)
+            else:
+                raise RuntimeError(f"the C client said {line.strip()!r}")
+        status = child.wait()
+        if status != 0 or len(end) != 3:
+            raise RuntimeError(f"the C client failed ({status}): {child.stderr.read().strip()}")
+    seconds, client_cpu, verified = float(end[0]), float(end[1]), int(end[2])
+    if verified != clients * round_trips:
+        raise EchoMismatch(f"{verified} round trips verified of {clients * round_trips}")
+    return {
+        "count": verified,
+        "seconds": seconds,
+        "client_cpu": client_cpu,
+        "drained": True,
+        "tail": 0,
+        "verified": verified,
+    }
+
+
 def client_worker(conn: Connection) -> None:
     """The client process: run the jobs the parent sends until it sends None or goes away."""
     while True:
@@ -384,8 +458,14 @@ def client_worker(conn: Connection) -> None:
         if job is None:
             return
         try:
-            run = run_pingpong if job.pop("mode") == "pingpong" else run_clients
-            conn.send(("result", run(conn, **job)))
+            mode, program = job.pop("mode"), job.pop("program", None)
+            if mode != "pingpong":
+                result = run_clients(conn, **job)
+            elif program is not None:
+                result = run_pingpong_c(conn, program=program, **job)
+            else:
+                result = run_pingpong(conn, **job)
+            conn.send(("result", result))
         except Exception as exc:
             kind = "mismatch" if isinstance(exc, EchoMismatch) else "error"
             conn.send((kind, f"{exc}" if kind == "mismatch" else traceback.format_exc()))
@@ -867,6 +947,9 @@ class Config:
     frames: int
     round_trips: int  # ping-pong: timed round trips per connection
     pp_warmup: int  # ping-pong: untimed round trips per connection first
+    pp_repeat: int = 9  # ping-pong: rounds per contender (each is well under a second)
+    pp_program: str | None = None  # ping-pong: the C client's program (None: the Python one)
+    pp_client: str = "Python (run_pingpong)"  # ping-pong: which client, for the header
 
 
 FULL = Config(
@@ -879,6 +962,7 @@ FULL = Config(
     frames=0,
     round_trips=1000,
     pp_warmup=50,
+    pp_repeat=9,
 )
 QUICK = Config(
     50,
@@ -890,6 +974,7 @@ QUICK = Config(
     frames=0,
     round_trips=200,
     pp_warmup=20,
+    pp_repeat=3,
 )
 
 
@@ -940,6 +1025,8 @@ def job_for(mode: str, port: int, config: Config) -> tuple[dict[str, Any], float
         if config.frames:
             limit += 120.0
     job.update(mode=mode, port=port, clients=config.clients)
+    if mode == "pingpong" and config.pp_program is not None:
+        job["program"] = config.pp_program
     return job, limit
 
 
@@ -989,7 +1076,7 @@ def measure(contenders: list[Contender], config: Config, mode: str) -> None:
     scale = 1e3 if mode == "pingpong" else 1e6
     client = ClientProcess()
     try:
-        for round_ in range(config.repeat):
+        for round_ in range(config.pp_repeat if mode == "pingpong" else config.repeat):
             live = [c for c in contenders if not c.failure]
             shift = round_ % max(1, len(live))
             for contender in live[shift:] + live[:shift]:
@@ -1052,8 +1139,9 @@ def header(markdown: bool, config: Config, quick: bool, modes: Sequence[str]) ->
         facts.append(
             f"ping-pong load: {config.clients} clients on 127.0.0.1 in one separate process, "
             f"each with one {FRAME}-byte request in flight, {config.round_trips} timed round "
-            f"trips each (after {config.pp_warmup}); best of {config.repeat} interleaved rounds"
+            f"trips each (after {config.pp_warmup}); best of {config.pp_repeat} interleaved rounds"
         )
+        facts.append(f"ping-pong client: {config.pp_client}")
     facts.append("servers in a thread of the benchmark process")
     if markdown:
         return ["## sanschat echo benchmark", "", *(f"- {fact}" for fact in facts), ""]
@@ -1218,7 +1306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, help="client connections (default 50)")
     parser.add_argument("--only", help="comma-separated contenders (see --list)")
     parser.add_argument("--list", action="store_true", help="list the contenders and exit")
-    parser.add_argument("--repeat", type=int, help="rounds per contender (best is kept)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds per contender, best kept (default: 3 bulk, 9 ping-pong; --quick: 2, 3)",
+    )
     parser.add_argument("--duration", type=float, help="bulk: seconds per timed round")
     parser.add_argument("--window", type=int, help="bulk: KiB in flight per client (default 256)")
     parser.add_argument("--frames", type=int, help="bulk: frames per client instead of a duration")
@@ -1228,11 +1320,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ping-pong: timed round trips per connection (default "
         f"{FULL.round_trips}, {QUICK.round_trips} with --quick)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="ping-pong: the load's client, in C (benchmarks/pingpong_client.c, compiled "
+        "on first use) or Python; auto (default): C where a compiler is found",
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     changes = {
         "clients": args.clients,
         "repeat": args.repeat,
+        "pp_repeat": args.repeat,
         "duration": args.duration,
         "window": args.window * KiB if args.window else None,
         "frames": args.frames,
@@ -1242,6 +1342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.window < BURST:
         parser.error(f"--window must be at least {BURST // KiB} KiB")
     modes = MODES if args.mode == "both" else (args.mode,)
+    if "pingpong" in modes and args.client != "python" and not args.list:
+        program, how = build_c_client()
+        if program is not None:
+            config = Config(**{**config.__dict__, "pp_program": program, "pp_client": how})
+        elif args.client == "c":
+            parser.error(f"--client c: {how}")
+        else:
+            config = Config(**{**config.__dict__, "pp_client": f"Python ({how})"})
 
     plan = {mode: all_contenders(mode) for mode in modes}
     if args.list:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import socket
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+TIMEOUT = 10.0
 
 
 @pytest.fixture
@@ -110,3 +118,106 @@ def test_a_switch_child_checks_the_values_it_framed(
     build, values = capsys.readouterr().out.split()
     assert build in ("0", "1")
     assert int(values) == 2 * 65536 // 29  # every value complete in 128 KiB (29 bytes each)
+
+
+@pytest.fixture
+def bench_echo(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/bench_echo.py``, imported as the script imports its neighbours."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("bench_echo", "_report"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module("bench_echo")
+
+
+class _Relay:
+    """Stands for the pipe to the parent: keeps what the client reports."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, message: object) -> None:
+        self.sent.append(message)
+
+
+def _echo_server(spoil: Callable[[int, bytes], bytes | None]) -> tuple[socket.socket, Any]:
+    """A blocking echo server on loopback, a thread per connection; *spoil* (the reply's
+    index on its connection, the request) gives the reply to send, or None to close."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def connection(sock: socket.socket) -> None:
+        with sock:
+            sock.settimeout(TIMEOUT)
+            index, held = 0, b""
+            with contextlib.suppress(OSError):
+                while data := sock.recv(4096):
+                    held += data
+                    while len(held) >= 16:
+                        request, held = held[:16], held[16:]
+                        reply = spoil(index, request)
+                        if reply is None:
+                            return
+                        # In two writes, so that the client must join a reply's reads.
+                        sock.sendall(reply[:5])
+                        if index % 7 == 0:
+                            time.sleep(0.001)
+                        sock.sendall(reply[5:])
+                        index += 1
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = listener.accept()
+                threading.Thread(target=connection, args=(sock,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.fixture
+def c_client(bench_echo: ModuleType) -> str:
+    program, why = bench_echo.build_c_client()
+    if program is None:
+        pytest.skip(why)
+    return str(program)
+
+
+def test_the_c_ping_pong_client_checks_every_reply_of_a_correct_server(
+        bench_echo: ModuleType, c_client: str) -> None:
+    listener, _ = _echo_server(lambda _index, request: request)
+    with listener:
+        relay = _Relay()
+        result = bench_echo.run_pingpong_c(relay, listener.getsockname()[1], clients=4,
+                                           round_trips=30, warmup=3, program=c_client)
+    assert relay.sent == [("start",), ("end",)]
+    assert result["verified"] == result["count"] == 4 * 30
+    assert result["seconds"] > 0 and result["client_cpu"] >= 0
+
+
+@pytest.mark.parametrize("fault", ["one byte changed", "a reply too long", "closed"])
+def test_the_c_ping_pong_client_fails_loudly_on_a_wrong_reply(
+        bench_echo: ModuleType, c_client: str, fault: str) -> None:
+    def spoil(index: int, request: bytes) -> bytes | None:
+        if index < 20:
+            return request
+        if fault == "one byte changed":
+            return request[:9] + bytes([request[9] ^ 1]) + request[10:]
+        if fault == "a reply too long":
+            return request + b"!"
+        return None
+
+    listener, _ = _echo_server(spoil)
+    with listener, pytest.raises(bench_echo.EchoMismatch) as failure:
+        bench_echo.run_pingpong_c(_Relay(), listener.getsockname()[1], clients=3,
+                                  round_trips=40, warmup=2, program=c_client)
+    expected = {"one byte changed": "differs", "a reply too long": "more bytes",
+                "closed": "closed"}[fault]
+    assert expected in str(failure.value)
+    assert "after 20 round trips" in str(failure.value)
+
+
+def test_the_c_ping_pong_client_is_built_once_per_source(
+        bench_echo: ModuleType, c_client: str) -> None:
+    again, how = bench_echo.build_c_client()
+    assert again == c_client and "pingpong_client.c" in how
+    assert os.access(c_client, os.X_OK)
