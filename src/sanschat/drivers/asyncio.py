@@ -7,7 +7,7 @@ loop with epoll (Linux), a plain TCP connection is read not by its transport but
 loop's `_ReadPoller`: one loop callback, one epoll of its own, a ``recv_into`` per ready
 socket and `ChatProtocol.buffer_updated` in the connection's context, which saves asyncio's
 per-read handle and calls (a request/response round trip cost 31k instructions through the
-transport, 22.5k so; docs/benchmarks.md).  Elsewhere (TLS, uvloop, other platforms) asyncio
+transport, 22.0k so; docs/benchmarks.md).  Elsewhere (TLS, uvloop, other platforms) asyncio
 reads.  Then `ChatProtocol._flush` pulls ``channel.data_to_send`` (see `WRITE_PIECE`) and
 writes at once (sending on the socket itself while the transport buffers nothing, as its
 ``write`` would), but only until the transport calls `pause_writing` and at most
