@@ -873,6 +873,16 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
+async def served_once(server: asyncio.Server, line: bytes) -> tuple[Connection, ChatProtocol]:
+    """A client of *server* (serving `Served`) after one echo of *line*, and the protocol
+    of the server's side of it."""
+    Served.instances.clear()
+    conn = await open_connection("127.0.0.1", port_of(server))
+    await conn.send(line + b"\r\n")
+    assert await anext_frame(conn) == line
+    return conn, cast(ChatProtocol, Served.instances[0].transport)
+
+
 def test_plain_tcp_connections_are_read_by_one_poller_per_loop(read_path: str) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -922,11 +932,7 @@ def test_a_closed_connections_protocol_is_freed_without_the_collector(read_path:
     async def main() -> None:
         server = await serve(Served)
         try:
-            Served.instances.clear()
-            conn = await open_connection("127.0.0.1", port_of(server))
-            await conn.send(b"once\r\n")
-            assert await anext_frame(conn) == b"once"
-            protocol = cast(ChatProtocol, Served.instances[0].transport)
+            conn, protocol = await served_once(server, b"once")
             assert (protocol._poller is not None) is (read_path == "poller")
             gone.append(weakref.ref(protocol))
             del protocol
@@ -1140,11 +1146,7 @@ def test_a_connection_that_gets_no_poller_is_read_by_its_transport(
     async def main() -> None:
         server = await serve(Served)
         try:
-            Served.instances.clear()
-            conn = await open_connection("127.0.0.1", port_of(server))
-            await conn.send(b"still served\r\n")
-            assert await anext_frame(conn) == b"still served"
-            protocol = cast(ChatProtocol, Served.instances[0].transport)
+            conn, protocol = await served_once(server, b"still served")
             assert protocol._poller is None and conn.protocol._poller is None
             assert cast(Any, protocol._transport).is_reading()
             await conn.aclose()
