@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any, ClassVar
 
 import pytest
@@ -239,6 +241,29 @@ def test_detach_calls_connection_lost_with_the_reason() -> None:
     error = ConnectionResetError()
     chat.detach(error)
     assert lost == [error]
+
+
+def test_after_detach_the_verbs_still_work_and_nothing_holds_the_chat() -> None:
+    chat = Frames()
+    attached(chat)
+    chat.feed(b"kept\nheld")
+    chat.detach(None)
+    # The verbs a late handler or thread may still call change the channel, and do nothing
+    # else (input is ignored once closed).
+    chat.set_terminator(b";")
+    assert chat.get_terminator() == b";"
+    chat.push(b"late")
+    chat.feed(b"more;")
+    assert chat.frames == [b"kept"]
+    # Neither the channel nor the chat's own hooks refer to the chat any more: with the
+    # garbage collector off, dropping it frees it.
+    gone = weakref.ref(chat)
+    gc.disable()
+    try:
+        del chat
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_a_detached_chat_queues_but_cannot_close() -> None:

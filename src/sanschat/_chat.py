@@ -958,6 +958,10 @@ class Chat:
         """Driver API: the connection is gone (*exc* says why); calls `connection_lost`."""
         self.transport = _GONE
         self._output_ready = self.channel._on_push = _GONE.output_ready
+        # Closed, the terminator hook has nothing left to frame (feed ignores input now).
+        # Neither hook is a bound method of this chat from here on, so neither the chat nor
+        # its channel holds the chat: both are freed without the garbage collector.
+        self._terminator_set = self.channel._on_terminator = _GONE.output_ready
         self._closed = True
         self._set_rest(None)
         if self._senders is not None:

@@ -7,6 +7,7 @@ checks it from the outside, with plain blocking sockets as clients.
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.client
 import logging
 import shutil
@@ -15,6 +16,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -275,6 +277,48 @@ def test_connection_lost_is_called_once_per_connection(
             assert recv_exactly(sock, 5) == b"ping\n"
     wait_for(lambda: len(life.lost) == 5, "five connection_lost calls")
     assert life.made == 5
+
+
+class Remembered(Chat):
+    """Echo that leaves a weak reference to itself, and says when its connection is lost."""
+
+    terminator = b"\n"
+
+    def __init__(self, refs: list[weakref.ref[Chat]], lost: threading.Event) -> None:
+        super().__init__()
+        self.refs, self.lost = refs, lost
+
+    def connection_made(self) -> None:
+        self.refs.append(weakref.ref(self))
+
+    def found_frame(self, frame: bytes) -> None:
+        self.push(frame + b"\n")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.set()
+
+
+def test_a_closed_connections_chat_is_freed_without_the_garbage_collector(
+    serve: ServerStarter,
+) -> None:
+    # No reference cycle through the chat, its channel, the driver's connection or its
+    # guard may outlive the connection: a server churning through short connections would
+    # otherwise hold every closed one (and its buffers) until a collection.
+    refs: list[weakref.ref[Chat]] = []
+    lost = threading.Event()
+    server = serve(lambda: Remembered(refs, lost))
+    gc.collect()
+    gc.disable()
+    try:
+        for line in (b"one\n", b"two\n"):
+            lost.clear()
+            with connect(server) as sock:
+                sock.sendall(line)
+                assert recv_exactly(sock, len(line)) == line
+            assert lost.wait(TIMEOUT)
+            wait_for(lambda: refs[-1]() is None, "the closed connection's chat to be freed")
+    finally:
+        gc.enable()
 
 
 def test_peer_reset_mid_frame_closes_only_that_connection(

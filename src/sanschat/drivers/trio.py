@@ -926,6 +926,9 @@ class _Acceptor:
             transport._high_water = apply_high_water(chat, watch.limits)
             assert self._conns is not None
             self._conns.start_soon(_run_guarded, transport)
+            # (Not kept by this frame while it waits for the next accept: a closed
+            # connection's objects are then freed as it ends.)
+            del stream, chat, transport
 
     async def _sweep(self, interval: float) -> None:
         delay = interval
