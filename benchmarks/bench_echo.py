@@ -396,8 +396,11 @@ def build_c_client() -> tuple[str | None, str]:
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler (cc, gcc, $CC) found"
-    with open(C_CLIENT_SOURCE, "rb") as source:
-        digest = hashlib.sha256(source.read()).hexdigest()[:16]
+    try:
+        with open(C_CLIENT_SOURCE, "rb") as source:
+            digest = hashlib.sha256(source.read()).hexdigest()[:16]
+    except OSError as exc:
+        return None, f"cannot read {C_CLIENT_SOURCE}: {exc.strerror}"
     program = os.path.join(tempfile.gettempdir(), f"sanschat-pingpong-{digest}")
     if not os.path.exists(program):
         partial_path = f"{program}.{os.getpid()}.tmp"
